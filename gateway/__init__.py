@@ -1,0 +1,1 @@
+"""The central service: MQTT ingest, time-series sinks, events, grid index, API."""

@@ -1,0 +1,246 @@
+"""Gateway configuration: YAML file, overridden by `GRIDGATE_*` environment variables.
+
+Nested keys use a double underscore: `GRIDGATE_BROKER__HOST=mqtt.example`,
+`GRIDGATE_INFLUX__TOKEN=...`. Secrets may also come from files (`password_file`, `token_file`).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "GRIDGATE_"
+
+
+class ConfigError(Exception):
+    """A configuration problem a person can fix: names the file, the field and the fix."""
+
+    def __init__(self, file: str | Path, problems: list[str]) -> None:
+        self.file = str(file)
+        self.problems = problems
+        super().__init__(f"{self.file}: " + "; ".join(problems))
+
+    def render(self) -> str:
+        return "\n".join([f"{self.file}: invalid configuration"] + [f"  - {p}" for p in self.problems])
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def describe_validation_error(file: str | Path, exc: ValidationError) -> ConfigError:
+    """Turn pydantic's error into one line per field: path, what is wrong, what to do."""
+    problems = []
+    for err in exc.errors():
+        path = _field_path(err["loc"])
+        msg = err["msg"]
+        given = err.get("input")
+        if err["type"] == "extra_forbidden":
+            fix = "remove it or check its spelling"
+        elif err["type"] == "missing":
+            fix = "add it"
+        else:
+            fix = f"got {given!r}" if not isinstance(given, dict | list) else "fix its value"
+        problems.append(f"{path}: {msg} ({fix})")
+    return ConfigError(file, problems)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Read a YAML file, with errors that name the file and line."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(p, [f"file not found (looked in {p.resolve().parent}); pass the right path with -c"])
+    try:
+        return yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(p, [f"{where}not valid YAML ({getattr(exc, 'problem', exc)})"]) from exc
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _secret_from(value: SecretStr | None, file: Path | None) -> str | None:
+    if file is not None:
+        return file.read_text(encoding="utf-8").strip()
+    return value.get_secret_value() if value is not None else None
+
+
+class TLSConfig(Strict):
+    enabled: bool = False
+    ca_file: Path | None = Field(None, description="CA bundle that signed the broker's certificate")
+    cert_file: Path | None = Field(None, description="client certificate for mutual TLS")
+    key_file: Path | None = None
+    insecure: bool = Field(False, description="skip hostname verification (testing only)")
+
+
+class BrokerConfig(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    tls: TLSConfig = TLSConfig()
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    client_id: str = Field("gridgate-gateway", min_length=1, max_length=64)
+    topic_prefix: str = Field("gridgate", pattern=r"^[^#+/][^#+]*$")
+    keepalive_s: int = Field(30, ge=5)
+    shared_group: str | None = Field(
+        None, description="subscribe through `$share/<group>/` so several gateways split the load"
+    )
+    reconnect_max_s: float = Field(30.0, gt=0)
+
+    def secret(self) -> str | None:
+        return _secret_from(self.password, self.password_file)
+
+
+class InfluxConfig(Strict):
+    """Where telemetry and events go. `api: none` keeps them in the embedded SQLite sink."""
+
+    api: Literal["v1", "v2", "none"] = "none"
+    url: str = "http://127.0.0.1:8086"
+    # v1 (/write?db=)
+    database: str = "gridgate"
+    retention_policy: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    # v2 (/api/v2/write)
+    org: str = "gridgate"
+    bucket: str = "gridgate"
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    # the sink runner
+    batch_size: int = Field(5000, ge=1, le=100_000)
+    flush_interval_s: float = Field(1.0, gt=0, le=60)
+    timeout_s: float = Field(10.0, gt=0)
+    retry_max_s: float = Field(30.0, gt=0, description="cap of the exponential backoff between retries")
+    buffer_max_points: int = Field(2_000_000, ge=1000, description="points kept on disk while the server is away")
+
+    def password_secret(self) -> str | None:
+        return _secret_from(self.password, self.password_file)
+
+    def token_secret(self) -> str | None:
+        return _secret_from(self.token, self.token_file)
+
+
+class StorageConfig(Strict):
+    data_dir: Path = Path("var")
+
+    @property
+    def state_db(self) -> Path:
+        return self.data_dir / "state.sqlite"
+
+    @property
+    def timeseries_db(self) -> Path:
+        return self.data_dir / "timeseries.sqlite"
+
+    @property
+    def spool_db(self) -> Path:
+        return self.data_dir / "spool.sqlite"
+
+
+class APIConfig(Strict):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+
+
+class VendorTopic(Strict):
+    """A vendor's own topic mapped to a device id and a codec, e.g. `acme/covers/{device_id}/data`."""
+
+    pattern: str = Field(description="MQTT topic with one `{device_id}` segment; `+` matches any segment")
+    codec: str
+    device_type: str | None = Field(None, description="defaults to the type in devices.yaml")
+
+    @model_validator(mode="after")
+    def _one_device_id(self) -> VendorTopic:
+        segments = self.pattern.split("/")
+        if segments.count("{device_id}") != 1:
+            raise ValueError("pattern needs exactly one whole segment `{device_id}`")
+        if "#" in self.pattern:
+            raise ValueError("`#` is not allowed; use `+` for single segments")
+        return self
+
+    @property
+    def subscription(self) -> str:
+        return self.pattern.replace("{device_id}", "+")
+
+    def compile(self) -> re.Pattern[str]:
+        parts = []
+        for seg in self.pattern.split("/"):
+            parts.append("(?P<device_id>[^/]+)" if seg == "{device_id}" else "[^/]+" if seg == "+" else re.escape(seg))
+        return re.compile("^" + "/".join(parts) + "$")
+
+
+class LimitsConfig(Strict):
+    max_payload_bytes: int = Field(65536, ge=64)
+    max_future_s: float = Field(86_400, ge=0, description="readings further ahead are rejected")
+    max_past_s: float = Field(365 * 86_400, ge=0, description="readings older than this are rejected")
+
+
+class GatewayConfig(BaseSettings):
+    """`config/gateway.yaml`: everything the central gateway needs."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", nested_model_default_partial_update=True
+    )
+
+    broker: BrokerConfig = BrokerConfig()
+    influx: InfluxConfig = InfluxConfig()
+    storage: StorageConfig = StorageConfig()
+    api: APIConfig = APIConfig()
+    devices_file: Path = Path("config/devices.yaml")
+    grids_file: Path | None = Path("config/grids.geojson")
+    fallback_grid: str = Field("unassigned", min_length=1, description="grid of a point inside no polygon")
+    maintenance_team: str = Field("maintenance", description="default team for device faults")
+    vendor_topics: list[VendorTopic] = []
+    limits: LimitsConfig = LimitsConfig()
+    offline_check_s: float = Field(5.0, gt=0, description="how often silent devices are looked for")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # the environment wins over the file, so one YAML serves several deployments
+        return env_settings, init_settings, file_secret_settings
+
+
+def resolve_paths(cfg: GatewayConfig, base: Path) -> GatewayConfig:
+    """Relative paths in a config file are relative to that file's folder's parent project."""
+    updates: dict[str, Any] = {}
+    for name in ("devices_file", "grids_file"):
+        value = getattr(cfg, name)
+        if value is not None and not value.is_absolute() and not value.exists() and (base / value).exists():
+            updates[name] = base / value
+    return cfg.model_copy(update=updates) if updates else cfg
+
+
+def load_gateway_config(path: str | Path | None) -> GatewayConfig:
+    """Load `gateway.yaml` (or only defaults and environment when `path` is None)."""
+    data: Any = {}
+    if path is not None:
+        data = read_yaml(path) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(path, ["top level must be a mapping of keys (broker:, influx:, ...)"])
+    try:
+        cfg = GatewayConfig(**data)
+    except ValidationError as exc:
+        raise describe_validation_error(path or "environment", exc) from exc
+    if path is not None:
+        cfg = resolve_paths(cfg, Path(path).resolve().parent.parent)
+    return cfg

@@ -1,0 +1,118 @@
+"""Shared kernel models: readings from devices, events, and time-series points.
+
+Readings and points sit on the per-message hot path, so they are slotted dataclasses; events
+cross process boundaries (MQTT, API, storage) and are pydantic models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from ulid import ULID
+
+ReadingValue = float | int | bool
+
+
+@dataclass(slots=True)
+class Reading:
+    """One decoded uplink from one device: named values at one instant (epoch seconds)."""
+
+    device_id: str
+    device_type: str
+    ts: float
+    values: dict[str, ReadingValue]
+    seq: int | None = None
+
+
+@dataclass(slots=True)
+class Point:
+    """One time-series point, sink-neutral (line protocol, SQLite...)."""
+
+    measurement: str
+    tags: dict[str, str]
+    fields: dict[str, ReadingValue | str]
+    time_ns: int
+
+
+class Severity(StrEnum):
+    info = "info"
+    minor = "minor"
+    major = "major"
+    critical = "critical"
+
+
+class EventState(StrEnum):
+    active = "active"
+    cleared = "cleared"
+
+
+class EventClass(StrEnum):
+    """Alarms are problems in the street; faults are problems with the device itself."""
+
+    alarm = "alarm"
+    fault = "fault"
+
+
+class Location(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+
+
+def new_event_id() -> str:
+    return str(ULID())
+
+
+def utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, tz=UTC)
+
+
+class Event(BaseModel):
+    """One problem seen in the street or on a device; the same model for video and sensors."""
+
+    id: str = Field(default_factory=new_event_id)
+    kind: str
+    event_class: EventClass = EventClass.alarm
+    source: str = Field(description="`camera:<id>` or `device:<id>`")
+    location: Location | None = None
+    grid_id: str | None = None
+    micro_grid_id: str | None = None
+    severity: Severity = Severity.major
+    state: EventState = EventState.active
+    started_at: datetime
+    ended_at: datetime | None = None
+    updated_at: datetime | None = None
+    confidence: float = 1.0
+    value: float | None = Field(default=None, description="the reading that raised or cleared it")
+    measurements: dict[str, Any] = Field(default_factory=dict)
+    evidence: dict[str, Any] = Field(default_factory=dict)
+    dedup_key: str = ""
+    message: str = ""
+
+    def model_post_init(self, __context: Any) -> None:
+        if not self.dedup_key:
+            self.dedup_key = f"{self.kind}:{self.source}"
+
+    @property
+    def source_type(self) -> str:
+        return self.source.split(":", 1)[0]
+
+    @property
+    def source_id(self) -> str:
+        return self.source.split(":", 1)[-1]
+
+
+@dataclass(slots=True)
+class Rejection:
+    """A payload the gateway refused: counted by `reason`, sent to the dead-letter topic."""
+
+    topic: str
+    reason: str
+    detail: str
+    payload: bytes = field(repr=False, default=b"")
+    device_id: str | None = None

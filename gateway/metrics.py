@@ -37,18 +37,28 @@ class GatewayMetrics(Collector):
         yield CounterMetricFamily(
             "gridgate_messages_decoded", "messages decoded into readings", value=self.messages_decoded
         )
-        yield CounterMetricFamily("gridgate_readings", "readings processed by device rules", value=self.readings)
+        yield CounterMetricFamily(
+            "gridgate_readings", "readings processed by device rules", value=self.readings
+        )
         rejected = CounterMetricFamily("gridgate_messages_rejected", "payloads rejected", labels=["reason"])
         for reason, n in sorted(self.rejected.items()):
             rejected.add_metric([reason], n)
         yield rejected
-        events = CounterMetricFamily("gridgate_events", "event state changes published", labels=["kind", "state"])
+        events = CounterMetricFamily(
+            "gridgate_events", "event state changes published", labels=["kind", "state"]
+        )
         for (kind, state), n in sorted(self.events_out.items()):
             events.add_metric([kind, state], n)
         yield events
-        yield CounterMetricFamily("gridgate_points_written", "points the sink confirmed", value=self.points_written)
-        yield CounterMetricFamily("gridgate_write_errors", "failed sink writes (retried)", value=self.write_errors)
-        yield CounterMetricFamily("gridgate_mqtt_connects", "connections made to the broker", value=self.mqtt_connects)
+        yield CounterMetricFamily(
+            "gridgate_points_written", "points the sink confirmed", value=self.points_written
+        )
+        yield CounterMetricFamily(
+            "gridgate_write_errors", "failed sink writes (retried)", value=self.write_errors
+        )
+        yield CounterMetricFamily(
+            "gridgate_mqtt_connects", "connections made to the broker", value=self.mqtt_connects
+        )
         for name, read in sorted(self.gauges.items()):
             yield GaugeMetricFamily(f"gridgate_{name}", name.replace("_", " "), value=read())
 

@@ -57,7 +57,9 @@ def read_yaml(path: str | Path) -> Any:
     """Read a YAML file, with errors that name the file and line."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(p, [f"file not found (looked in {p.resolve().parent}); pass the right path with -c"])
+        raise ConfigError(
+            p, [f"file not found (looked in {p.resolve().parent}); pass the right path with -c"]
+        )
     try:
         return yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -124,7 +126,9 @@ class InfluxConfig(Strict):
     flush_interval_s: float = Field(1.0, gt=0, le=60)
     timeout_s: float = Field(10.0, gt=0)
     retry_max_s: float = Field(30.0, gt=0, description="cap of the exponential backoff between retries")
-    buffer_max_points: int = Field(2_000_000, ge=1000, description="points kept on disk while the server is away")
+    buffer_max_points: int = Field(
+        2_000_000, ge=1000, description="points kept on disk while the server is away"
+    )
 
     def password_secret(self) -> str | None:
         return _secret_from(self.password, self.password_file)
@@ -178,7 +182,9 @@ class VendorTopic(Strict):
     def compile(self) -> re.Pattern[str]:
         parts = []
         for seg in self.pattern.split("/"):
-            parts.append("(?P<device_id>[^/]+)" if seg == "{device_id}" else "[^/]+" if seg == "+" else re.escape(seg))
+            parts.append(
+                "(?P<device_id>[^/]+)" if seg == "{device_id}" else "[^/]+" if seg == "+" else re.escape(seg)
+            )
         return re.compile("^" + "/".join(parts) + "$")
 
 
@@ -192,7 +198,10 @@ class GatewayConfig(BaseSettings):
     """`config/gateway.yaml`: everything the central gateway needs."""
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", nested_model_default_partial_update=True
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        nested_model_default_partial_update=True,
     )
 
     broker: BrokerConfig = BrokerConfig()

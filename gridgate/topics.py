@@ -25,7 +25,8 @@ class Topics:
 
     @property
     def device_filter(self) -> str:
-        return f"{self.prefix}/devices/+/+/+"
+        # everything under devices/, so a malformed topic is rejected (unknown_topic), not ignored
+        return f"{self.prefix}/devices/#"
 
     # edge -> gateway
     def edge_events(self, edge_id: str) -> str:

@@ -1,0 +1,49 @@
+# Two commands on a fresh Debian/Ubuntu machine with Python 3.11:
+#   make demo   run everything on this machine (embedded broker, gateway, API, simulated street)
+#   make test   run the test suite (installs mosquitto, influxdb and victoria-metrics when root)
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+DEBIAN_PACKAGES := mosquitto mosquitto-clients influxdb victoria-metrics
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint bench-ingest debian-packages clean
+
+$(BIN)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "gridgate needs Python 3.11 or newer"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+# Installs the servers the tests start (never started as system services here).
+debian-packages:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	    rm -f /usr/sbin/policy-rc.d; \
+	  else \
+	    echo "missing Debian packages:$$missing (run as root, or: sudo apt-get install$$missing)"; \
+	  fi; \
+	fi
+
+demo: $(BIN)/.installed
+	$(BIN)/gridgate demo
+
+test: $(BIN)/.installed debian-packages
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench-ingest: $(BIN)/.installed debian-packages
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

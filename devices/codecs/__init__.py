@@ -1,0 +1,135 @@
+"""Payload codecs: a small plugin registry and the one `decode` entry point the gateway calls.
+
+A codec turns bytes into Readings; it must not care how the bytes arrived (MQTT, HTTP push...).
+Built in: `json` (native), `senml` (RFC 8428), `manhole_binary` (vendor frame) and `auto`
+(json for `{`, senml for `[`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from devices.codecs.base import check_values
+from devices.codecs.errors import DecodeError, RejectReason
+from devices.codecs.json_codec import decode_json
+from devices.codecs.manhole_binary import decode_manhole_binary, encode_manhole_binary
+from devices.codecs.senml import decode_senml
+from devices.types import Device
+from gridgate.config import LimitsConfig
+from gridgate.models import Reading
+
+__all__ = [
+    "Codec",
+    "CodecFn",
+    "DecodeError",
+    "RejectReason",
+    "codec_names",
+    "decode",
+    "encode_manhole_binary",
+    "get_codec",
+    "register_codec",
+]
+
+CodecFn = Callable[[bytes, Device, float], list[Reading]]
+
+
+@dataclass(frozen=True, slots=True)
+class Codec:
+    """A named decoder. `checks_values`: it already guarantees finite numbers and booleans only."""
+
+    name: str
+    decode: CodecFn
+    checks_values: bool = False
+
+
+_CODECS: dict[str, Codec] = {}
+
+
+def register_codec(name: str, fn: CodecFn, *, checks_values: bool = False, replace: bool = False) -> Codec:
+    """Add a codec under `name` (devices.yaml `codec:`); raises ValueError if the name is taken."""
+    if name in _CODECS and not replace:
+        raise ValueError(f"codec {name!r} is already registered")
+    codec = Codec(name, fn, checks_values)
+    _CODECS[name] = codec
+    return codec
+
+
+def get_codec(name: str) -> Codec:
+    """The codec registered as `name`; KeyError naming the known ones otherwise."""
+    try:
+        return _CODECS[name]
+    except KeyError:
+        raise KeyError(f"unknown codec {name!r}; known: {', '.join(sorted(_CODECS))}") from None
+
+
+def codec_names() -> list[str]:
+    return sorted(_CODECS)
+
+
+_WS = b" \t\r\n"
+
+
+def decode_auto(payload: bytes, device: Device, now: float) -> list[Reading]:
+    """Native JSON for an object, SenML for an array; anything else is `not_json`."""
+    head = payload.lstrip(_WS)[:1]
+    if head == b"{":
+        return decode_json(payload, device, now)
+    if head == b"[":
+        return decode_senml(payload, device, now)
+    if not head:
+        raise DecodeError(RejectReason.not_json, "payload is empty")
+    raise DecodeError(
+        RejectReason.not_json, f"payload starts with {head!r}: expected a JSON object or a SenML array"
+    )
+
+
+register_codec("json", decode_json, checks_values=True)
+register_codec("senml", decode_senml, checks_values=True)
+register_codec("auto", decode_auto, checks_values=True)
+register_codec("manhole_binary", decode_manhole_binary, checks_values=True)
+
+
+def decode(
+    codec_name: str, payload: bytes, device: Device, now: float, limits: LimitsConfig
+) -> list[Reading]:
+    """Codec + common validation: time window, finite numbers, types, battery >= 0.
+
+    Raises DecodeError with a stable reason; never anything else for any payload.
+    """
+    codec = _CODECS.get(codec_name)
+    if codec is None:
+        # a configuration slip (vendor topic or devices.yaml) must not crash the ingest loop
+        raise DecodeError(
+            RejectReason.bad_payload,
+            f"unknown codec {codec_name!r} configured for {device.id}; "
+            f"use one of: {', '.join(codec_names())}",
+        )
+    try:
+        readings = codec.decode(payload, device, now)
+    except DecodeError:
+        raise
+    except (ValueError, TypeError, OverflowError, UnicodeError, KeyError, IndexError) as exc:
+        # a plugin codec's own slip still becomes a rejection with a reason, not a crash
+        raise DecodeError(RejectReason.bad_payload, f"{codec.name} codec: {exc}") from exc
+    latest = now + limits.max_future_s
+    earliest = now - limits.max_past_s
+    for r in readings:
+        ts = r.ts
+        if ts > latest:
+            raise DecodeError(
+                RejectReason.ts_future,
+                f"ts: {ts:.0f} is {ts - now:.0f} s ahead of the receive time "
+                f"(limit {limits.max_future_s:.0f} s)",
+            )
+        if ts < earliest:
+            raise DecodeError(
+                RejectReason.ts_past,
+                f"ts: {ts:.0f} is {now - ts:.0f} s before the receive time (limit {limits.max_past_s:.0f} s)",
+            )
+        if not codec.checks_values:
+            check_values(r.values)
+        battery = r.values.get("battery_pct")
+        if battery is not None and battery < 0:
+            raise DecodeError(RejectReason.negative_battery, f"battery_pct: {battery} is negative")
+    return readings

@@ -1,0 +1,513 @@
+"""Per-device state: readings in, event state changes out (alarms for the street, faults for maintenance).
+
+Pure logic: time is passed in as epoch seconds. Rules run on the reading's own time (so buffered
+uplinks are judged when they were measured); silence is judged on the receive time `now`.
+Pydantic objects are built only when an event actually changes, so the per-reading path stays cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from devices.registry import DeviceRegistry
+from devices.rules import Change, Direction, Rule, RuleSet, RuleState, step
+from devices.types import OFFLINE_FACTOR, PHYSICAL_LIMITS, PHYSICAL_LIMITS_ITEMS, Device, DeviceType
+from gridgate.models import Event, EventClass, EventState, Location, Reading, Severity, utc
+
+OFFLINE = "device_offline"
+SENSOR_FAULT = "sensor_fault"
+STUCK = "stuck_sensor"
+SNAPSHOT_VERSION = 1
+
+FAULT_SEVERITY = {OFFLINE: Severity.major, SENSOR_FAULT: Severity.major, STUCK: Severity.minor}
+
+
+@dataclass(slots=True)
+class _State:
+    device: Device
+    rules: RuleSet
+    location: Location
+    source: str
+    window_s: float  # silence that makes the device offline
+    deadline: float | None  # receive time at which silence becomes offline; None: timer not started
+    last_seen: float | None = None
+    last_t: float | None = None  # latest reading time the rules saw (they never run backwards)
+    rule_states: dict[str, RuleState] = field(default_factory=dict)
+    events: dict[str, Event] = field(default_factory=dict)  # active events by kind
+    stuck: dict[str, list[Any]] = field(default_factory=dict)  # field -> [value, since]
+
+
+def _where(device: Device) -> str:
+    name = device.name or device.id
+    return f"{name} ({device.address})" if device.address else name
+
+
+def _fmt(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else f"{value:g}"
+
+
+def _rule_message(rule: Rule, change: Change, value: Any, severity: Severity | None, device: Device) -> str:
+    what = rule.label[:1].upper() + rule.label[1:] if rule.label else rule.kind
+    at = _where(device)
+    if rule.direction is Direction.true:
+        return f"{what} at {at}" if change is not Change.cleared else f"{what}: cleared at {at}"
+    unit = f" {rule.unit}" if rule.unit else ""
+    reading = f"{rule.field} {_fmt(value)}{unit}"
+    if change is Change.raised:
+        cmp = "below" if rule.direction is Direction.below else "threshold"
+        return f"{what} at {at}: {reading} ({cmp} {_fmt(rule.raise_at)}{unit})"
+    if change is Change.severity:
+        return f"{what} at {at} is now {severity}: {reading}"
+    return f"{what}: cleared at {at}, {reading}"
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
+
+
+class DeviceEngine:
+    """Holds every device's rule states and active events; turns readings into event changes."""
+
+    def __init__(self, registry: DeviceRegistry, started_at: float | None = None) -> None:
+        """`started_at` starts the offline timer of every registered device; None: at the first check."""
+        self.registry = registry
+        self.started_at = started_at
+        self._states: dict[str, _State] = {}
+        for device in registry:
+            self._states[device.id] = self._new_state(device, started_at)
+
+    # ---- state keeping ------------------------------------------------------------------------
+
+    def _new_state(self, device: Device, timer_from: float | None) -> _State:
+        rules = self.registry.rules_for(device)
+        window = OFFLINE_FACTOR * device.reporting_interval_s
+        return _State(
+            device=device,
+            rules=rules,
+            location=device.location,
+            source=device.source,
+            window_s=window,
+            deadline=None if timer_from is None else timer_from + window,
+            rule_states={r.kind: RuleState() for r in rules.threshold_rules},
+        )
+
+    def _default_rules(self, device: Device) -> RuleSet:
+        from devices.registry import build_ruleset
+
+        return build_ruleset(
+            device.type, self.registry.profiles.get(device.profile) if device.profile else None
+        )
+
+    def _state(self, device: Device, now: float | None = None) -> _State:
+        st = self._states.get(device.id)
+        if st is None:
+            st = self._states[device.id] = self._new_state(device, now)
+        elif st.device is not device:
+            self._refresh(st, device)
+        return st
+
+    def _refresh(self, st: _State, device: Device) -> None:
+        """The registry changed this device: new rules and position, state kept."""
+        st.device = device
+        st.rules = (
+            self.registry.rules_for(device) if device.id in self.registry else self._default_rules(device)
+        )
+        st.location = device.location
+        st.window_s = OFFLINE_FACTOR * device.reporting_interval_s
+        for r in st.rules.threshold_rules:
+            st.rule_states.setdefault(r.kind, RuleState())
+
+    def track(self, device: Device, now: float) -> None:
+        """Start watching a device (e.g. added to the registry at runtime); its offline timer starts now."""
+        st = self._state(device, now)
+        if st.deadline is None:
+            st.deadline = now + st.window_s
+
+    def reload(self, registry: DeviceRegistry, now: float) -> None:
+        """Switch to a new registry: new devices are tracked from `now`, removed ones forgotten."""
+        self.registry = registry
+        keep = {}
+        for device in registry:
+            st = self._states.get(device.id)
+            if st is None:
+                st = self._new_state(device, now)
+            else:
+                self._refresh(st, device)
+            keep[device.id] = st
+        self._states = keep
+
+    # ---- events -------------------------------------------------------------------------------
+
+    def _raise(
+        self,
+        st: _State,
+        kind: str,
+        event_class: EventClass,
+        severity: Severity,
+        t: float,
+        value: float | None,
+        measurements: dict[str, Any],
+        message: str,
+    ) -> Event:
+        when = utc(t)
+        ev = Event(
+            kind=kind,
+            event_class=event_class,
+            source=st.source,
+            location=st.location,
+            severity=severity,
+            state=EventState.active,
+            started_at=when,
+            updated_at=when,
+            value=value,
+            measurements=measurements,
+            dedup_key=f"{kind}:{st.source}",
+            message=message,
+        )
+        st.events[kind] = ev
+        return ev
+
+    def _update(
+        self,
+        st: _State,
+        kind: str,
+        severity: Severity,
+        t: float,
+        value: float | None,
+        measurements: dict[str, Any],
+        message: str,
+    ) -> Event:
+        ev = st.events[kind].model_copy(
+            update={
+                "severity": severity,
+                "updated_at": utc(t),
+                "value": value,
+                "measurements": measurements,
+                "message": message,
+            }
+        )
+        st.events[kind] = ev
+        return ev
+
+    def _clear(
+        self, st: _State, kind: str, t: float, value: float | None, measurements: dict[str, Any], message: str
+    ) -> Event:
+        old = st.events.pop(kind)
+        when = utc(t)
+        # a clear stamped before its raise (device clock behind) would make a negative duration
+        if when < old.started_at:
+            when = old.started_at
+        return old.model_copy(
+            update={
+                "state": EventState.cleared,
+                "ended_at": when,
+                "updated_at": when,
+                "value": value,
+                "measurements": measurements,
+                "message": message,
+            }
+        )
+
+    # ---- readings -----------------------------------------------------------------------------
+
+    def clean(self, device: Device, reading: Reading) -> tuple[Reading, dict[str, Any] | None]:
+        """Drop impossible values, derive fill_pct from distance_cm; returns (reading, dropped values)."""
+        values = reading.values
+        bad: dict[str, Any] | None = None
+        for name, lo, hi in PHYSICAL_LIMITS_ITEMS:
+            v = values.get(name)
+            if v is not None and not lo <= v <= hi:
+                if bad is None:
+                    bad = {}
+                bad[name] = v
+        cleaned = values if bad is None else {k: v for k, v in values.items() if k not in bad}
+        if (
+            device.type is DeviceType.bin
+            and "distance_cm" in cleaned
+            and "fill_pct" not in cleaned
+            and (bad is None or "fill_pct" not in bad)
+        ):
+            depth = device.bin_depth_cm
+            fill = (depth - cleaned["distance_cm"]) / depth * 100.0
+            if cleaned is values:
+                cleaned = dict(values)
+            cleaned["fill_pct"] = round(min(100.0, max(0.0, fill)), 1)
+        if cleaned is values:
+            return reading, None
+        return Reading(reading.device_id, reading.device_type, reading.ts, cleaned, reading.seq), bad
+
+    def on_reading(self, device: Device, reading: Reading, now: float) -> tuple[Reading, list[Event]]:
+        """Judge one decoded reading: the cleaned reading and the event changes it caused."""
+        st = self._state(device, now)
+        cleaned_reading, bad = self.clean(device, reading)
+        values = cleaned_reading.values
+        t = reading.ts
+        if st.last_t is not None and t < st.last_t:
+            t = st.last_t  # an out-of-order uplink must not rewind the duration timers
+        st.last_t = t
+        if st.last_seen is None or now > st.last_seen:
+            st.last_seen = now
+        st.deadline = now + st.window_s
+        events: list[Event] = []
+        active = st.events
+        if OFFLINE in active:
+            events.append(
+                self._clear(
+                    st, OFFLINE, now, None, {"status": "uplink"}, f"Device {_where(device)} is back online"
+                )
+            )
+        rules = st.rules
+        rule_states = st.rule_states
+        for rule in rules.threshold_rules:
+            v = values.get(rule.field)
+            if v is None:
+                continue
+            rs = rule_states.get(rule.kind)
+            if rs is None:
+                rs = rule_states[rule.kind] = RuleState()
+            change = step(rule, rs, v, t)
+            if change is not None:
+                ev = self._rule_event(st, rule, change, rs, v, t)
+                if ev is not None:
+                    events.append(ev)
+        # sensor_fault: impossible values or a fault code
+        fault_code = values.get("fault_code")
+        if bad is not None or (fault_code is not None and fault_code != 0):
+            if SENSOR_FAULT not in active:
+                meas = dict(bad or {})
+                if fault_code:
+                    meas["fault_code"] = fault_code
+                events.append(self._sensor_fault(st, t, meas))
+        elif SENSOR_FAULT in active:
+            events.append(
+                self._clear(
+                    st, SENSOR_FAULT, t, None, {}, f"Sensor fault cleared at {_where(device)}: readings valid"
+                )
+            )
+        if rules.stuck_fields:
+            ev = self._stuck_on_reading(st, values, t)
+            if ev is not None:
+                events.append(ev)
+        return cleaned_reading, events
+
+    def _rule_event(
+        self, st: _State, rule: Rule, change: Change, rs: RuleState, v: Any, t: float
+    ) -> Event | None:
+        value = _num(v)
+        meas: dict[str, Any] = {rule.field: v}
+        if rule.direction is not Direction.true:
+            meas["raise_at"] = rule.raise_at
+            meas["clear_at"] = rule.clear_at
+        msg = _rule_message(rule, change, v, rs.severity, st.device)
+        if change is Change.raised:
+            return self._raise(
+                st, rule.kind, rule.event_class, rs.severity or rule.severity, t, value, meas, msg
+            )
+        if change is Change.severity:
+            return self._update(st, rule.kind, rs.severity or rule.severity, t, value, meas, msg)
+        if rule.kind not in st.events:
+            return None  # a rule state restored without its event (old snapshot): nothing to clear
+        return self._clear(st, rule.kind, t, value, meas, msg)
+
+    def _sensor_fault(self, st: _State, t: float, meas: dict[str, Any]) -> Event:
+        parts = []
+        for name, v in meas.items():
+            if name == "fault_code":
+                parts.append(f"fault code {_fmt(v)}")
+            else:
+                lo, hi = PHYSICAL_LIMITS[name]
+                parts.append(f"{name} {_fmt(v)} outside {lo:g}..{hi:g}")
+        msg = f"Sensor fault at {_where(st.device)}: {', '.join(parts)}"
+        value = next((_num(v) for v in meas.values()), None)
+        return self._raise(
+            st, SENSOR_FAULT, EventClass.fault, FAULT_SEVERITY[SENSOR_FAULT], t, value, meas, msg
+        )
+
+    def _stuck_on_reading(self, st: _State, values: dict[str, Any], t: float) -> Event | None:
+        changed = False
+        for name in st.rules.stuck_fields:
+            v = values.get(name)
+            if v is None:
+                continue
+            entry = st.stuck.get(name)
+            if entry is None or entry[0] != v:
+                st.stuck[name] = [v, t]
+                changed = changed or entry is not None
+        if STUCK in st.events:
+            # it clears only when a value moves: a quiet clock comparison must never clear it
+            if changed and not self._stuck_fields(st, t):
+                return self._clear(
+                    st, STUCK, t, None, {}, f"Stuck sensor cleared at {_where(st.device)}: the value changed"
+                )
+            return None
+        stuck = self._stuck_fields(st, t)
+        return self._stuck_event(st, stuck, t) if stuck else None
+
+    def _stuck_fields(self, st: _State, t: float) -> list[str]:
+        limit = st.rules.stuck_after_s
+        return [
+            name
+            for name in st.rules.stuck_fields
+            if (e := st.stuck.get(name)) is not None and t - e[1] >= limit
+        ]
+
+    def _stuck_event(self, st: _State, fields: list[str], t: float) -> Event:
+        meas: dict[str, Any] = {name: st.stuck[name][0] for name in fields}
+        since = min(st.stuck[name][1] for name in fields)
+        meas["stuck_s"] = round(t - since)
+        meas["since"] = utc(since).isoformat()
+        listing = ", ".join(f"{name} = {_fmt(st.stuck[name][0])}" for name in fields)
+        hours = (t - since) / 3600
+        msg = f"Stuck sensor at {_where(st.device)}: {listing} unchanged for {hours:.1f} h"
+        value = _num(st.stuck[fields[0]][0])
+        return self._raise(st, STUCK, EventClass.fault, FAULT_SEVERITY[STUCK], t, value, meas, msg)
+
+    # ---- status and silence ---------------------------------------------------------------------
+
+    def seen(self, device: Device, now: float) -> list[Event]:
+        """An uplink that could not be decoded still proves the device is alive: reset its timer."""
+        st = self._state(device, now)
+        if st.last_seen is None or now > st.last_seen:
+            st.last_seen = now
+        st.deadline = now + st.window_s
+        if OFFLINE in st.events:
+            return [
+                self._clear(
+                    st, OFFLINE, now, None, {"status": "uplink"}, f"Device {_where(device)} is back online"
+                )
+            ]
+        return []
+
+    def on_status(self, device: Device, online: bool, now: float) -> list[Event]:
+        """An `online`/`offline` status (MQTT last will) from the device."""
+        st = self._state(device, now)
+        if online:
+            st.last_seen = now if st.last_seen is None or now > st.last_seen else st.last_seen
+            st.deadline = now + st.window_s
+            if OFFLINE in st.events:
+                return [
+                    self._clear(
+                        st,
+                        OFFLINE,
+                        now,
+                        None,
+                        {"status": "online"},
+                        f"Device {_where(device)} is back online",
+                    )
+                ]
+            return []
+        if OFFLINE in st.events:
+            return []
+        meas: dict[str, Any] = {
+            "status": "offline",
+            "last_seen": utc(st.last_seen).isoformat() if st.last_seen else None,
+        }
+        msg = f"Device {_where(device)} offline: its status says offline (connection lost)"
+        return [self._raise(st, OFFLINE, EventClass.fault, FAULT_SEVERITY[OFFLINE], now, None, meas, msg)]
+
+    def check_silence(self, now: float) -> list[Event]:
+        """Offline devices and stuck sensors whose time ran out with no reading; call periodically."""
+        events: list[Event] = []
+        for st in self._states.values():
+            if st.deadline is None:
+                st.deadline = now + st.window_s  # the timer starts at the first check
+                continue
+            active = st.events
+            if now >= st.deadline:
+                if OFFLINE not in active:
+                    events.append(self._offline(st, now))
+                continue
+            if st.stuck and STUCK not in active and OFFLINE not in active:
+                stuck = self._stuck_fields(st, now)
+                if stuck:
+                    events.append(self._stuck_event(st, stuck, now))
+        return events
+
+    def _offline(self, st: _State, now: float) -> Event:
+        interval = st.device.reporting_interval_s
+        if st.last_seen is None:
+            silent = st.window_s
+            meas: dict[str, Any] = {"last_seen": None, "reporting_interval_s": interval}
+            msg = f"Device {_where(st.device)} offline: never heard from (expected every {interval:g} s)"
+        else:
+            silent = now - st.last_seen
+            meas = {
+                "last_seen": utc(st.last_seen).isoformat(),
+                "silent_s": round(silent),
+                "reporting_interval_s": interval,
+            }
+            msg = (
+                f"Device {_where(st.device)} offline: no uplink for {silent:.0f} s "
+                f"(expected every {interval:g} s)"
+            )
+        return self._raise(
+            st, OFFLINE, EventClass.fault, FAULT_SEVERITY[OFFLINE], now, round(silent, 1), meas, msg
+        )
+
+    # ---- queries and persistence ------------------------------------------------------------------
+
+    def active_events(self, device_id: str) -> list[Event]:
+        st = self._states.get(device_id)
+        return list(st.events.values()) if st else []
+
+    def all_active_events(self) -> list[Event]:
+        return [ev for st in self._states.values() for ev in st.events.values()]
+
+    def last_seen(self, device_id: str) -> float | None:
+        st = self._states.get(device_id)
+        return st.last_seen if st else None
+
+    def device_ids(self) -> Iterable[str]:
+        return self._states.keys()
+
+    def snapshot(self, device_id: str) -> dict[str, Any]:
+        """Everything needed to resume this device after a restart, as JSON-ready plain data."""
+        st = self._states.get(device_id)
+        if st is None:
+            return {"v": SNAPSHOT_VERSION}
+        return {
+            "v": SNAPSHOT_VERSION,
+            "last_seen": st.last_seen,
+            "deadline": st.deadline,
+            "last_t": st.last_t,
+            "rules": {kind: rs.to_dict() for kind, rs in st.rule_states.items() if rs != _IDLE},
+            "events": {kind: ev.model_dump(mode="json") for kind, ev in st.events.items()},
+            "stuck": {name: list(entry) for name, entry in st.stuck.items()},
+        }
+
+    def restore(self, device_id: str, data: dict[str, Any], now: float | None = None) -> None:
+        """Resume a device from `snapshot`; its offline timer restarts no earlier than `now`.
+
+        Restarting the timer matters: after the gateway was down, every device would otherwise be
+        overdue at once and flood the maintenance team with offline faults.
+        """
+        device = self.registry.get(device_id)
+        st = self._states.get(device_id)
+        if device is None and st is None:
+            return  # the device left the registry while we were down
+        if st is None:
+            assert device is not None
+            st = self._states[device_id] = self._new_state(device, now)
+        st.last_seen = data.get("last_seen")
+        st.last_t = data.get("last_t")
+        deadline = data.get("deadline")
+        floor = now if now is not None else self.started_at
+        if floor is not None:
+            deadline = max(deadline or -float("inf"), floor + st.window_s)
+        st.deadline = deadline
+        for kind, rs in (data.get("rules") or {}).items():
+            st.rule_states[kind] = RuleState.from_dict(rs)
+        st.events = {kind: Event.model_validate(ev) for kind, ev in (data.get("events") or {}).items()}
+        st.stuck = {name: list(entry) for name, entry in (data.get("stuck") or {}).items()}
+
+    def snapshot_all(self) -> dict[str, dict[str, Any]]:
+        return {device_id: self.snapshot(device_id) for device_id in self._states}
+
+    def restore_all(self, data: dict[str, dict[str, Any]], now: float | None = None) -> None:
+        for device_id, snap in data.items():
+            self.restore(device_id, snap, now)
+
+
+_IDLE = RuleState()

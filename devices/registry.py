@@ -1,0 +1,235 @@
+"""The device registry: `devices.yaml` with its profiles, validated with messages a person can act on.
+
+```yaml
+profiles:
+  low_road:
+    rules:
+      water_high: {raise_at: 10, clear_at: 6}
+devices:
+  - {id: WG-0001, type: water_gauge, lat: 30.27, lon: 120.15, profile: low_road}
+```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from devices.codecs import codec_names
+from devices.rules import ALARM_KINDS, BATTERY_LOW, TAMPER, Rule, RuleSet, default_alarms, override
+from devices.types import DEFAULT_STUCK_AFTER_S, DEFAULT_STUCK_FIELDS, Device, DeviceType
+from gridgate.config import ConfigError, describe_validation_error, read_yaml
+from gridgate.models import Severity
+
+OVERRIDABLE_KINDS: frozenset[str] = ALARM_KINDS | {BATTERY_LOW.kind, TAMPER.kind}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RuleOverride(_Strict):
+    """Changes to one rule's defaults; fields left out keep the default."""
+
+    raise_at: float | None = Field(None, description="threshold that raises the event")
+    clear_at: float | None = Field(None, description="threshold that clears it (hysteresis below raise_at)")
+    min_duration_s: float | None = Field(
+        None, ge=0, description="raise only after the condition held this long"
+    )
+    clear_duration_s: float | None = Field(
+        None, ge=0, description="clear only after the clear condition held this long"
+    )
+    severity: Severity | None = Field(None, description="severity when raised (info, minor, major, critical)")
+    severity_steps: dict[Severity, float] | None = Field(
+        None, description="higher severities by threshold, e.g. {critical: 27}; replaces the default steps"
+    )
+    enabled: bool | None = Field(None, description="false turns the rule off for devices with this profile")
+
+
+class BatteryThresholds(_Strict):
+    """When `battery_low` is raised (minor, then major) and cleared."""
+
+    minor_below: float = Field(20, ge=0, le=100, description="battery % below which a minor fault is raised")
+    major_below: float = Field(10, ge=0, le=100, description="battery % below which the fault becomes major")
+    clear_at: float = Field(25, ge=0, le=100, description="battery % at or above which the fault clears")
+    enabled: bool = Field(True, description="false turns battery_low off")
+
+
+class Profile(_Strict):
+    """Per-deployment tuning shared by many devices."""
+
+    description: str | None = Field(None, description="what the profile is for")
+    rules: dict[str, RuleOverride] = Field(
+        default_factory=dict, description="overrides keyed by kind: manhole_tilt, bin_full, water_high, ..."
+    )
+    battery: BatteryThresholds | None = Field(None, description="battery_low thresholds")
+    stuck_after_s: float | None = Field(None, gt=0, description="stuck_sensor after the same value this long")
+    stuck_fields: list[str] | None = Field(
+        None, description="readings watched for a stuck sensor; [] turns the check off"
+    )
+
+
+class DevicesFile(_Strict):
+    """`config/devices.yaml`."""
+
+    profiles: dict[str, Profile] = Field(default_factory=dict, description="named rule profiles")
+    devices: list[Device] = Field(default_factory=list, description="every device the gateway accepts")
+
+
+def _steps(steps: dict[Severity, float] | None) -> tuple[tuple[float, Severity], ...] | None:
+    if steps is None:
+        return None
+    rank = list(Severity)
+    # the most severe step is checked first
+    return tuple(
+        (at, sev) for sev, at in sorted(steps.items(), key=lambda kv: rank.index(kv[0]), reverse=True)
+    )
+
+
+def _apply(rule: Rule, o: RuleOverride | None) -> Rule:
+    if o is None:
+        return rule
+    return override(
+        rule,
+        raise_at=o.raise_at,
+        clear_at=o.clear_at,
+        min_duration_s=o.min_duration_s,
+        clear_duration_s=o.clear_duration_s,
+        severity=o.severity,
+        steps=_steps(o.severity_steps),
+        enabled=o.enabled,
+    )
+
+
+def build_ruleset(device_type: DeviceType, profile: Profile | None) -> RuleSet:
+    """The defaults of a type with a profile's overrides applied."""
+    p = profile or Profile()
+    battery = BATTERY_LOW
+    if p.battery is not None:
+        b = p.battery
+        battery = override(
+            BATTERY_LOW,
+            raise_at=b.minor_below,
+            clear_at=b.clear_at,
+            steps=((b.major_below, Severity.major),),
+            enabled=b.enabled,
+        )
+    return RuleSet(
+        alarms=tuple(_apply(r, p.rules.get(r.kind)) for r in default_alarms(device_type)),
+        faults=(_apply(battery, p.rules.get(battery.kind)), _apply(TAMPER, p.rules.get(TAMPER.kind))),
+        stuck_after_s=p.stuck_after_s if p.stuck_after_s is not None else DEFAULT_STUCK_AFTER_S,
+        stuck_fields=tuple(p.stuck_fields)
+        if p.stuck_fields is not None
+        else DEFAULT_STUCK_FIELDS[device_type],
+    )
+
+
+def _problems(devices: list[Device], profiles: dict[str, Profile]) -> list[str]:
+    problems: list[str] = []
+    for name, prof in profiles.items():
+        for kind in prof.rules:
+            if kind not in OVERRIDABLE_KINDS:
+                problems.append(
+                    f"profiles.{name}.rules.{kind}: unknown rule kind "
+                    f"(use one of: {', '.join(sorted(OVERRIDABLE_KINDS))})"
+                )
+        b = prof.battery
+        if b is not None and not b.major_below <= b.minor_below <= b.clear_at:
+            problems.append(
+                f"profiles.{name}.battery: need major_below <= minor_below <= clear_at "
+                f"(got {b.major_below}, {b.minor_below}, {b.clear_at})"
+            )
+        for dtype in DeviceType:
+            rs = build_ruleset(dtype, prof)
+            for rule in rs.threshold_rules:
+                why = rule.check() if rule.kind in prof.rules else None
+                if why:
+                    problems.append(f"profiles.{name}.rules.{rule.kind}: {why}")
+    known_codecs = codec_names()
+    seen: dict[str, int] = {}
+    for i, dev in enumerate(devices):
+        if dev.id in seen:
+            problems.append(
+                f"devices[{i}].id: duplicate id {dev.id!r} (first at devices[{seen[dev.id]}]); "
+                "give each device its own id"
+            )
+        else:
+            seen[dev.id] = i
+        if dev.profile is not None and dev.profile not in profiles:
+            choices = ", ".join(sorted(profiles)) or "none defined"
+            problems.append(
+                f"devices[{i}].profile: unknown profile {dev.profile!r} "
+                f"(define it under profiles: or use one of: {choices})"
+            )
+        if dev.codec not in known_codecs:
+            problems.append(
+                f"devices[{i}].codec: unknown codec {dev.codec!r} (use one of: {', '.join(known_codecs)})"
+            )
+    return list(dict.fromkeys(problems))  # a profile shared by types would repeat a problem
+
+
+class DeviceRegistry:
+    """Every known device by id, with the rules that apply to each."""
+
+    def __init__(
+        self,
+        devices: Iterable[Device],
+        profiles: dict[str, Profile] | None = None,
+        source: str | Path = "<memory>",
+    ) -> None:
+        devs = list(devices)
+        self.profiles: dict[str, Profile] = dict(profiles or {})
+        self.source = str(source)
+        problems = _problems(devs, self.profiles)
+        if problems:
+            raise ConfigError(source, problems)
+        self._devices: dict[str, Device] = {d.id: d for d in devs}
+        self._rules: dict[tuple[DeviceType, str | None], RuleSet] = {}
+
+    @classmethod
+    def from_devices(
+        cls, devices: Iterable[Device], profiles: dict[str, Profile | dict[str, Any]] | None = None
+    ) -> DeviceRegistry:
+        """A registry without a file (tests, simulator); profiles may be given as plain dicts."""
+        profs = {
+            k: v if isinstance(v, Profile) else Profile.model_validate(v) for k, v in (profiles or {}).items()
+        }
+        return cls(devices, profs)
+
+    def get(self, device_id: str) -> Device | None:
+        return self._devices.get(device_id)
+
+    def __len__(self) -> int:
+        return len(self._devices)
+
+    def __iter__(self) -> Iterator[Device]:
+        return iter(self._devices.values())
+
+    def __contains__(self, device_id: object) -> bool:
+        return device_id in self._devices
+
+    def rules_for(self, device: Device) -> RuleSet:
+        """The device type's default rules with its profile's overrides (cached per type+profile)."""
+        key = (device.type, device.profile)
+        rs = self._rules.get(key)
+        if rs is None:
+            rs = build_ruleset(device.type, self.profiles.get(device.profile) if device.profile else None)
+            self._rules[key] = rs
+        return rs
+
+
+def load_registry(path: str | Path) -> DeviceRegistry:
+    """Load and check `devices.yaml`; ConfigError names the file, the field path and the fix."""
+    data = read_yaml(path)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(path, ["top level must be a mapping with `profiles:` and `devices:`"])
+    try:
+        parsed = DevicesFile.model_validate(data)
+    except ValidationError as exc:
+        raise describe_validation_error(path, exc) from exc
+    return DeviceRegistry(parsed.devices, parsed.profiles, source=path)

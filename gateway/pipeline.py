@@ -1,0 +1,291 @@
+"""One MQTT message in, its effects out: decode -> device rules -> points, events, dead letters.
+
+The pipeline does no network I/O itself: it hands points to the sink runner, publications to an
+`Outbox` (the MQTT client) and changed events to the store writer, so it is tested without a broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import orjson
+
+from devices.codecs import DecodeError, decode
+from devices.codecs.errors import RejectReason
+from devices.engine import DeviceEngine
+from devices.registry import Device, DeviceRegistry
+from gateway.grids import GridIndex, GridMatch
+from gateway.metrics import GatewayMetrics
+from gridgate.config import GatewayConfig
+from gridgate.models import Event, EventClass, Location, Point, Reading, Rejection
+from gridgate.topics import Topics
+
+log = logging.getLogger("gridgate.pipeline")
+
+DEAD_LETTER_HEAD_BYTES = 256
+
+
+class Outbox(Protocol):
+    def publish(self, topic: str, payload: bytes, qos: int = 1) -> None: ...
+
+
+class PointSink(Protocol):
+    def add(self, point: Point) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    device_id: str
+    channel: str  # "up" or "status"
+    codec: str | None  # None: the device's own codec
+    device_type: str | None  # what the topic claims, checked against the registry
+
+
+def dead_letter_body(rej: Rejection, received_at: float) -> bytes:
+    """JSON for the dead-letter topic: topic, reason, detail and the first bytes of the payload."""
+    head = rej.payload[:DEAD_LETTER_HEAD_BYTES]
+    try:
+        text, encoding = head.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        text, encoding = head.hex(), "hex"
+    return orjson.dumps(
+        {
+            "topic": rej.topic,
+            "reason": rej.reason,
+            "detail": rej.detail,
+            "device_id": rej.device_id,
+            "received_at": received_at,
+            "payload_size": len(rej.payload),
+            "payload_head": text,
+            "payload_head_encoding": encoding,
+        }
+    )
+
+
+class RejectLog:
+    """Logs rejections at most once per reason every `every_s` seconds, with the count in between."""
+
+    def __init__(self, every_s: float = 10.0) -> None:
+        self.every_s = every_s
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def __call__(self, rej: Rejection) -> None:
+        now = time.monotonic()
+        if now - self._last.get(rej.reason, -1e9) < self.every_s:
+            self._suppressed[rej.reason] = self._suppressed.get(rej.reason, 0) + 1
+            return
+        self._last[rej.reason] = now
+        more = self._suppressed.pop(rej.reason, 0)
+        log.warning(
+            "event=payload_rejected reason=%s topic=%s device=%s detail=%r suppressed_since_last=%d",
+            rej.reason,
+            rej.topic,
+            rej.device_id,
+            rej.detail,
+            more,
+        )
+
+
+class Pipeline:
+    def __init__(
+        self,
+        cfg: GatewayConfig,
+        registry: DeviceRegistry,
+        engine: DeviceEngine,
+        grids: GridIndex,
+        sink: PointSink,
+        outbox: Outbox,
+        on_events: Callable[[list[Event]], None],
+        metrics: GatewayMetrics,
+    ) -> None:
+        self.cfg = cfg
+        self.topics = Topics(cfg.broker.topic_prefix)
+        self.registry = registry
+        self.engine = engine
+        self.grids = grids
+        self.sink = sink
+        self.outbox = outbox
+        self.on_events = on_events
+        self.metrics = metrics
+        self.max_payload = cfg.limits.max_payload_bytes
+        self._vendor = [(vt.compile(), vt) for vt in cfg.vendor_topics]
+        self._grid_cache: dict[str, GridMatch] = {}
+        self._tags_cache: dict[str, dict[str, str]] = {}
+        # the engine is driven by the MQTT thread and by the silence checker
+        self.lock = threading.Lock()
+        self._log_reject = RejectLog()
+
+    # routing -----------------------------------------------------------------------------
+    def route(self, topic: str) -> Route | None:
+        dt = self.topics.parse_device(topic)
+        if dt is not None:
+            return Route(dt.device_id, dt.channel, None, dt.device_type)
+        for rx, vt in self._vendor:
+            m = rx.match(topic)
+            if m:
+                return Route(m.group("device_id"), "up", vt.codec, vt.device_type)
+        return None
+
+    def grid_of(self, device: Device) -> GridMatch:
+        match = self._grid_cache.get(device.id)
+        if match is None:
+            match = self.grids.locate(device.lat, device.lon)
+            self._grid_cache[device.id] = match
+        return match
+
+    # the hot path ------------------------------------------------------------------------
+    def handle(self, topic: str, payload: bytes, now: float) -> None:
+        """Process one message; never raises for bad input."""
+        self.metrics.messages_in += 1
+        try:
+            if len(payload) > self.max_payload:
+                raise DecodeError(
+                    RejectReason.too_large, f"{len(payload)} bytes, the limit is {self.max_payload} bytes"
+                )
+            route = self.route(topic)
+            if route is None:
+                raise DecodeError(
+                    RejectReason.unknown_topic, "topic matches neither the device scheme nor a vendor pattern"
+                )
+            device = self.registry.get(route.device_id)
+            if device is None:
+                raise DecodeError(
+                    RejectReason.unknown_device,
+                    f"device {route.device_id!r} is not in the registry (devices.yaml)",
+                )
+            if route.device_type is not None and route.device_type != device.type:
+                raise DecodeError(
+                    RejectReason.unknown_device,
+                    f"topic says type {route.device_type!r} but devices.yaml has {device.id!r} "
+                    f"as {device.type.value!r}",
+                )
+            if route.channel == "status":
+                self._status(device, payload, now, topic)
+                return
+            try:
+                readings = decode(route.codec or device.codec, payload, device, now, self.cfg.limits)
+            except DecodeError:
+                with self.lock:  # a garbled uplink still proves the device is alive
+                    seen = self.engine.seen(device, now)
+                if seen:
+                    self.emit(seen)
+                raise
+        except DecodeError as exc:
+            self.reject(
+                Rejection(topic, str(exc.reason), exc.detail, payload, _device_from(topic, self)), now
+            )
+            return
+        self.metrics.messages_decoded += 1
+        for reading in readings:
+            self._reading(device, reading, now)
+
+    def _reading(self, device: Device, reading: Reading, now: float) -> None:
+        with self.lock:
+            clean, changed = self.engine.on_reading(device, reading, now)
+        self.metrics.readings += 1
+        tags = self._tags_cache.get(device.id)
+        if tags is None:
+            tags = {
+                "device_type": device.type,
+                "device_id": device.id,
+                "grid_id": self.grid_of(device).grid_id,
+            }
+            self._tags_cache[device.id] = tags
+        # one type per field, or InfluxDB refuses the batch: numbers are floats, flags are booleans
+        fields = {k: (float(v) if type(v) is int else v) for k, v in clean.values.items() if v is not None}
+        if fields:
+            self.sink.add(Point("telemetry", tags, fields, int(clean.ts * 1e9)))
+        if changed:
+            self.emit(changed)
+
+    def _status(self, device: Device, payload: bytes, now: float, topic: str) -> None:
+        text = payload.strip().lower()
+        if text.startswith(b"{"):
+            try:
+                text = str(orjson.loads(payload).get("status", "")).lower().encode()
+            except (orjson.JSONDecodeError, AttributeError):
+                text = b""
+        if text not in (b"online", b"offline"):
+            raise DecodeError(RejectReason.bad_payload, "status payload must be `online` or `offline`")
+        with self.lock:
+            changed = self.engine.on_status(device, text == b"online", now)
+        if changed:
+            self.emit(changed)
+
+    def check_silence(self, now: float) -> None:
+        with self.lock:
+            changed = self.engine.check_silence(now)
+        if changed:
+            self.emit(changed)
+
+    # out ---------------------------------------------------------------------------------
+    def emit(self, changed: list[Event]) -> None:
+        """Give each changed event its grid, then publish it, store it and write its point."""
+        for ev in changed:
+            device = self.registry.get(ev.source_id) if ev.source_type == "device" else None
+            if ev.grid_id is None:
+                if device is not None:
+                    match = self.grid_of(device)
+                elif ev.location is not None:
+                    match = self.grids.locate(ev.location.lat, ev.location.lon)
+                else:
+                    match = GridMatch(self.grids.fallback_grid, None, True)
+                ev.grid_id, ev.micro_grid_id = match.grid_id, match.micro_grid_id
+                if match.fallback:
+                    ev.measurements.setdefault("grid_fallback", True)
+            if ev.location is None and device is not None:
+                ev.location = Location(lat=device.lat, lon=device.lon)
+            body = ev.model_dump_json().encode()
+            self.outbox.publish(self.topics.alert(ev.grid_id, ev.kind), body, 1)
+            if ev.event_class is EventClass.fault:
+                team = (device.maintenance_team if device is not None else None) or self.cfg.maintenance_team
+                self.outbox.publish(self.topics.maintenance(team), body, 1)
+            self.metrics.events_out[(ev.kind, ev.state.value)] += 1
+            self.sink.add(event_point(ev))
+            log.info(
+                "event=%s kind=%s state=%s severity=%s source=%s grid=%s id=%s",
+                "event_" + ev.state.value,
+                ev.kind,
+                ev.state.value,
+                ev.severity.value,
+                ev.source,
+                ev.grid_id,
+                ev.id,
+            )
+        self.on_events(changed)
+
+    def reject(self, rej: Rejection, now: float) -> None:
+        self.metrics.reject(rej.reason)
+        self._log_reject(rej)
+        self.outbox.publish(self.topics.dead_letter, dead_letter_body(rej, now), 1)
+
+
+def _device_from(topic: str, pipeline: Pipeline) -> str | None:
+    route = pipeline.route(topic)
+    return route.device_id if route else None
+
+
+def event_point(ev: Event) -> Point:
+    """The `events` measurement: one point per event state change."""
+    at = ev.ended_at if ev.ended_at is not None else (ev.updated_at or ev.started_at)
+    fields: dict[str, float | int | bool | str] = {"event_id": ev.id, "confidence": float(ev.confidence)}
+    if ev.value is not None:
+        fields["value"] = float(ev.value)
+    return Point(
+        "events",
+        {
+            "kind": ev.kind,
+            "source_type": ev.source_type,
+            "grid_id": ev.grid_id or "",
+            "severity": ev.severity.value,
+            "state": ev.state.value,
+        },
+        fields,
+        int(at.timestamp() * 1e9),
+    )

@@ -1,0 +1,225 @@
+"""The gateway service: wires config, registry, rules, sinks, store, MQTT and the API together."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import uvicorn
+
+from devices.codecs import codec_names
+from devices.engine import DeviceEngine
+from devices.registry import DeviceRegistry, load_registry
+from gateway.api import DeviceOut, Health, create_app
+from gateway.grids import GridIndex
+from gateway.metrics import GatewayMetrics
+from gateway.mqtt import GatewayMQTT
+from gateway.pipeline import Pipeline
+from gateway.sinks.runner import SinkRunner
+from gateway.store import GatewayStore, sqlite_url
+from gridgate.clock import Clock, SystemClock
+from gridgate.config import ConfigError, GatewayConfig
+from gridgate.models import Event, EventClass, utc
+from gridgate.topics import Topics
+
+log = logging.getLogger("gridgate.gateway")
+
+
+class Gateway:
+    """The central service. `with Gateway(cfg): ...` or `start()` / `stop()`."""
+
+    def __init__(
+        self,
+        cfg: GatewayConfig,
+        *,
+        clock: Clock | None = None,
+        registry: DeviceRegistry | None = None,
+        store_url: str | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.clock = clock or SystemClock()
+        self.metrics = GatewayMetrics()
+        self.registry = registry if registry is not None else load_registry(cfg.devices_file)
+        self.grids = GridIndex.load(cfg.grids_file, cfg.fallback_grid)
+        check_vendor_codecs(cfg)
+        self.store = GatewayStore(store_url or sqlite_url(cfg.storage.state_db))
+        self.engine = DeviceEngine(self.registry, started_at=self.clock.now())
+        for device_id, state in self.store.load_device_states().items():
+            if self.registry.get(device_id) is not None:
+                self.engine.restore(device_id, state)
+        self.sink_name = "sqlite" if cfg.influx.api == "none" else f"influx-{cfg.influx.api} {cfg.influx.url}"
+        self.runner = SinkRunner.from_config(cfg.influx, cfg.storage, self.metrics)
+        self.topics = Topics(cfg.broker.topic_prefix)
+        subscriptions = [self.topics.device_filter] + [vt.subscription for vt in cfg.vendor_topics]
+        self.mqtt = GatewayMQTT(cfg.broker, subscriptions, self._on_message, on_connect=self._on_connect)
+        self._pending_events: list[Event] = []
+        self._dirty: set[str] = set()
+        self._pending_lock = threading.Lock()
+        self.pipeline = Pipeline(
+            cfg, self.registry, self.engine, self.grids, self.runner, self.mqtt, self._remember, self.metrics
+        )
+        self._stop = threading.Event()
+        self._housekeeper: threading.Thread | None = None
+        self._api_server: uvicorn.Server | None = None
+        self._api_thread: threading.Thread | None = None
+
+    # wiring ------------------------------------------------------------------------------
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        self.pipeline.handle(topic, payload, self.clock.now())
+
+    def _on_connect(self) -> None:
+        self.metrics.mqtt_connects += 1
+
+    def _remember(self, changed: list[Event]) -> None:
+        with self._pending_lock:
+            self._pending_events.extend(changed)
+            self._dirty.update(e.source_id for e in changed if e.source_type == "device")
+
+    def checkpoint(self) -> None:
+        """Write changed events and the rule state of the devices they touched."""
+        with self._pending_lock:
+            batch, self._pending_events = self._pending_events, []
+            dirty, self._dirty = self._dirty, set()
+        if batch:
+            self.store.save_events(batch)
+        if dirty:
+            with self.pipeline.lock:
+                states = {d: self.engine.snapshot(d) for d in dirty}
+            self.store.save_device_states(states, self.clock.now())
+
+    def save_all_states(self) -> None:
+        with self.pipeline.lock:
+            states = {d.id: self.engine.snapshot(d.id) for d in self.registry}
+        self.store.save_device_states(states, self.clock.now())
+
+    def _housekeeping(self) -> None:
+        next_silence = 0.0
+        while not self._stop.wait(0.5):
+            try:
+                now = self.clock.now()
+                if now >= next_silence:
+                    self.pipeline.check_silence(now)
+                    next_silence = now + self.cfg.offline_check_s
+                self.checkpoint()
+            except Exception:  # keep the loop alive; the next round retries
+                log.exception("event=housekeeping_failed")
+
+    # lifecycle ---------------------------------------------------------------------------
+    def start(self, *, wait_for_broker_s: float = 10.0) -> Gateway:
+        self.metrics.gauge("devices", lambda: len(self.registry))
+        self.runner.start()
+        self.mqtt.start(wait_s=wait_for_broker_s)
+        self._housekeeper = threading.Thread(
+            target=self._housekeeping, name="gridgate-housekeeping", daemon=True
+        )
+        self._housekeeper.start()
+        if self.cfg.api.enabled:
+            self._start_api()
+        log.info(
+            "event=gateway_started broker=%s sink=%s devices=%d grids=%d api=%s",
+            self.mqtt.where,
+            self.sink_name,
+            len(self.registry),
+            len(self.grids),
+            self.api_url or "off",
+        )
+        return self
+
+    def _start_api(self) -> None:
+        config = uvicorn.Config(
+            create_app(self),
+            host=self.cfg.api.host,
+            port=self.cfg.api.port,
+            log_level="warning",
+            access_log=False,
+        )
+        self._api_server = uvicorn.Server(config)
+        self._api_thread = threading.Thread(target=self._api_server.run, name="gridgate-api", daemon=True)
+        self._api_thread.start()
+        while not self._api_server.started and self._api_thread.is_alive():
+            self._stop.wait(0.02)
+        if not self._api_server.started:
+            raise RuntimeError(
+                f"the API could not listen on {self.cfg.api.host}:{self.cfg.api.port} (port in use?); "
+                "set api.port or GRIDGATE_API__PORT"
+            )
+
+    @property
+    def api_url(self) -> str | None:
+        if self._api_server is None or not self._api_server.servers:
+            return None
+        host, port = self._api_server.servers[0].sockets[0].getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.mqtt.stop()
+        if self._housekeeper is not None:
+            self._housekeeper.join(timeout=5)
+        self.checkpoint()
+        self.save_all_states()
+        self.runner.close()
+        if self._api_server is not None:
+            self._api_server.should_exit = True
+            if self._api_thread is not None:
+                self._api_thread.join(timeout=5)
+        self.store.close()
+        log.info("event=gateway_stopped")
+
+    def __enter__(self) -> Gateway:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # what the API reads ------------------------------------------------------------------
+    def devices(self) -> list[DeviceOut]:
+        now = self.clock.now()
+        out = []
+        with self.pipeline.lock:
+            for d in self.registry:
+                active = self.engine.active_events(d.id)
+                seen = self.engine.last_seen(d.id)
+                match = self.pipeline.grid_of(d)
+                out.append(
+                    DeviceOut(
+                        id=d.id,
+                        type=d.type,
+                        name=getattr(d, "name", None),
+                        lat=d.lat,
+                        lon=d.lon,
+                        grid_id=match.grid_id,
+                        micro_grid_id=match.micro_grid_id,
+                        codec=d.codec,
+                        reporting_interval_s=d.reporting_interval_s,
+                        last_seen=utc(seen) if seen is not None else None,
+                        online=not any(e.kind == "device_offline" for e in active)
+                        and seen is not None
+                        and now - seen < 2.5 * d.reporting_interval_s,
+                        active_alarms=[e for e in active if e.event_class is EventClass.alarm],
+                        active_faults=[e for e in active if e.event_class is EventClass.fault],
+                    )
+                )
+        return out
+
+    def health(self) -> Health:
+        connected = self.mqtt.connected.is_set()
+        return Health(
+            status="ok" if connected else "degraded",
+            mqtt_connected=connected,
+            devices=len(self.registry),
+            sink=self.sink_name,
+            buffer_depth=self.runner.buffer_depth,
+        )
+
+
+def check_vendor_codecs(cfg: GatewayConfig) -> None:
+    known = codec_names()
+    problems = [
+        f"vendor_topics[{i}].codec: unknown codec {vt.codec!r} (use one of {', '.join(known)})"
+        for i, vt in enumerate(cfg.vendor_topics)
+        if vt.codec not in known
+    ]
+    if problems:
+        raise ConfigError("gateway config", problems)

@@ -1,0 +1,185 @@
+"""Durable gateway state: device rule state (so alarms survive a restart) and the event log.
+
+SQLAlchemy Core over SQLite (WAL) by default; any SQLAlchemy URL works, PostgreSQL included.
+Writes are few (state changes, not readings), so they go straight through in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Engine,
+    Float,
+    Index,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    event,
+    insert,
+    select,
+    update,
+)
+
+from gridgate.models import Event
+
+metadata = MetaData()
+
+device_state = Table(
+    "device_state",
+    metadata,
+    Column("device_id", String(128), primary_key=True),
+    Column("state", JSON, nullable=False),
+    Column("saved_at", Float, nullable=False),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("kind", String(64), nullable=False),
+    Column("event_class", String(16), nullable=False),
+    Column("source", String(160), nullable=False),
+    Column("grid_id", String(128)),
+    Column("micro_grid_id", String(128)),
+    Column("severity", String(16), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("ended_at", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True)),
+    Column("body", JSON, nullable=False),
+    Index("ix_events_kind_state", "kind", "state"),
+    Index("ix_events_grid_started", "grid_id", "started_at"),
+    Index("ix_events_source", "source"),
+)
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def make_engine(url: str) -> Engine:
+    """An engine with WAL and a busy timeout on SQLite, so readers never block the writer."""
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+class GatewayStore:
+    def __init__(self, url: str) -> None:
+        self.engine = make_engine(url)
+        metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # device rule state -------------------------------------------------------------------
+    def load_device_states(self) -> dict[str, dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return {row.device_id: row.state for row in conn.execute(select(device_state))}
+
+    def save_device_states(self, states: dict[str, dict[str, Any]], now: float) -> None:
+        if not states:
+            return
+        with self.engine.begin() as conn:
+            existing = set(
+                conn.scalars(
+                    select(device_state.c.device_id).where(device_state.c.device_id.in_(list(states)))
+                )
+            )
+            new = [
+                {"device_id": k, "state": v, "saved_at": now} for k, v in states.items() if k not in existing
+            ]
+            if new:
+                conn.execute(insert(device_state), new)
+            for k, v in states.items():
+                if k in existing:
+                    conn.execute(
+                        update(device_state)
+                        .where(device_state.c.device_id == k)
+                        .values(state=v, saved_at=now)
+                    )
+
+    # events ------------------------------------------------------------------------------
+    def save_events(self, batch: Iterable[Event]) -> None:
+        """Insert or update each event by id (an event is one row from raise to clear)."""
+        rows = [_event_row(e) for e in batch]
+        if not rows:
+            return
+        with self.engine.begin() as conn:
+            ids = [r["id"] for r in rows]
+            existing = set(conn.scalars(select(events.c.id).where(events.c.id.in_(ids))))
+            fresh: dict[str, dict[str, Any]] = {}
+            for r in rows:
+                if r["id"] in existing:
+                    conn.execute(update(events).where(events.c.id == r["id"]).values(**r))
+                else:
+                    fresh[r["id"]] = r  # the last change of an event in this batch wins
+            if fresh:
+                conn.execute(insert(events), list(fresh.values()))
+
+    def query_events(
+        self,
+        *,
+        kind: str | None = None,
+        grid_id: str | None = None,
+        state: str | None = None,
+        source: str | None = None,
+        event_class: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Event]:
+        q = select(events.c.body).order_by(events.c.started_at.desc(), events.c.id.desc())
+        for col, value in (
+            (events.c.kind, kind),
+            (events.c.grid_id, grid_id),
+            (events.c.state, state),
+            (events.c.source, source),
+            (events.c.event_class, event_class),
+        ):
+            if value is not None:
+                q = q.where(col == value)
+        if since is not None:
+            q = q.where(events.c.started_at >= since)
+        if until is not None:
+            q = q.where(events.c.started_at < until)
+        with self.engine.connect() as conn:
+            rows = conn.scalars(q.limit(limit).offset(offset)).all()
+        return [Event.model_validate(json.loads(r) if isinstance(r, str) else r) for r in rows]
+
+
+def _event_row(e: Event) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "kind": e.kind,
+        "event_class": e.event_class.value,
+        "source": e.source,
+        "grid_id": e.grid_id,
+        "micro_grid_id": e.micro_grid_id,
+        "severity": e.severity.value,
+        "state": e.state.value,
+        "started_at": e.started_at,
+        "ended_at": e.ended_at,
+        "updated_at": e.updated_at,
+        "body": e.model_dump(mode="json"),
+    }

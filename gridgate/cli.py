@@ -1,0 +1,180 @@
+"""The `gridgate` command: the one composition root of the project."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+import gridgate
+from gridgate.config import ConfigError, load_gateway_config
+from gridgate.logs import setup_logging
+
+app = typer.Typer(
+    help="gridgate: street cameras and IoT sensors to dispatched grid tickets.", no_args_is_help=True
+)
+config_app = typer.Typer(help="Configuration files.", no_args_is_help=True)
+grids_app = typer.Typer(help="Grid polygons.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(grids_app, name="grids")
+console = Console(stderr=True)
+
+ConfigOpt = Annotated[Path, typer.Option("-c", "--config", help="gateway.yaml", exists=False)]
+LogLevel = Annotated[str, typer.Option("--log-level", help="debug, info, warning or error")]
+
+
+def wait_for_signal() -> None:
+    """Block until SIGINT or SIGTERM."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        pass
+
+
+def fail(err: ConfigError) -> None:
+    console.print(f"[red]{err.render()}[/red]", highlight=False)
+    raise typer.Exit(2)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    print(gridgate.__version__)
+
+
+@config_app.command("check")
+def config_check(
+    config: Annotated[
+        Path, typer.Option("-c", "--config", help="gateway.yaml, devices.yaml or grids.geojson")
+    ],
+) -> None:
+    """Validate a configuration file; on error name the file, the field path and the fix."""
+    from devices.registry import load_registry
+    from gateway.grids import GridIndex
+
+    try:
+        if config.suffix in (".geojson", ".json"):
+            index = GridIndex.load(config, "unassigned")
+            what = f"{len(index)} grids and micro-grids"
+        elif _looks_like_registry(config):
+            registry = load_registry(config)
+            what = f"{len(registry)} devices"
+        else:
+            cfg = load_gateway_config(config)
+            what = f"gateway config (broker {cfg.broker.host}:{cfg.broker.port}, influx api {cfg.influx.api})"
+    except ConfigError as err:
+        fail(err)
+    console.print(f"[green]{config}: ok[/green], {what}", highlight=False)
+
+
+def _looks_like_registry(path: Path) -> bool:
+    from gridgate.config import read_yaml
+
+    data = read_yaml(path)
+    return isinstance(data, dict) and "devices" in data
+
+
+@grids_app.command("synth")
+def grids_synth(
+    out: Annotated[Path, typer.Option("-o", "--out")] = Path("config/grids.geojson"),
+    rows: int = 6,
+    cols: int = 8,
+    micro_per_side: int = 2,
+    seed: int = 7,
+) -> None:
+    """Write a synthetic sub-district of grids and micro-grids (GeoJSON)."""
+    from gateway.grid_synth import synth_grids
+
+    out.write_text(json.dumps(synth_grids(rows, cols, micro_per_side, seed=seed), indent=1) + "\n")
+    console.print(f"wrote {rows * cols} grids and {rows * cols * micro_per_side**2} micro-grids to {out}")
+
+
+@app.command()
+def gateway(config: ConfigOpt = Path("config/gateway.yaml"), log_level: LogLevel = "info") -> None:
+    """Run the central gateway: MQTT ingest, rules, time-series sink, alerts, API."""
+    from gateway.mqtt import BrokerUnavailable
+    from gateway.service import Gateway
+
+    setup_logging(log_level)
+    try:
+        cfg = load_gateway_config(config)
+        gw = Gateway(cfg)
+    except ConfigError as err:
+        fail(err)
+    try:
+        gw.start(wait_for_broker_s=0)
+    except BrokerUnavailable as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    try:
+        wait_for_signal()
+    finally:
+        gw.stop()
+
+
+@app.command()
+def simulate(
+    host: Annotated[str, typer.Option(help="MQTT broker host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="MQTT broker port")] = 1883,
+    devices: Annotated[int, typer.Option(help="devices in the simulated street")] = 240,
+    seed: int = 1,
+    interval_s: Annotated[float, typer.Option(help="seconds between two uplinks of a device")] = 10.0,
+    devices_out: Annotated[
+        Path | None, typer.Option(help="write the street's devices.yaml here (the gateway must load it)")
+    ] = None,
+    topic_prefix: str = "gridgate",
+    duration_s: Annotated[float, typer.Option(help="stop after this many seconds (0: run until Ctrl-C)")] = 0,
+    log_level: LogLevel = "info",
+) -> None:
+    """Drive any broker with a simulated street of manhole covers, bins and water gauges."""
+    from gridgate.simulate import SimulatorRunner
+
+    setup_logging(log_level)
+    runner = SimulatorRunner(host, port, devices, seed, interval_s, topic_prefix)
+    if devices_out is not None:
+        runner.write_registry(devices_out)
+        console.print(f"wrote {devices} devices to {devices_out}")
+    runner.start()
+    try:
+        if duration_s:
+            threading.Event().wait(duration_s)
+        else:
+            wait_for_signal()
+    finally:
+        runner.stop()
+
+
+@app.command()
+def demo(
+    api_port: Annotated[int, typer.Option(help="port of the API and dashboard")] = 8080,
+    mqtt_port: Annotated[int, typer.Option(help="port of the embedded MQTT broker")] = 1883,
+    devices: Annotated[int, typer.Option(help="simulated devices (at least 200 make a street)")] = 240,
+    data_dir: Annotated[Path, typer.Option(help="where the demo keeps its SQLite files")] = Path("var/demo"),
+    interval_s: Annotated[float, typer.Option(help="seconds between two uplinks of a device")] = 5.0,
+    log_level: LogLevel = "warning",
+) -> None:
+    """Run everything on this machine: embedded broker, gateway, SQLite sink, API, simulated street."""
+    from gridgate.demo import Demo
+
+    setup_logging(log_level)
+    d = Demo(
+        api_port=api_port, mqtt_port=mqtt_port, devices=devices, data_dir=data_dir, interval_s=interval_s
+    )
+    d.start()
+    console.print(d.banner(), highlight=False)
+    try:
+        wait_for_signal()
+    finally:
+        console.print("stopping ...")
+        d.stop()
+        console.print("stopped cleanly")
+
+
+if __name__ == "__main__":
+    app()

@@ -156,7 +156,7 @@ def demo(
     mqtt_port: Annotated[int, typer.Option(help="port of the embedded MQTT broker")] = 1883,
     devices: Annotated[int, typer.Option(help="simulated devices (at least 200 make a street)")] = 240,
     data_dir: Annotated[Path, typer.Option(help="where the demo keeps its SQLite files")] = Path("var/demo"),
-    interval_s: Annotated[float, typer.Option(help="seconds between two uplinks of a device")] = 5.0,
+    interval_s: Annotated[float, typer.Option(help="seconds between two uplinks of a device")] = 2.0,
     log_level: LogLevel = "warning",
 ) -> None:
     """Run everything on this machine: embedded broker, gateway, SQLite sink, API, simulated street."""
@@ -167,7 +167,7 @@ def demo(
         api_port=api_port, mqtt_port=mqtt_port, devices=devices, data_dir=data_dir, interval_s=interval_s
     )
     d.start()
-    console.print(d.banner(), highlight=False)
+    print(d.banner(), flush=True)
     try:
         wait_for_signal()
     finally:

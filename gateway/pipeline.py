@@ -248,7 +248,7 @@ class Pipeline:
                 self.outbox.publish(self.topics.maintenance(team), body, 1)
             self.metrics.events_out[(ev.kind, ev.state.value)] += 1
             self.sink.add(event_point(ev))
-            log.info(
+            log.debug(
                 "event=%s kind=%s state=%s severity=%s source=%s grid=%s id=%s",
                 "event_" + ev.state.value,
                 ev.kind,

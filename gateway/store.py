@@ -24,10 +24,10 @@ from sqlalchemy import (
     Table,
     create_engine,
     event,
-    insert,
     select,
-    update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from gridgate.models import Event
 
@@ -87,6 +87,8 @@ class GatewayStore:
     def __init__(self, url: str) -> None:
         self.engine = make_engine(url)
         metadata.create_all(self.engine)
+        # INSERT ... ON CONFLICT DO UPDATE exists in both dialects we support, each in its own module
+        self._insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
 
     def close(self) -> None:
         self.engine.dispose()
@@ -99,42 +101,29 @@ class GatewayStore:
     def save_device_states(self, states: dict[str, dict[str, Any]], now: float) -> None:
         if not states:
             return
+        upsert = self._insert(device_state)
+        stmt = upsert.on_conflict_do_update(
+            index_elements=[device_state.c.device_id],
+            set_={"state": upsert.excluded.state, "saved_at": upsert.excluded.saved_at},
+        )
         with self.engine.begin() as conn:
-            existing = set(
-                conn.scalars(
-                    select(device_state.c.device_id).where(device_state.c.device_id.in_(list(states)))
-                )
-            )
-            new = [
-                {"device_id": k, "state": v, "saved_at": now} for k, v in states.items() if k not in existing
-            ]
-            if new:
-                conn.execute(insert(device_state), new)
-            for k, v in states.items():
-                if k in existing:
-                    conn.execute(
-                        update(device_state)
-                        .where(device_state.c.device_id == k)
-                        .values(state=v, saved_at=now)
-                    )
+            conn.execute(stmt, [{"device_id": k, "state": v, "saved_at": now} for k, v in states.items()])
 
     # events ------------------------------------------------------------------------------
     def save_events(self, batch: Iterable[Event]) -> None:
-        """Insert or update each event by id (an event is one row from raise to clear)."""
-        rows = [_event_row(e) for e in batch]
-        if not rows:
+        """Insert or update each event by id (an event is one row from raise to clear), in one statement."""
+        latest: dict[str, dict[str, Any]] = {}
+        for e in batch:
+            latest[e.id] = _event_row(e)  # the last change of an event in this batch wins
+        if not latest:
             return
+        upsert = self._insert(events)
+        stmt = upsert.on_conflict_do_update(
+            index_elements=[events.c.id],
+            set_={c.name: upsert.excluded[c.name] for c in events.columns if c.name != "id"},
+        )
         with self.engine.begin() as conn:
-            ids = [r["id"] for r in rows]
-            existing = set(conn.scalars(select(events.c.id).where(events.c.id.in_(ids))))
-            fresh: dict[str, dict[str, Any]] = {}
-            for r in rows:
-                if r["id"] in existing:
-                    conn.execute(update(events).where(events.c.id == r["id"]).values(**r))
-                else:
-                    fresh[r["id"]] = r  # the last change of an event in this batch wins
-            if fresh:
-                conn.execute(insert(events), list(fresh.values()))
+            conn.execute(stmt, list(latest.values()))
 
     def query_events(
         self,

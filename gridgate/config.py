@@ -123,7 +123,9 @@ class InfluxConfig(Strict):
     token_file: Path | None = None
     # the sink runner
     batch_size: int = Field(5000, ge=1, le=100_000)
-    flush_interval_s: float = Field(1.0, gt=0, le=60)
+    flush_interval_s: float = Field(
+        0.25, gt=0, le=60, description="longest a point waits for a batch: bounds publish-to-stored latency"
+    )
     timeout_s: float = Field(10.0, gt=0)
     retry_max_s: float = Field(30.0, gt=0, description="cap of the exponential backoff between retries")
     buffer_max_points: int = Field(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -53,6 +54,7 @@ class Gateway:
         self.topics = Topics(cfg.broker.topic_prefix)
         subscriptions = [self.topics.device_filter] + [vt.subscription for vt in cfg.vendor_topics]
         self.mqtt = GatewayMQTT(cfg.broker, subscriptions, self._on_message, on_connect=self._on_connect)
+        self._listeners: list[Callable[[list[Event]], None]] = []
         self._pending_events: list[Event] = []
         self._dirty: set[str] = set()
         self._pending_lock = threading.Lock()
@@ -71,10 +73,16 @@ class Gateway:
     def _on_connect(self) -> None:
         self.metrics.mqtt_connects += 1
 
+    def add_event_listener(self, listener: Callable[[list[Event]], None]) -> None:
+        """Call `listener` with every batch of event state changes (on the MQTT thread: keep it quick)."""
+        self._listeners.append(listener)
+
     def _remember(self, changed: list[Event]) -> None:
         with self._pending_lock:
             self._pending_events.extend(changed)
             self._dirty.update(e.source_id for e in changed if e.source_type == "device")
+        for listener in self._listeners:
+            listener(changed)
 
     def checkpoint(self) -> None:
         """Write changed events and the rule state of the devices they touched."""

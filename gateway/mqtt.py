@@ -74,6 +74,9 @@ class BufferedSocket:
                     sent = self._sock.send(self._out)
                 except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
                     return  # the kernel buffer is full: pending() makes the loop come back
+                except OSError:
+                    self._out.clear()  # the connection is gone; paho notices and reconnects
+                    return
                 del self._out[:sent]
 
     def __getattr__(self, name: str) -> Any:

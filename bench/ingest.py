@@ -5,6 +5,7 @@ Rows, each on fresh Mosquitto and InfluxDB 1.6.7 instances on free loopback port
   naive        the naive paho-mqtt script a user would write (shared/peers/ingest/consumers/naive_paho.py)
   gridgate-v1  `gridgate gateway` doing everything it does (decode, validate, rules, events) -> /write
   gridgate-v2  the same through influxdb-client's /api/v2/write, into VictoriaMetrics
+  gridgate-v1-w2, gridgate-v2-w2  the same with `ingest.workers: 2` (two worker processes)
 Workload: N messages (default 200,000) from 1,000 devices, published as fast as the broker takes them
 by 8 C publishers (shared/peers/ingest/src/pub.c), exactly as in shared/BENCHMARKS.md.
 
@@ -20,6 +21,7 @@ Needs gcc and libmosquitto-dev to build the publishers (installed when run as ro
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -193,7 +195,8 @@ def start_consumer(
     if row == "naive":
         cmd = [sys.executable, str(PEERS / "consumers" / "naive_paho.py"), "influx1"]
         return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), None
-    api = "v1" if row == "gridgate-v1" else "v2"
+    api = "v2" if row.startswith("gridgate-v2") else "v1"
+    workers = int(row.rsplit("-w", 1)[1]) if "-w" in row else 0
     devices = run_dir / "devices.yaml"
     devices_yaml(devices, 1000)
     api_port = free_port()
@@ -205,6 +208,7 @@ def start_consumer(
                 "influx": {"api": api, "url": sink_url, "database": DB, "token": "bench", "bucket": DB},
                 "storage": {"data_dir": str(run_dir / "data")},
                 "api": {"host": "127.0.0.1", "port": api_port},
+                "ingest": {"workers": workers},
                 "devices_file": str(devices),
                 "grids_file": str(REPO / "config" / "grids.geojson"),
             }
@@ -253,13 +257,14 @@ def run_relay(n: int, devices: int, tmp: Path) -> Sample:
 
 def run_consumer(row: str, n: int, devices: int, tmp: Path, paced_rate: float) -> Sample:
     with Mosquitto(tmp) as mq:
-        if row == "gridgate-v2":
+        vm = row.startswith("gridgate-v2")
+        if vm:
             sink_cm: Any = VictoriaMetrics(tmp)
         else:
             sink_cm = InfluxDB1(tmp)
         with sink_cm as sink:
-            counter: Any = VMCounter(sink) if row == "gridgate-v2" else InfluxCounter(sink)
-            if row != "gridgate-v2":
+            counter: Any = VMCounter(sink) if vm else InfluxCounter(sink)
+            if not vm:
                 sink.create_database(DB)
             proc, api = start_consumer(row, mq, sink.url, tmp)
             try:
@@ -313,10 +318,8 @@ def paced(port: int, counter: Any, already: int, rate: float, seconds: float = 1
 
     def poll() -> None:
         while not stop.is_set():
-            try:
+            with contextlib.suppress(Exception):  # the sink is busy: try again
                 samples.append((time.time(), counter.count() - already))
-            except Exception:  # the sink is busy: try again
-                pass
             time.sleep(0.02)
 
     poller = threading.Thread(target=poll)
@@ -354,7 +357,7 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=200_000)
     ap.add_argument("--devices", type=int, default=1000)
     ap.add_argument("--runs", type=int, default=1)
-    ap.add_argument("--rows", default="relay,naive,gridgate-v1,gridgate-v2")
+    ap.add_argument("--rows", default="relay,naive,gridgate-v1,gridgate-v1-w2,gridgate-v2-w2")
     ap.add_argument("--paced-rate", type=float, default=5000.0, help="0 skips the paced latency run")
     args = ap.parse_args()
     build_tools()
@@ -382,7 +385,8 @@ def report(samples: list[Sample]) -> None:
     relay = med.get("relay")
     naive = med.get("naive")
     print(
-        "\n| row | msgs/s (median) | lost | consumer CPU us/msg | burst p50 / p99 s | paced p50 / p99 s | / relay | / naive |"
+        "\n| row | msgs/s (median) | lost | consumer CPU us/msg | burst p50 / p99 s | paced p50 / p99 s"
+        " | / relay | / naive |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:

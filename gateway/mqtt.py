@@ -86,6 +86,8 @@ class BufferedSocket:
 class FastClient(mqtt.Client):
     """paho's client over a `BufferedSocket`, reading every buffered packet per loop turn."""
 
+    on_read_done: Callable[[], None] | None = None  # called once all buffered packets were handled
+
     def _create_socket(self) -> Any:
         return BufferedSocket(super()._create_socket())
 
@@ -101,6 +103,8 @@ class FastClient(mqtt.Client):
         finally:
             sock.holding = False
             sock.flush()
+            if self.on_read_done is not None:
+                self.on_read_done()
         return rc
 
 
@@ -117,6 +121,7 @@ class GatewayMQTT:
         subscriptions: list[str],
         on_message: Callable[[str, bytes], None],
         on_connect: Callable[[], None] | None = None,
+        on_read_done: Callable[[], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.subscriptions = [
@@ -131,6 +136,7 @@ class GatewayMQTT:
             clean_session=False,  # persistent session: the broker keeps our QoS 1 messages while we are away
             protocol=mqtt.MQTTv311,
         )
+        self.client.on_read_done = on_read_done
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
         self.client.reconnect_delay_set(min_delay=1, max_delay=int(cfg.reconnect_max_s))

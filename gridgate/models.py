@@ -116,3 +116,41 @@ class Rejection:
     detail: str
     payload: bytes = field(repr=False, default=b"")
     device_id: str | None = None
+
+
+class EdgePhase(StrEnum):
+    new = "new"
+    update = "update"
+    end = "end"
+
+
+class EvidenceRef(BaseModel):
+    """One snapshot of an edge event; the JPEG goes on `{p}/edge/{edge_id}/evidence/{event_id}/{name}`."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="e.g. `stopped.jpg`, `exceeded.jpg`")
+    taken_at: datetime
+    bytes: int = Field(ge=0)
+
+
+class EdgeEventMessage(BaseModel):
+    """`{p}/edge/{edge_id}/events`: one video event's `new`, `update` or `end`, published at QoS 1."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    edge_id: str = Field(min_length=1, max_length=64)
+    camera_id: str = Field(min_length=1, max_length=64)
+    seq: int = Field(ge=0, description="per edge box, increasing: replayed messages keep their order")
+    phase: EdgePhase
+    event_id: str = Field(min_length=1, max_length=64, description="stable from new to end")
+    kind: str = Field(description="illegal_parking, ponding or bin_overflow")
+    zone: str
+    location: Location
+    severity: Severity = Severity.major
+    confidence: float = Field(ge=0, le=1)
+    started_at: datetime
+    ended_at: datetime | None = None
+    at: datetime = Field(description="frame time of this message")
+    measurements: dict[str, float | int | str | bool] = Field(
+        default_factory=dict, description="dwell_s, water_ratio, track_id, ..."
+    )
+    evidence: list[EvidenceRef] = []

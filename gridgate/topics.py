@@ -35,6 +35,9 @@ class Topics:
     def edge_status(self, edge_id: str) -> str:
         return f"{self.prefix}/edge/{edge_id}/status"
 
+    def edge_evidence(self, edge_id: str, event_id: str, name: str) -> str:
+        return f"{self.prefix}/edge/{edge_id}/evidence/{event_id}/{name}"
+
     # gateway -> people
     def alert(self, grid_id: str, kind: str) -> str:
         return f"{self.prefix}/alerts/{grid_id}/{kind}"

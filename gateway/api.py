@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Literal, Protocol
 
 from fastapi import FastAPI, HTTPException, Query, Response
+from fastapi.responses import FileResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
@@ -49,6 +51,8 @@ class GatewayView(Protocol):
     def devices(self) -> list[DeviceOut]: ...
 
     def health(self) -> Health: ...
+
+    def evidence_path(self, edge_id: str, event_id: str, name: str) -> Path | None: ...
 
 
 def create_app(view: GatewayView) -> FastAPI:
@@ -120,5 +124,18 @@ def create_app(view: GatewayView) -> FastAPI:
             limit=limit,
             offset=offset,
         )
+
+    @app.get(
+        "/api/v1/evidence/{edge_id}/{event_id}/{name}",
+        tags=["events"],
+        response_class=FileResponse,
+        responses={200: {"content": {"image/jpeg": {}}}},
+    )
+    def evidence(edge_id: str, event_id: str, name: str) -> FileResponse:
+        """A snapshot of a video event (the URLs are in the event's `evidence.snapshots`)."""
+        path = view.evidence_path(edge_id, event_id, name)
+        if path is None:
+            raise HTTPException(404, f"no snapshot {name!r} for event {event_id!r} of edge box {edge_id!r}")
+        return FileResponse(path, media_type="image/jpeg")
 
     return app

@@ -44,7 +44,7 @@ device_state = Table(
 events = Table(
     "events",
     metadata,
-    Column("id", String(32), primary_key=True),
+    Column("id", String(64), primary_key=True),
     Column("kind", String(64), nullable=False),
     Column("event_class", String(16), nullable=False),
     Column("source", String(160), nullable=False),

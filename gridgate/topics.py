@@ -13,6 +13,14 @@ class DeviceTopic:
 
 
 @dataclass(frozen=True, slots=True)
+class EdgeTopic:
+    edge_id: str
+    channel: str  # "events", "status" or "evidence"
+    event_id: str | None = None  # evidence only
+    name: str | None = None  # evidence only
+
+
+@dataclass(frozen=True, slots=True)
 class Topics:
     prefix: str = "gridgate"
 
@@ -37,6 +45,24 @@ class Topics:
 
     def edge_evidence(self, edge_id: str, event_id: str, name: str) -> str:
         return f"{self.prefix}/edge/{edge_id}/evidence/{event_id}/{name}"
+
+    @property
+    def edge_filter(self) -> str:
+        return f"{self.prefix}/edge/#"
+
+    def parse_edge(self, topic: str) -> EdgeTopic | None:
+        """`{p}/edge/{id}/events|status` or `{p}/edge/{id}/evidence/{event}/{name}`; None otherwise."""
+        head = self.prefix + "/edge/"
+        if not topic.startswith(head):
+            return None
+        parts = topic[len(head) :].split("/")
+        if not all(parts):
+            return None
+        if len(parts) == 2 and parts[1] in ("events", "status"):
+            return EdgeTopic(parts[0], parts[1])
+        if len(parts) == 4 and parts[1] == "evidence":
+            return EdgeTopic(parts[0], "evidence", parts[2], parts[3])
+        return None
 
     # gateway -> people
     def alert(self, grid_id: str, kind: str) -> str:

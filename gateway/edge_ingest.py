@@ -1,0 +1,247 @@
+"""Edge boxes in: video events, their snapshots, and the boxes' status and per-camera stats.
+
+An edge box publishes `EdgeEventMessage`s (new / update / end) on `{p}/edge/{edge_id}/events`,
+each snapshot as a raw JPEG on `{p}/edge/{edge_id}/evidence/{event_id}/{name}`, and `online` /
+`offline` (its Last Will) or a stats JSON on `{p}/edge/{edge_id}/status`. Video events become
+gateway events like any sensor's (grid, alerts, store, tickets); stats become `edge_stats` points;
+an offline box is a `device_offline` fault of source `edge:<id>`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from devices.codecs.errors import RejectReason
+from gateway.pipeline import Pipeline
+from gridgate.models import (
+    EdgeEventMessage,
+    EdgePhase,
+    Event,
+    EventClass,
+    EventState,
+    Point,
+    Rejection,
+    Severity,
+    utc,
+)
+from gridgate.topics import EdgeTopic
+
+log = logging.getLogger("gridgate.edge")
+
+SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")
+JPEG_MAGIC = b"\xff\xd8\xff"
+SEEN_MAX = 20_000  # (event, phase, time) keys remembered to drop redelivered and replayed messages
+EVENT_MAX_BYTES = 64 * 1024
+
+
+def evidence_url(edge_id: str, event_id: str, name: str) -> str:
+    return f"/api/v1/evidence/{edge_id}/{event_id}/{name}"
+
+
+def to_event(msg: EdgeEventMessage) -> Event:
+    """The gateway event for one edge message (the edge's event id is kept from new to end)."""
+    ended = msg.phase is EdgePhase.end
+    value = msg.measurements.get("dwell_s", msg.measurements.get("water_ratio"))
+    return Event(
+        id=msg.event_id,
+        kind=msg.kind,
+        event_class=EventClass.alarm,
+        source=f"camera:{msg.camera_id}",
+        location=msg.location,
+        severity=msg.severity,
+        state=EventState.cleared if ended else EventState.active,
+        started_at=msg.started_at,
+        ended_at=(msg.ended_at or msg.at) if ended else None,
+        updated_at=msg.at,
+        confidence=msg.confidence,
+        value=float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None,
+        measurements={**msg.measurements, "zone": msg.zone, "edge_id": msg.edge_id},
+        evidence={
+            "snapshots": [
+                {
+                    "name": ref.name,
+                    "taken_at": ref.taken_at.isoformat(),
+                    "bytes": ref.bytes,
+                    "url": evidence_url(msg.edge_id, msg.event_id, ref.name),
+                }
+                for ref in msg.evidence
+            ]
+        },
+        dedup_key=f"{msg.kind}:camera:{msg.camera_id}:{msg.zone}",
+        message=f"{msg.kind.replace('_', ' ')} in zone {msg.zone} of camera {msg.camera_id}",
+    )
+
+
+def stats_points(edge_id: str, doc: dict[str, Any], time_ns: int) -> list[Point]:
+    """`edge_stats` points: one per camera (tag camera_id) with every numeric figure it reports."""
+    cameras = doc.get("cameras")
+    rows: list[tuple[str, dict[str, Any]]] = []
+    if isinstance(cameras, dict):
+        rows = [(str(cam), v) for cam, v in cameras.items() if isinstance(v, dict)]
+    elif isinstance(cameras, list):
+        rows = [(str(v.get("camera_id", i)), v) for i, v in enumerate(cameras) if isinstance(v, dict)]
+    box = {k: v for k, v in doc.items() if k != "cameras"}
+    if any(_numeric(v) for v in box.values()):
+        rows.append(("", box))
+    points = []
+    for camera_id, values in rows:
+        fields: dict[str, float | int | bool | str] = {
+            k: float(v) for k, v in values.items() if _numeric(v) and k != "camera_id"
+        }
+        if fields:
+            tags = {"edge_id": edge_id} | ({"camera_id": camera_id} if camera_id else {})
+            points.append(Point("edge_stats", tags, fields, time_ns))
+    return points
+
+
+def _numeric(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+class EdgeIngest:
+    """Handles every `{p}/edge/...` message; shares the pipeline's outputs (emit, reject, sink)."""
+
+    def __init__(self, pipeline: Pipeline, evidence_dir: Path, max_evidence_bytes: int) -> None:
+        self.pipeline = pipeline
+        self.evidence_dir = evidence_dir
+        self.max_evidence_bytes = max_evidence_bytes
+        self._seen: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+        self.offline: dict[str, Event] = {}  # edge boxes whose Last Will said offline
+        self.duplicates = 0
+        self._now = 0.0  # receive time of the message being handled
+
+    def max_bytes(self, channel: str) -> int:
+        return self.max_evidence_bytes if channel == "evidence" else EVENT_MAX_BYTES
+
+    def handle(self, topic: str, et: EdgeTopic, payload: bytes, now: float) -> None:
+        """One edge message; bad ones go to the dead-letter topic like a sensor's."""
+        self._now = now
+        self.pipeline.metrics.messages_in += 1
+        limit = self.max_bytes(et.channel)
+        if len(payload) > limit:
+            self._reject(
+                topic, RejectReason.too_large, f"{len(payload)} bytes, the limit is {limit}", payload, et
+            )
+        elif et.channel == "events":
+            self._event(topic, et, payload)
+        elif et.channel == "evidence":
+            self._evidence(topic, et, payload)
+        else:
+            self._status(topic, et, payload, now)
+
+    def _reject(self, topic: str, reason: RejectReason, detail: str, payload: bytes, et: EdgeTopic) -> None:
+        self.pipeline.reject(Rejection(topic, str(reason), detail, payload, f"edge:{et.edge_id}"), self._now)
+
+    def _event(self, topic: str, et: EdgeTopic, payload: bytes) -> None:
+        try:
+            msg = EdgeEventMessage.model_validate_json(payload)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(x) for x in first["loc"]) or "(payload)"
+            reason = RejectReason.not_json if first["type"] == "json_invalid" else RejectReason.wrong_type
+            self._reject(topic, reason, f"{where}: {first['msg']}", payload, et)
+            return
+        if msg.edge_id != et.edge_id:
+            self._reject(
+                topic,
+                RejectReason.bad_payload,
+                f"edge_id {msg.edge_id!r} differs from the topic's",
+                payload,
+                et,
+            )
+            return
+        key = (msg.event_id, msg.phase.value, msg.at.isoformat())
+        if key in self._seen:
+            self.duplicates += 1  # QoS 1 redelivery or a replayed disk queue: already handled
+            return
+        self._seen[key] = None
+        if len(self._seen) > SEEN_MAX:
+            self._seen.popitem(last=False)
+        self.pipeline.metrics.messages_decoded += 1
+        self.pipeline.emit([to_event(msg)])
+
+    def _evidence(self, topic: str, et: EdgeTopic, payload: bytes) -> None:
+        assert et.event_id is not None and et.name is not None
+        bad = next((s for s in (et.edge_id, et.event_id, et.name) if not SAFE_SEGMENT.match(s)), None)
+        if bad is not None:
+            self._reject(topic, RejectReason.bad_payload, f"unsafe path segment {bad!r}", payload, et)
+            return
+        if not payload.startswith(JPEG_MAGIC):
+            self._reject(topic, RejectReason.bad_payload, "evidence must be a JPEG image", payload, et)
+            return
+        folder = self.evidence_dir / et.edge_id / et.event_id
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{et.name}.part"
+        tmp.write_bytes(payload)
+        tmp.replace(folder / et.name)  # readers never see half a picture
+        self.pipeline.metrics.messages_decoded += 1
+        log.info(
+            "event=evidence_stored edge=%s event_id=%s name=%s bytes=%d",
+            et.edge_id,
+            et.event_id,
+            et.name,
+            len(payload),
+        )
+
+    def evidence_path(self, edge_id: str, event_id: str, name: str) -> Path | None:
+        if not all(SAFE_SEGMENT.match(s) for s in (edge_id, event_id, name)):
+            return None
+        path = self.evidence_dir / edge_id / event_id / name
+        return path if path.is_file() else None
+
+    def _status(self, topic: str, et: EdgeTopic, payload: bytes, now: float) -> None:
+        text = payload.strip().lower()
+        if text in (b"online", b"offline"):
+            self._online(et.edge_id, text == b"online", now)
+            return
+        try:
+            doc = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            self._reject(
+                topic, RejectReason.not_json, "status must be online, offline or a stats object", payload, et
+            )
+            return
+        if not isinstance(doc, dict):
+            self._reject(topic, RejectReason.wrong_type, "stats must be a JSON object", payload, et)
+            return
+        status = doc.get("status")
+        if status in ("online", "offline"):
+            self._online(et.edge_id, status == "online", now)
+        points = stats_points(et.edge_id, doc, int(now * 1e9))
+        for point in points:
+            self.pipeline.sink.add(point)
+        self.pipeline.metrics.messages_decoded += 1
+
+    def _online(self, edge_id: str, online: bool, now: float) -> None:
+        """An edge box's Last Will: offline raises a maintenance fault, online clears it."""
+        current = self.offline.get(edge_id)
+        if online and current is not None:
+            del self.offline[edge_id]
+            cleared = current.model_copy(
+                update={
+                    "state": EventState.cleared,
+                    "ended_at": utc(now),
+                    "updated_at": utc(now),
+                    "message": f"Edge box {edge_id} is back online",
+                }
+            )
+            self.pipeline.emit([cleared])
+        elif not online and current is None:
+            ev = Event(
+                kind="device_offline",
+                event_class=EventClass.fault,
+                source=f"edge:{edge_id}",
+                severity=Severity.major,
+                started_at=utc(now),
+                measurements={"status": "offline"},
+                message=f"Edge box {edge_id} is offline (its Last Will): its cameras are not analysed",
+            )
+            self.offline[edge_id] = ev
+            self.pipeline.emit([ev])

@@ -51,7 +51,9 @@ def dead_letter_body(rej: Rejection, received_at: float) -> bytes:
     head = rej.payload[:DEAD_LETTER_HEAD_BYTES]
     try:
         text, encoding = head.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
+        if not all(c.isprintable() or c in "\r\n\t" for c in text):
+            raise UnicodeDecodeError("utf-8", head, 0, len(head), "control characters")
+    except UnicodeDecodeError:  # binary (or cut inside a character): hex reads better
         text, encoding = head.hex(), "hex"
     return orjson.dumps(
         {

@@ -1,11 +1,11 @@
 # Two commands on a fresh Debian/Ubuntu machine with Python 3.11:
 #   make demo   run everything on this machine (embedded broker, gateway, API, simulated street)
-#   make test   run the test suite (installs mosquitto, influxdb and victoria-metrics when root)
+#   make test   run the test suite (installs mosquitto, influxdb, victoria-metrics and postgresql when root)
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-DEBIAN_PACKAGES := mosquitto mosquitto-clients influxdb victoria-metrics
+DEBIAN_PACKAGES := mosquitto mosquitto-clients influxdb victoria-metrics postgresql
 PYTEST_ARGS ?=
 
 .PHONY: demo test lint bench-ingest debian-packages clean

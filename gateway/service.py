@@ -5,7 +5,9 @@ from __future__ import annotations
 import gc
 import logging
 import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -14,12 +16,15 @@ from devices.codecs import codec_names
 from devices.engine import DeviceEngine
 from devices.registry import DeviceRegistry, load_registry
 from gateway.api import DeviceOut, Health, create_app
+from gateway.edge_ingest import EdgeIngest
 from gateway.grids import GridIndex
 from gateway.metrics import GatewayMetrics
 from gateway.mqtt import GatewayMQTT
 from gateway.pipeline import Pipeline
+from gateway.shards import ShardPool, WorkerReport
 from gateway.sinks.runner import SinkRunner
 from gateway.store import GatewayStore, sqlite_url
+from gateway.tickets.service import TicketService
 from gridgate.clock import Clock, SystemClock
 from gridgate.config import ConfigError, GatewayConfig
 from gridgate.models import Event, EventClass, utc
@@ -38,6 +43,7 @@ class Gateway:
         clock: Clock | None = None,
         registry: DeviceRegistry | None = None,
         store_url: str | None = None,
+        log_level: str = "info",
     ) -> None:
         self.cfg = cfg
         self.clock = clock or SystemClock()
@@ -53,14 +59,36 @@ class Gateway:
         self.sink_name = "sqlite" if cfg.influx.api == "none" else f"influx-{cfg.influx.api} {cfg.influx.url}"
         self.runner = SinkRunner.from_config(cfg.influx, cfg.storage, self.metrics)
         self.topics = Topics(cfg.broker.topic_prefix)
-        subscriptions = [self.topics.device_filter] + [vt.subscription for vt in cfg.vendor_topics]
-        self.mqtt = GatewayMQTT(cfg.broker, subscriptions, self._on_message, on_connect=self._on_connect)
+        subscriptions = [self.topics.device_filter, self.topics.edge_filter]
+        subscriptions += [vt.subscription for vt in cfg.vendor_topics]
+        self.shards: ShardPool | None = None
+        self._shard_gauges: dict[int, dict[str, float]] = {}
+        if cfg.ingest.workers:
+            self.shards = ShardPool(
+                cfg, self.store.load_device_states(), self._device_of, self._apply_report, log_level=log_level
+            )
+        self.mqtt = GatewayMQTT(
+            cfg.broker,
+            subscriptions,
+            self._on_message_sharded if self.shards else self._on_message,
+            on_connect=self._on_connect,
+            on_read_done=self.shards.flush if self.shards else None,
+        )
         self._listeners: list[Callable[[list[Event]], None]] = []
         self._pending_events: list[Event] = []
         self._dirty: set[str] = set()
         self._pending_lock = threading.Lock()
         self.pipeline = Pipeline(
             cfg, self.registry, self.engine, self.grids, self.runner, self.mqtt, self._remember, self.metrics
+        )
+        # tickets (issue 3): event changes -> grid tickets, dispatched on {prefix}/tickets/{team}
+        self.tickets: TicketService | None = None
+        if cfg.tickets.enabled:
+            self.tickets = TicketService.for_gateway(self)
+            self.add_event_listener(self.tickets.on_events)
+        self._edge_prefix = f"{self.topics.prefix}/edge/"
+        self.edge = EdgeIngest(
+            self.pipeline, cfg.storage.data_dir / "evidence", cfg.limits.max_evidence_bytes
         )
         self._stop = threading.Event()
         self._housekeeper: threading.Thread | None = None
@@ -69,10 +97,67 @@ class Gateway:
 
     # wiring ------------------------------------------------------------------------------
     def _on_message(self, topic: str, payload: bytes) -> None:
-        self.pipeline.handle(topic, payload, self.clock.now())
+        if topic.startswith(self._edge_prefix):
+            self._on_edge(topic, payload)
+        else:
+            self.pipeline.handle(topic, payload, self.clock.now())
+
+    def _on_message_sharded(self, topic: str, payload: bytes) -> None:
+        if topic.startswith(self._edge_prefix):
+            self._on_edge(topic, payload)  # few messages: handled here, not in a worker
+        else:
+            assert self.shards is not None
+            self.shards.submit(topic, payload)
+
+    def _on_edge(self, topic: str, payload: bytes) -> None:
+        et = self.topics.parse_edge(topic)
+        if et is None:  # under edge/ but not a known channel: rejected as unknown_topic
+            self.pipeline.handle(topic, payload, self.clock.now())
+        else:
+            self.edge.handle(topic, et, payload, self.clock.now())
+
+    def evidence_path(self, edge_id: str, event_id: str, name: str) -> Path | None:
+        return self.edge.evidence_path(edge_id, event_id, name)
 
     def _on_connect(self) -> None:
         self.metrics.mqtt_connects += 1
+
+    def _device_of(self, topic: str) -> str | None:
+        route = self.pipeline.route(topic)
+        return route.device_id if route else None
+
+    def _apply_report(self, shard: int, rep: WorkerReport) -> None:
+        """A worker's results: publish for it, count, remember its events, mirror its devices' state."""
+        for topic, payload, qos in rep.publishes:
+            self.mqtt.publish(topic, payload, qos)
+        m = self.metrics
+        for name, delta in rep.counters.items():
+            setattr(m, name, getattr(m, name) + delta)
+        m.rejected.update(rep.rejected)
+        m.events_out.update(rep.events_out)
+        self._shard_gauges[shard] = rep.gauges
+        if rep.snapshots:
+            with self.pipeline.lock:
+                for device_id, state in rep.snapshots.items():
+                    self.engine.restore(device_id, state)
+        if rep.events:
+            self._remember(rep.events)
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Wait until every message received so far is handled and its points are written."""
+        deadline = time.monotonic() + timeout_s
+        if self.shards is not None:
+            self.shards.flush()
+            while time.monotonic() < deadline:
+                if self.metrics.messages_in >= self.shards.submitted and not self.shard_gauge("buffer_depth"):
+                    break
+                time.sleep(0.02)
+            else:
+                return False
+        return self.runner.flush(max(0.0, deadline - time.monotonic()))
+
+    def shard_gauge(self, name: str) -> float:
+        return sum(g.get(name, 0.0) for g in self._shard_gauges.values()) if self.shards else 0.0
 
     def add_event_listener(self, listener: Callable[[list[Event]], None]) -> None:
         """Call `listener` with every batch of event state changes (on the MQTT thread: keep it quick)."""
@@ -107,7 +192,7 @@ class Gateway:
         while not self._stop.wait(0.5):
             try:
                 now = self.clock.now()
-                if now >= next_silence:
+                if now >= next_silence and self.shards is None:  # workers watch their own devices
                     self.pipeline.check_silence(now)
                     next_silence = now + self.cfg.offline_check_s
                 self.checkpoint()
@@ -119,7 +204,14 @@ class Gateway:
         tune_gc()
         self.metrics.gauge("devices", lambda: len(self.registry))
         self.runner.start()
+        if self.shards is not None:
+            self.shards.start()
+            for name in ("buffer_depth", "points_dropped", "points_rejected"):
+                local = self.metrics.gauges.get(name)
+                self.metrics.gauge(name, lambda n=name, f=local: (f() if f else 0.0) + self.shard_gauge(n))
         self.mqtt.start(wait_s=wait_for_broker_s)
+        if self.tickets is not None:
+            self.tickets.start()
         self._housekeeper = threading.Thread(
             target=self._housekeeping, name="gridgate-housekeeping", daemon=True
         )
@@ -164,7 +256,11 @@ class Gateway:
 
     def stop(self) -> None:
         self._stop.set()
+        if self.tickets is not None:
+            self.tickets.stop()  # before MQTT, so its last notifications still go out
         self.mqtt.stop()
+        if self.shards is not None:
+            self.shards.stop()
         if self._housekeeper is not None:
             self._housekeeper.join(timeout=5)
         self.checkpoint()
@@ -220,7 +316,7 @@ class Gateway:
             mqtt_connected=connected,
             devices=len(self.registry),
             sink=self.sink_name,
-            buffer_depth=self.runner.buffer_depth,
+            buffer_depth=self.runner.buffer_depth + int(self.shard_gauge("buffer_depth")),
         )
 
 

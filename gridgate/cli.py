@@ -104,7 +104,7 @@ def gateway(config: ConfigOpt = Path("config/gateway.yaml"), log_level: LogLevel
     setup_logging(log_level)
     try:
         cfg = load_gateway_config(config)
-        gw = Gateway(cfg)
+        gw = Gateway(cfg, log_level=log_level)
     except ConfigError as err:
         fail(err)
     try:

@@ -28,11 +28,13 @@ __all__ = [
     "INFLUXD",
     "MOSQUITTO",
     "MOSQUITTO_PUB",
+    "POSTGRES",
     "VICTORIA",
     "Collector",
     "InfluxDB1",
     "Message",
     "Mosquitto",
+    "PostgreSQL",
     "ServerError",
     "VictoriaMetrics",
     "free_port",
@@ -52,6 +54,22 @@ MOSQUITTO = _which("mosquitto", "/usr/sbin/mosquitto")
 MOSQUITTO_PUB = _which("mosquitto_pub", "/usr/bin/mosquitto_pub")
 INFLUXD = _which("influxd", "/usr/bin/influxd")
 VICTORIA = _which("victoria-metrics", "/usr/bin/victoria-metrics")
+
+
+def _pg_bin(name: str) -> str | None:
+    # Debian keeps the server binaries out of PATH, under /usr/lib/postgresql/<major>/bin
+    found = shutil.which(name)
+    if found:
+        return found
+    for major in sorted(Path("/usr/lib/postgresql").glob("*"), reverse=True):
+        candidate = major / "bin" / name
+        if os.access(candidate, os.X_OK):
+            return str(candidate)
+    return None
+
+
+POSTGRES = _pg_bin("postgres")
+INITDB = _pg_bin("initdb")
 
 
 class ServerError(RuntimeError):
@@ -128,6 +146,10 @@ class _Server:
     def ready(self) -> bool:
         raise NotImplementedError
 
+    def preexec(self) -> Callable[[], None] | None:
+        """Run in the child before exec (e.g. drop root); None: nothing."""
+        return None
+
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
@@ -147,6 +169,7 @@ class _Server:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=self.preexec(),
             )
         deadline = time.monotonic() + self.start_timeout
         while True:
@@ -553,3 +576,115 @@ class VictoriaMetrics(_Server):
         if status != 200 or data.get("status") != "success":
             raise ServerError(f"query {promql!r}: HTTP {status}: {data}")
         return dict(data["data"])
+
+
+# -- PostgreSQL -------------------------------------------------------------------------------
+
+
+class PostgreSQL(_Server):
+    """A private PostgreSQL cluster (initdb in a temp dir, trust auth on 127.0.0.1:port).
+
+    PostgreSQL refuses to run as root: as root, initdb and postgres run as the `postgres` user
+    (Debian's package creates it) and the temp dir is given to that user. Durability is off
+    (fsync, synchronous_commit): test data need not survive a power cut, and tests run faster.
+    """
+
+    name = "postgres"
+    binary = POSTGRES
+    start_timeout = 30.0
+    user = "gridgate"
+
+    def __init__(self, base_dir: str | Path | None = None, port: int | None = None) -> None:
+        if not INITDB:
+            raise ServerError("initdb is not installed (apt-get install postgresql)")
+        self._ids: tuple[int, int] | None = None
+        if os.geteuid() == 0:
+            import pwd
+
+            try:
+                pw = pwd.getpwnam("postgres")
+            except KeyError as exc:
+                raise ServerError(
+                    "running as root needs the `postgres` user (apt-get install postgresql)"
+                ) from exc
+            self._ids = (pw.pw_uid, pw.pw_gid)
+            base_dir = None  # pytest's temp dirs are root-only (0700): use a fresh one under /tmp
+        super().__init__(base_dir, port)
+        self.data_dir = self.dir / "data"
+        self.socket_dir = self.dir / "run"
+        self.socket_dir.mkdir()
+        if self._ids is not None:
+            for path in (self.dir, self.socket_dir):
+                os.chown(path, *self._ids)
+            os.chown(self.log_path.parent, *self._ids)
+        r = subprocess.run(
+            [INITDB, "-D", str(self.data_dir), "-U", self.user, "--auth=trust", "-E", "UTF8", "--no-sync"],
+            capture_output=True,
+            timeout=120,
+            check=False,
+            preexec_fn=self.preexec(),
+        )
+        if r.returncode != 0:
+            raise ServerError(f"initdb failed ({r.returncode}): {r.stderr.decode(errors='replace')[-2000:]}")
+
+    def preexec(self) -> Callable[[], None] | None:
+        ids = self._ids
+        if ids is None:
+            return None
+
+        def demote() -> None:
+            os.setgid(ids[1])
+            os.setuid(ids[0])
+
+        return demote
+
+    def argv(self) -> list[str]:
+        return [
+            str(self.binary),
+            "-D",
+            str(self.data_dir),
+            "-p",
+            str(self.port),
+            "-k",
+            str(self.socket_dir),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "max_connections=200",
+        ]
+
+    def url(self, database: str = "postgres") -> str:
+        """A SQLAlchemy URL (psycopg 3) for a database on this cluster."""
+        return f"postgresql+psycopg://{self.user}@{self.host}:{self.port}/{database}"
+
+    def _connect(self, database: str = "postgres") -> Any:
+        import psycopg
+
+        return psycopg.connect(
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            dbname=database,
+            autocommit=True,
+            connect_timeout=2,
+        )
+
+    def ready(self) -> bool:
+        if not _tcp_open(self.port):
+            return False
+        with self._connect() as conn:
+            conn.execute("SELECT 1")
+        return True
+
+    def create_database(self, name: str) -> str:
+        """A new, empty database (dropped first if it exists); returns its SQLAlchemy URL."""
+        with self._connect() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)

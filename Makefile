@@ -10,11 +10,15 @@ PYTEST_ARGS ?=
 
 .PHONY: demo test lint bench-ingest debian-packages clean
 
+# torch for the edge stack: these pairs import together (PyPI's torchvision needs its own torch)
+TORCH := $(shell [ "$$(uname -m)" = aarch64 ] && echo "torch==2.9.1 torchvision==0.24.1" || echo "torch==2.14.1 torchvision==0.29.1")
+
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "gridgate needs Python 3.11 or newer"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e '.[dev,edge]'
 	@touch $@
 
 # Installs the servers the tests start (never started as system services here).

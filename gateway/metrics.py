@@ -24,6 +24,7 @@ class GatewayMetrics(Collector):
         self.write_errors = 0
         self.mqtt_connects = 0
         self.gauges: dict[str, Callable[[], float]] = {}
+        self.collectors: list[Callable[[], Iterable[Metric]]] = []
 
     def reject(self, reason: str) -> None:
         self.rejected[reason] += 1
@@ -31,6 +32,10 @@ class GatewayMetrics(Collector):
     def gauge(self, name: str, read: Callable[[], float]) -> None:
         """Register a value read at scrape time, e.g. the sink's buffer depth."""
         self.gauges[name] = read
+
+    def add_collector(self, collect: Callable[[], Iterable[Metric]]) -> None:
+        """Register more metric families (e.g. per webhook endpoint), rendered on scrape."""
+        self.collectors.append(collect)
 
     def collect(self) -> Iterable[Metric]:
         yield CounterMetricFamily("gridgate_messages_in", "MQTT messages received", value=self.messages_in)
@@ -61,6 +66,8 @@ class GatewayMetrics(Collector):
         )
         for name, read in sorted(self.gauges.items()):
             yield GaugeMetricFamily(f"gridgate_{name}", name.replace("_", " "), value=read())
+        for collect in self.collectors:
+            yield from collect()
 
     def registry(self) -> CollectorRegistry:
         reg = CollectorRegistry(auto_describe=False)

@@ -16,15 +16,19 @@ from devices.codecs import codec_names
 from devices.engine import DeviceEngine
 from devices.registry import DeviceRegistry, load_registry
 from gateway.api import DeviceOut, Health, create_app
+from gateway.api.auth import Authenticator
 from gateway.edge_ingest import EdgeIngest
-from gateway.grids import GridIndex
+from gateway.grids import GridIndex, GridMatch
 from gateway.metrics import GatewayMetrics
 from gateway.mqtt import GatewayMQTT
 from gateway.pipeline import Pipeline
 from gateway.shards import ShardPool, WorkerReport
 from gateway.sinks.runner import SinkRunner
 from gateway.store import GatewayStore, sqlite_url
+from gateway.stream import StreamHub
+from gateway.tickets.desk import Outcome
 from gateway.tickets.service import TicketService
+from gateway.tickets.webhook import WebhookNotifier, WebhookOutbox, webhook_metrics
 from gridgate.clock import Clock, SystemClock
 from gridgate.config import ConfigError, GatewayConfig
 from gridgate.models import Event, EventClass, utc
@@ -51,6 +55,7 @@ class Gateway:
         self.registry = registry if registry is not None else load_registry(cfg.devices_file)
         self.grids = GridIndex.load(cfg.grids_file, cfg.fallback_grid)
         check_vendor_codecs(cfg)
+        self.auth = Authenticator(cfg.auth)
         self.store = GatewayStore(store_url or sqlite_url(cfg.storage.state_db))
         self.engine = DeviceEngine(self.registry, started_at=self.clock.now())
         for device_id, state in self.store.load_device_states().items():
@@ -86,6 +91,15 @@ class Gateway:
         if cfg.tickets.enabled:
             self.tickets = TicketService.for_gateway(self)
             self.add_event_listener(self.tickets.on_events)
+        # the command centre's WebSocket stream: every alert and every ticket change
+        self.stream = StreamHub(cfg.api.stream_queue_max, team_of=self._team_of)
+        self.add_event_listener(self.stream.on_events)
+        self.metrics.add_collector(self.stream.collect)
+        self.outbox: WebhookOutbox | None = None
+        self.webhooks: list[WebhookNotifier] = []
+        if self.tickets is not None:
+            self.tickets.add_notifier(self.stream)
+            self._add_webhooks()
         self._edge_prefix = f"{self.topics.prefix}/edge/"
         self.edge = EdgeIngest(
             self.pipeline, cfg.storage.data_dir / "evidence", cfg.limits.max_evidence_bytes
@@ -96,6 +110,62 @@ class Gateway:
         self._api_thread: threading.Thread | None = None
 
     # wiring ------------------------------------------------------------------------------
+    def _add_webhooks(self) -> None:
+        """One notifier per `tickets.webhooks` entry, sharing an outbox table in the ticket database."""
+        assert self.tickets is not None
+        if not self.cfg.tickets.webhooks:
+            return
+        self.outbox = WebhookOutbox(self.tickets.store.url)
+        problems = []
+        for i, wcfg in enumerate(self.cfg.tickets.webhooks):
+            try:
+                notifier = WebhookNotifier(
+                    wcfg,
+                    self.outbox,
+                    origin=self.cfg.broker.client_id,
+                    dead_letter=lambda body: self.mqtt.publish(self.topics.dead_letter, body, 1),
+                )
+            except (ValueError, OSError) as exc:
+                problems.append(f"tickets.webhooks[{i}]: {exc}")
+                continue
+            self.webhooks.append(notifier)
+            self.tickets.add_notifier(notifier)
+        if problems:
+            raise ConfigError("gateway config", problems)
+        self.metrics.add_collector(webhook_metrics(self.webhooks))
+
+    def _team_of(self, ev: Event) -> str | None:
+        """The team an alert's ticket would go to (for the stream's team filter)."""
+        if self.tickets is None:
+            return None
+        grids = self.grids.grids
+        return self.tickets.desk.routing.route(
+            ev.kind,
+            is_fault=ev.event_class == EventClass.fault,
+            grid=grids.get(ev.grid_id) if ev.grid_id else None,
+            micro_grid=grids.get(ev.micro_grid_id) if ev.micro_grid_id else None,
+        ).team
+
+    def report_event(self, event: Event) -> Outcome | None:
+        """An event from outside the broker (an Open311 report): stored, streamed, ticketed at once.
+
+        The ticket is made on the caller's thread, so the caller can answer with its id.
+        """
+        if event.grid_id is None:
+            if event.location is not None:
+                match = self.grids.locate(event.location.lat, event.location.lon)
+            else:
+                match = GridMatch(self.grids.fallback_grid, None, True)
+            event.grid_id, event.micro_grid_id = match.grid_id, match.micro_grid_id
+            if match.fallback:
+                event.measurements.setdefault("grid_fallback", True)
+        with self._pending_lock:
+            self._pending_events.append(event)
+        self.mqtt.publish(self.topics.alert(event.grid_id, event.kind), event.model_dump_json().encode(), 1)
+        self.metrics.events_out[(event.kind, event.state.value)] += 1
+        self.stream.on_events([event])
+        return self.tickets.process([event]) if self.tickets is not None else None
+
     def _on_message(self, topic: str, payload: bytes) -> None:
         if topic.startswith(self._edge_prefix):
             self._on_edge(topic, payload)
@@ -212,12 +282,21 @@ class Gateway:
         self.mqtt.start(wait_s=wait_for_broker_s)
         if self.tickets is not None:
             self.tickets.start()
+        for webhook in self.webhooks:
+            webhook.start()  # sends what a previous run left undelivered
         self._housekeeper = threading.Thread(
             target=self._housekeeping, name="gridgate-housekeeping", daemon=True
         )
         self._housekeeper.start()
         if self.cfg.api.enabled:
             self._start_api()
+            if self.auth.open:
+                log.warning(
+                    "event=api_auth_open mode=%r fix='add auth.tokens before exposing the API'",
+                    self.auth.describe(),
+                )
+            else:
+                log.info("event=api_auth mode=%r", self.auth.describe())
         log.info(
             "event=gateway_started broker=%s sink=%s devices=%d grids=%d api=%s",
             self.mqtt.where,
@@ -258,6 +337,10 @@ class Gateway:
         self._stop.set()
         if self.tickets is not None:
             self.tickets.stop()  # before MQTT, so its last notifications still go out
+        for webhook in self.webhooks:
+            webhook.stop()  # what it has not delivered stays in the outbox for the next start
+        if self.outbox is not None:
+            self.outbox.close()
         self.mqtt.stop()
         if self.shards is not None:
             self.shards.stop()

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Table,
     create_engine,
     event,
+    func,
     select,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -155,6 +156,21 @@ class GatewayStore:
         with self.engine.connect() as conn:
             rows = conn.scalars(q.limit(limit).offset(offset)).all()
         return [Event.model_validate(json.loads(r) if isinstance(r, str) else r) for r in rows]
+
+    def active_counts(self, column: str = "grid_id") -> dict[str, dict[str, int]]:
+        """grid (or micro-grid) id -> event class (alarm, fault) -> events active now."""
+        col = getattr(events.c, column)
+        q = (
+            select(col, events.c.event_class, func.count())
+            .where(events.c.state == "active")
+            .group_by(col, events.c.event_class)
+        )
+        out: dict[str, dict[str, int]] = {}
+        with self.engine.connect() as conn:
+            for key, cls, n in conn.execute(q):
+                if key is not None:
+                    out.setdefault(key, {})[cls] = int(n)
+        return out
 
 
 def _event_row(e: Event) -> dict[str, Any]:

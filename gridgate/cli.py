@@ -54,30 +54,47 @@ def config_check(
         Path, typer.Option("-c", "--config", help="gateway.yaml, devices.yaml or grids.geojson")
     ],
 ) -> None:
-    """Validate a configuration file; on error name the file, the field path and the fix."""
+    """Validate a configuration file; on error name the file, the field path and the fix.
+
+    gateway.yaml, devices.yaml, grids.geojson or routing.yaml; a gateway.yaml's routing file is
+    checked too when tickets are enabled.
+    """
     from devices.registry import load_registry
     from gateway.grids import GridIndex
+    from gateway.tickets.routing import load_routing
 
     try:
         if config.suffix in (".geojson", ".json"):
             index = GridIndex.load(config, "unassigned")
             what = f"{len(index)} grids and micro-grids"
-        elif _looks_like_registry(config):
+        elif _looks_like(config, "devices"):
             registry = load_registry(config)
             what = f"{len(registry)} devices"
+        elif _looks_like(config, "categories", "teams", "groups", "fallback_team", "fault_team"):
+            routing = load_routing(config)
+            what = f"routing for {len(routing.categories)} categories and {len(routing.teams)} teams"
         else:
             cfg = load_gateway_config(config)
             what = f"gateway config (broker {cfg.broker.host}:{cfg.broker.port}, influx api {cfg.influx.api})"
+            if cfg.tickets.enabled:
+                routing = load_routing(cfg.tickets.routing_file)
+                what += f", routing {cfg.tickets.routing_file} ({len(routing.categories)} categories)"
+                unknown = [c for c in cfg.open311.services if c not in routing.categories]
+                if unknown:
+                    raise ConfigError(
+                        config,
+                        [f"open311.services: {unknown} are not categories of {cfg.tickets.routing_file}"],
+                    )
     except ConfigError as err:
         fail(err)
     console.print(f"[green]{config}: ok[/green], {what}", highlight=False)
 
 
-def _looks_like_registry(path: Path) -> bool:
+def _looks_like(path: Path, *keys: str) -> bool:
     from gridgate.config import read_yaml
 
     data = read_yaml(path)
-    return isinstance(data, dict) and "devices" in data
+    return isinstance(data, dict) and any(k in data for k in keys)
 
 
 @grids_app.command("synth")

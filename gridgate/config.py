@@ -6,6 +6,7 @@ Nested keys use a double underscore: `GRIDGATE_BROKER__HOST=mqtt.example`,
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -159,6 +160,69 @@ class APIConfig(Strict):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    stream_queue_max: int = Field(
+        1000,
+        ge=10,
+        description="messages queued per WebSocket client; a slower client loses the oldest "
+        "(counted, and told with a `dropped` message) and never holds the gateway up",
+    )
+
+
+Role = Literal["admin", "command_centre", "team", "grid_worker", "reporter", "read_only"]
+
+
+class TokenConfig(Strict):
+    """One API bearer token: who it is, what role it has, and where the secret comes from."""
+
+    name: str = Field(min_length=1, description="who uses it; recorded as the actor in the audit trail")
+    role: Role = Field(
+        description="admin: everything; command_centre: read, act on every ticket, verify (close); "
+        "team: act on its team's tickets; grid_worker: act on tickets of its grids; reporter: read "
+        "and file Open311 reports (a citizen app's api_key); read_only: read"
+    )
+    token: SecretStr | None = Field(None, description="the secret itself (prefer token_env or token_file)")
+    token_env: str | None = Field(None, description="environment variable that holds the secret")
+    token_file: Path | None = Field(None, description="file whose first line is the secret")
+    team: str | None = Field(None, description="role team: the team whose tickets it may act on")
+    grids: list[str] = Field(
+        default_factory=list, description="role grid_worker: grid and micro-grid ids it may act in"
+    )
+
+    @model_validator(mode="after")
+    def _one_source_and_scope(self) -> TokenConfig:
+        sources = [x for x in (self.token, self.token_env, self.token_file) if x is not None]
+        if len(sources) != 1:
+            raise ValueError("give exactly one of token, token_env or token_file")
+        if self.role == "team" and not self.team:
+            raise ValueError("role team needs `team:` (the team whose tickets it acts on)")
+        if self.role == "grid_worker" and not self.grids:
+            raise ValueError("role grid_worker needs `grids:` (the grid ids it acts in)")
+        return self
+
+    def secret(self) -> str:
+        """The token; ConfigError-worthy ValueError when its variable or file is missing or empty."""
+        if self.token_env is not None:
+            value = os.environ.get(self.token_env, "").strip()
+            where = f"environment variable {self.token_env}"
+        else:
+            value = (_secret_from(self.token, self.token_file) or "").strip()
+            where = f"file {self.token_file}" if self.token_file else "token"
+        if len(value) < 16:
+            raise ValueError(f"token {self.name!r}: {where} is missing or shorter than 16 characters")
+        return value
+
+
+class AuthConfig(Strict):
+    """`auth:`: bearer tokens with roles for the HTTP API, the WebSocket stream and Open311 POST."""
+
+    tokens: list[TokenConfig] = Field(
+        default_factory=list,
+        description="with none, the API is open read-write to clients on this machine (127.0.0.1, ::1) "
+        "only, for the demo; anything else gets 401",
+    )
+    open_on_localhost: bool = Field(
+        True, description="with no tokens configured, let local clients in as admin (false: nobody)"
+    )
 
 
 class VendorTopic(Strict):
@@ -210,6 +274,65 @@ class LimitsConfig(Strict):
     )
 
 
+class WebhookConfig(Strict):
+    """One webhook endpoint: signed JSON POSTs of ticket changes, from a persisted outbox."""
+
+    name: str = Field(
+        min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$", description="names it in logs and metrics"
+    )
+    url: str = Field(pattern=r"^https?://", description="where each change is POSTed")
+    secret: SecretStr | None = Field(None, description="HMAC-SHA256 key (prefer secret_env or secret_file)")
+    secret_env: str | None = Field(None, description="environment variable holding the HMAC key")
+    secret_file: Path | None = Field(None, description="file whose first line is the HMAC key")
+    teams: list[str] = Field(default_factory=list, description="only changes for these teams (empty: all)")
+    categories: list[str] = Field(
+        default_factory=list, description="only tickets of these categories (empty: all)"
+    )
+    kinds: list[Literal["created", "updated", "escalated"]] = Field(
+        default_factory=list, description="only these change kinds (empty: all)"
+    )
+    timeout_s: float = Field(10.0, gt=0, le=300, description="per request")
+    max_attempts: int = Field(
+        10, ge=1, le=1000, description="attempts before a change goes to the dead letters"
+    )
+    backoff_base_s: float = Field(1.0, gt=0, description="wait after the first failure; doubles each time")
+    backoff_max_s: float = Field(300.0, gt=0, description="cap of the backoff between attempts")
+    headers: dict[str, str] = Field(default_factory=dict, description="extra headers, e.g. a tenant id")
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> WebhookConfig:
+        if len([x for x in (self.secret, self.secret_env, self.secret_file) if x is not None]) > 1:
+            raise ValueError("give at most one of secret, secret_env or secret_file")
+        return self
+
+    def secret_value(self) -> str | None:
+        """The HMAC key, or None for an unsigned endpoint; ValueError if its variable/file is empty."""
+        if self.secret_env is not None:
+            value = os.environ.get(self.secret_env, "")
+            if not value:
+                raise ValueError(f"webhook {self.name!r}: environment variable {self.secret_env} is not set")
+            return value
+        return _secret_from(self.secret, self.secret_file)
+
+
+class Open311Config(Strict):
+    """`open311:`: the GeoReport v2 endpoint under /open311/v2/ (citizen and courier reports)."""
+
+    enabled: bool = True
+    jurisdiction_id: str | None = Field(None, description="accepted (and ignored) when it matches")
+    agency_responsible: str = Field("", description="the spec's agency_responsible; default: the team name")
+    default_days: int = Field(90, ge=1, description="GET requests without dates covers this many days")
+    max_requests: int = Field(1000, ge=1, le=10_000, description="most requests one GET returns")
+    services: list[str] = Field(
+        default_factory=list,
+        description="categories offered to the public as services; empty: every category of "
+        "routing.yaml not routed to its fault_team (device faults are not citizens' business)",
+    )
+    public_read: bool = Field(
+        True, description="GET services and requests without a token (the spec's norm); POST always needs one"
+    )
+
+
 class TicketsConfig(Strict):
     """`tickets:`: turning events into grid tickets (dedup, routing, SLA, storm control, dispatch)."""
 
@@ -256,6 +379,9 @@ class TicketsConfig(Strict):
     max_events_per_ticket: int = Field(
         500, ge=1, description="events kept as evidence rows per ticket; later ones only add to count"
     )
+    webhooks: list[WebhookConfig] = Field(
+        default_factory=list, description="external grid platforms that get every matching ticket change"
+    )
 
     def url(self, storage: StorageConfig) -> str:
         """The database URL: `database_url`, or SQLite in the data dir."""
@@ -285,6 +411,8 @@ class GatewayConfig(BaseSettings):
     ingest: IngestConfig = IngestConfig()
     offline_check_s: float = Field(5.0, gt=0, description="how often silent devices are looked for")
     tickets: TicketsConfig = TicketsConfig()
+    auth: AuthConfig = AuthConfig()
+    open311: Open311Config = Open311Config()
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,68 @@
+"""The gateway's HTTP API (FastAPI): one router per resource, its models beside it.
+
+`ops` (health, metrics: unauthenticated), `devices`, `events`, `tickets`, `grids`, `reports`,
+`stream` (WebSocket) and `open311` (GeoReport v2). `auth` holds the bearer tokens and roles.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from fastapi import FastAPI
+
+import gridgate
+from gateway.api import devices, events, grids, open311, ops, reports, stream, tickets
+from gateway.api.auth import Authenticator
+from gateway.api.devices import DeviceOut
+from gateway.api.ops import Health
+from gateway.grids import GridIndex
+from gateway.metrics import GatewayMetrics
+from gateway.store import GatewayStore
+from gateway.stream import StreamHub
+from gateway.tickets.desk import Outcome
+from gateway.tickets.service import TicketService
+from gridgate.clock import Clock
+from gridgate.config import GatewayConfig
+from gridgate.models import Event
+
+__all__ = ["DeviceOut", "GatewayView", "Health", "create_app"]
+
+
+class GatewayView(Protocol):
+    """What the API reads from (and hands to) the running gateway."""
+
+    cfg: GatewayConfig
+    clock: Clock
+    metrics: GatewayMetrics
+    store: GatewayStore
+    grids: GridIndex
+    tickets: TicketService | None
+    stream: StreamHub
+    auth: Authenticator
+
+    def devices(self) -> list[DeviceOut]: ...
+
+    def health(self) -> Health: ...
+
+    def evidence_path(self, edge_id: str, event_id: str, name: str) -> Path | None: ...
+
+    def report_event(self, event: Event) -> Outcome | None:
+        """An event from outside the broker (an Open311 report): stored, streamed, ticketed now."""
+        ...
+
+
+def create_app(view: GatewayView) -> FastAPI:
+    app = FastAPI(
+        title="gridgate",
+        version=gridgate.__version__,
+        summary="Street sensors and cameras to grid events and tickets",
+        description="Bearer tokens with roles (see `auth:` in gateway.yaml); /healthz and /metrics are open.",
+    )
+    app.state.auth = view.auth
+    for module in (ops, devices, events, tickets, grids, reports, stream):
+        app.include_router(module.router(view))
+    if view.cfg.open311.enabled:
+        app.include_router(open311.router(view))
+        open311.install_error_handler(app)
+    return app

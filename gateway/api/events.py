@@ -1,0 +1,58 @@
+"""Events (alarms and faults) from the event store, and the snapshots of video events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import FileResponse
+
+from gateway.api.auth import Reader
+from gridgate.models import Event, EventClass, EventState
+
+if TYPE_CHECKING:
+    from gateway.api import GatewayView
+
+
+def router(view: GatewayView) -> APIRouter:
+    r = APIRouter(prefix="/api/v1", tags=["events"])
+
+    @r.get("/events", response_model=list[Event])
+    def events(
+        _who: Reader,
+        kind: Annotated[str | None, Query(description="e.g. bin_full, water_high, device_offline")] = None,
+        grid_id: Annotated[str | None, Query()] = None,
+        state: Annotated[EventState | None, Query()] = None,
+        event_class: Annotated[EventClass | None, Query(description="alarm or fault")] = None,
+        source: Annotated[str | None, Query(description="device:<id> or camera:<id>")] = None,
+        since: Annotated[datetime | None, Query(description="started at or after (ISO 8601)")] = None,
+        until: Annotated[datetime | None, Query(description="started before (ISO 8601)")] = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> list[Event]:
+        return view.store.query_events(
+            kind=kind,
+            grid_id=grid_id,
+            state=state.value if state else None,
+            event_class=event_class.value if event_class else None,
+            source=source,
+            since=since,
+            until=until,
+            limit=limit,
+            offset=offset,
+        )
+
+    @r.get(
+        "/evidence/{edge_id}/{event_id}/{name}",
+        response_class=FileResponse,
+        responses={200: {"content": {"image/jpeg": {}}}},
+    )
+    def evidence(edge_id: str, event_id: str, name: str, _who: Reader) -> FileResponse:
+        """A snapshot of a video event (the URLs are in the event's `evidence.snapshots`)."""
+        path = view.evidence_path(edge_id, event_id, name)
+        if path is None:
+            raise HTTPException(404, f"no snapshot {name!r} for event {event_id!r} of edge box {edge_id!r}")
+        return FileResponse(path, media_type="image/jpeg")
+
+    return r

@@ -1,0 +1,40 @@
+"""Operations: health and Prometheus metrics (both unauthenticated, for probes and scrapers)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+
+import gridgate
+
+if TYPE_CHECKING:
+    from gateway.api import GatewayView
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    version: str = gridgate.__version__
+    mqtt_connected: bool
+    devices: int
+    sink: str
+    buffer_depth: int
+
+
+def router(view: GatewayView) -> APIRouter:
+    r = APIRouter(tags=["ops"])
+
+    @r.get("/healthz", response_model=Health)
+    def healthz(response: Response) -> Health:
+        health = view.health()
+        if health.status != "ok":
+            response.status_code = 503
+        return health
+
+    @r.get("/metrics", response_class=Response)
+    def metrics() -> Response:
+        return Response(generate_latest(view.metrics.registry()), media_type=CONTENT_TYPE_LATEST)
+
+    return r

@@ -1,0 +1,200 @@
+"""Tickets: list with filters, one with its history and events, and people's actions.
+
+Actions answer 404 for an unknown ticket, 409 with the state machine's message for a transition it
+refuses, 403 when the caller's role or scope does not cover the ticket.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Response
+from pydantic import BaseModel, Field
+
+from gateway.api.auth import Principal, Reader, Writer
+from gateway.tickets.desk import Action
+from gateway.tickets.models import AuditEntry, Ticket, TicketEvent
+from gateway.tickets.service import TicketService
+from gateway.tickets.states import IllegalTransition, TicketError, TicketStatus
+from gateway.tickets.store import StaleTicket, TicketNotFound
+
+if TYPE_CHECKING:
+    from gateway.api import GatewayView
+
+
+# ---- request and response models -----------------------------------------------------------------
+
+
+class ActionRequest(BaseModel):
+    note: str = Field("", max_length=4000, description="recorded in the audit trail")
+    by: str | None = Field(
+        None,
+        max_length=128,
+        description="the person acting, when a shared team token is used; audited as `by@token-name`",
+    )
+
+
+class CommentRequest(ActionRequest):
+    note: str = Field(min_length=1, max_length=4000, description="the comment")
+
+
+class ReassignRequest(ActionRequest):
+    assignee: str | None = Field(None, max_length=128, description="the new assignee (a grid worker)")
+    team: str | None = Field(None, max_length=128, description="the new team")
+
+
+class TicketDetail(BaseModel):
+    ticket: Ticket
+    history: list[AuditEntry] = Field(description="every transition, escalation and comment, oldest first")
+    events: list[TicketEvent] = Field(description="the events the ticket carries, as evidence")
+
+
+# ---- helpers --------------------------------------------------------------------------------------
+
+
+def service_of(view: GatewayView) -> TicketService:
+    if view.tickets is None:
+        raise HTTPException(503, "tickets are disabled on this gateway (tickets.enabled: false)")
+    return view.tickets
+
+
+def epoch(value: datetime | None) -> float | None:
+    return value.timestamp() if value is not None else None
+
+
+def parse_states(values: list[str] | None) -> list[TicketStatus] | None:
+    """`state=new,dispatched` or `state=new&state=dispatched`; 422 naming the allowed values."""
+    if not values:
+        return None
+    out = []
+    for raw in values:
+        for part in raw.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            try:
+                out.append(TicketStatus(part))
+            except ValueError:
+                allowed = ", ".join(s.value for s in TicketStatus)
+                raise HTTPException(422, f"unknown state {part!r} (use one of {allowed})") from None
+    return out or None
+
+
+def actor_of(who: Principal, body: ActionRequest) -> str:
+    return f"{body.by}@{who.name}" if body.by else who.name
+
+
+def act(
+    svc: TicketService,
+    who: Principal,
+    ticket_id: str,
+    action: Action,
+    body: ActionRequest,
+    **kw: str | None,
+) -> Ticket:
+    """Check scope, then act; errors become 403/404/409/422 with the desk's own message."""
+    try:
+        ticket = svc.get(ticket_id)
+    except TicketNotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+    refusal = who.refuse_action(ticket, action)
+    if refusal is not None:
+        raise HTTPException(403, refusal)
+    try:
+        return svc.act(ticket_id, action, actor_of(who, body), body.note, **kw)
+    except TicketNotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+    except (IllegalTransition, StaleTicket) as exc:
+        raise HTTPException(409, str(exc)) from exc
+    except TicketError as exc:
+        raise HTTPException(422, str(exc)) from exc
+
+
+# ---- the router -----------------------------------------------------------------------------------
+
+
+def router(view: GatewayView) -> APIRouter:
+    r = APIRouter(prefix="/api/v1/tickets", tags=["tickets"])
+
+    @r.get("", response_model=list[Ticket])
+    def list_tickets(
+        response: Response,
+        _who: Reader,
+        state: Annotated[
+            list[str] | None, Query(description="one or more states, comma-separated or repeated")
+        ] = None,
+        grid_id: Annotated[str | None, Query(description="the ticket's grid")] = None,
+        micro_grid_id: Annotated[str | None, Query()] = None,
+        team: Annotated[str | None, Query()] = None,
+        category: Annotated[str | None, Query(description="illegal_parking, ponding, ...")] = None,
+        assignee: Annotated[str | None, Query()] = None,
+        breached: Annotated[bool | None, Query(description="with (or without) a breached SLA timer")] = None,
+        since: Annotated[datetime | None, Query(description="created at or after (ISO 8601)")] = None,
+        until: Annotated[datetime | None, Query(description="created before (ISO 8601)")] = None,
+        updated_since: Annotated[datetime | None, Query(description="changed at or after")] = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> list[Ticket]:
+        """Tickets, newest first; `X-Total-Count` says how many match without limit/offset."""
+        svc = service_of(view)
+        filters = {
+            "status": parse_states(state),
+            "grid_id": grid_id,
+            "micro_grid_id": micro_grid_id,
+            "team": team,
+            "category": category,
+            "assignee": assignee,
+            "breached": breached,
+            "since": epoch(since),
+            "until": epoch(until),
+            "updated_since": epoch(updated_since),
+        }
+        response.headers["X-Total-Count"] = str(svc.store.count_tickets(**filters))
+        return svc.store.list_tickets(**filters, limit=limit, offset=offset)
+
+    @r.get("/{ticket_id}", response_model=TicketDetail)
+    def get_ticket(ticket_id: str, _who: Reader) -> TicketDetail:
+        svc = service_of(view)
+        try:
+            return TicketDetail(
+                ticket=svc.get(ticket_id), history=svc.history(ticket_id), events=svc.events(ticket_id)
+            )
+        except TicketNotFound as exc:
+            raise HTTPException(404, str(exc)) from exc
+
+    def simple(action: Action, doc: str) -> None:
+        def endpoint(ticket_id: str, who: Writer, body: ActionRequest | None = None) -> Ticket:
+            return act(service_of(view), who, ticket_id, action, body or ActionRequest())
+
+        endpoint.__doc__ = doc
+        r.add_api_route(
+            f"/{{ticket_id}}/{action.value}",
+            endpoint,
+            methods=["POST"],
+            response_model=Ticket,
+            name=f"ticket_{action.value}",
+            summary=f"{action.value.capitalize()} a ticket",
+            responses={403: {}, 404: {}, 409: {"description": "the state machine refuses it"}},
+        )
+
+    simple(Action.accept, "Take the order: dispatched (or reopened) -> accepted.")
+    simple(Action.arrive, "On site: accepted (or dispatched) -> on_site.")
+    simple(Action.resolve, "The problem is fixed: -> resolved, awaiting verification.")
+    simple(Action.close, "Verify a resolved ticket: resolved -> closed (command centre).")
+    simple(Action.reopen, "The problem is back: resolved, closed or cancelled -> reopened.")
+    simple(Action.cancel, "Call a ticket off (command centre).")
+
+    @r.post("/{ticket_id}/reassign", response_model=Ticket, responses={403: {}, 404: {}, 422: {}})
+    def reassign(ticket_id: str, who: Writer, body: ReassignRequest) -> Ticket:
+        """Give the ticket to another assignee and/or team."""
+        return act(
+            service_of(view), who, ticket_id, Action.reassign, body, assignee=body.assignee, team=body.team
+        )
+
+    @r.post("/{ticket_id}/comment", response_model=Ticket, responses={403: {}, 404: {}})
+    def comment(ticket_id: str, who: Writer, body: CommentRequest) -> Ticket:
+        """Add a note to the audit trail (notifies the channels)."""
+        return act(service_of(view), who, ticket_id, Action.comment, body)
+
+    return r

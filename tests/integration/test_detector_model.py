@@ -1,0 +1,67 @@
+"""The shipped model finds the parked car, the puddle, the bin and its garbage in the demo clip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ultralytics")
+
+from detectors.clip import DEMO_ZONES, TIMELINE, DemoClip
+from detectors.model import DEFAULT_WEIGHTS, Detection, Detector
+
+pytestmark = pytest.mark.slow
+ONNX = DEFAULT_WEIGHTS.with_suffix(".onnx")
+
+
+def _zone(kind: str) -> dict:
+    return next(z for z in DEMO_ZONES if z["type"] == kind)
+
+
+def _inside(pt: tuple[float, float], zone: dict) -> bool:
+    xs = [p[0] for p in zone["points"]]
+    ys = [p[1] for p in zone["points"]]
+    return min(xs) <= pt[0] <= max(xs) and min(ys) <= pt[1] <= max(ys)
+
+
+def _centre(d: Detection) -> tuple[float, float]:
+    return (d.box[0] + d.box[2]) / 2, (d.box[1] + d.box[3]) / 2
+
+
+def test_shipped_files_are_small() -> None:
+    assert DEFAULT_WEIGHTS.stat().st_size <= 10_000_000
+    assert ONNX.stat().st_size <= 10_000_000
+    assert (DEFAULT_WEIGHTS.parent / "MODEL_CARD.md").exists()
+
+
+@pytest.mark.parametrize("weights", [DEFAULT_WEIGHTS, ONNX], ids=["pytorch", "onnx"])
+def test_detects_demo_scene(weights: Path) -> None:
+    det = Detector(weights)
+    clip = DemoClip()
+    t_full = TIMELINE.bin_fill[1] + 5  # car parked, puddle grown, bin overflowing
+    t_empty = TIMELINE.park_arrive[0] - 1  # street with only the bin
+    full, empty = det.detect([clip.frame(t_full)[0], clip.frame(t_empty)[0]])
+
+    parked = [d for d in full if d.label == "vehicle" and _inside(d.bottom_centre, _zone("no_parking"))]
+    assert len(parked) == 1 and parked[0].score > 0.6
+    water = [d for d in full if d.label == "water" and _inside(_centre(d), _zone("ponding"))]
+    assert water and max(d.score for d in water) > 0.5
+    bins = [d for d in full if d.label == "bin" and _inside(_centre(d), _zone("bin_overflow"))]
+    garbage = [d for d in full if d.label == "garbage" and _inside(_centre(d), _zone("bin_overflow"))]
+    assert bins and garbage
+
+    assert not [d for d in empty if d.label in ("vehicle", "water", "garbage")]
+    assert [d for d in empty if d.label == "bin"]
+
+
+def test_track_keeps_the_parked_car_id() -> None:
+    det = Detector(DEFAULT_WEIGHTS)
+    clip = DemoClip()
+    ids = set()
+    for k in range(6):
+        dets = det.track(clip.frame(TIMELINE.park_arrive[1] + 2 + k * 0.5)[0], camera="demo")
+        cars = [d for d in dets if d.label == "vehicle" and _inside(d.bottom_centre, _zone("no_parking"))]
+        assert len(cars) == 1 and cars[0].track_id is not None
+        ids.add(cars[0].track_id)
+    assert len(ids) == 1

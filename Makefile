@@ -5,10 +5,12 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-DEBIAN_PACKAGES := mosquitto mosquitto-clients influxdb victoria-metrics postgresql
+DEBIAN_PACKAGES := mosquitto mosquitto-clients influxdb victoria-metrics postgresql \
+  ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
+  gstreamer1.0-tools
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench-ingest debian-packages clean
+.PHONY: demo test lint bench-ingest bench-edge soak-edge debian-packages clean
 
 # torch for the edge stack: these pairs import together (PyPI's torchvision needs its own torch)
 TORCH := $(shell [ "$$(uname -m)" = aarch64 ] && echo "torch==2.9.1 torchvision==0.24.1" || echo "torch==2.14.1 torchvision==0.29.1")
@@ -48,6 +50,12 @@ lint: $(BIN)/.installed
 
 bench-ingest: $(BIN)/.installed debian-packages
 	$(BIN)/python bench/ingest.py
+
+bench-edge: $(BIN)/.installed debian-packages
+	$(BIN)/python bench/edge.py
+
+soak-edge: $(BIN)/.installed
+	$(BIN)/python bench/edge_soak.py --minutes 10 --synthetic
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -14,6 +14,7 @@ from rich.console import Console
 import gridgate
 from gridgate.config import ConfigError, load_gateway_config
 from gridgate.detectors_cli import app as detectors_app
+from gridgate.edge_cli import edge_app
 from gridgate.logs import setup_logging
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ grids_app = typer.Typer(help="Grid polygons.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(grids_app, name="grids")
 app.add_typer(detectors_app, name="detectors")
+app.add_typer(edge_app, name="edge")
 console = Console(stderr=True)
 
 ConfigOpt = Annotated[Path, typer.Option("-c", "--config", help="gateway.yaml", exists=False)]

@@ -1,0 +1,313 @@
+"""`config/cameras.yaml`: the edge box, its broker, its model and its cameras with their zones.
+
+One pydantic model per concern, each field described, so this file is the reference of the YAML
+and errors name the field. Environment variables `GRIDGATE_EDGE_*` override the file's top-level
+scalars and nested broker keys (`GRIDGATE_EDGE_BROKER__HOST`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from detectors.tracking import TrackerConfig
+from detectors.zones import Zone
+from gridgate.config import ConfigError, TLSConfig, describe_validation_error, read_yaml
+from gridgate.models import Location
+
+ENV_PREFIX = "GRIDGATE_EDGE_"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EdgeBrokerConfig(Strict):
+    """`broker:`: where events, evidence and stats go."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    tls: TLSConfig = TLSConfig()
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = Field(None, description="file holding the password (Docker/K8s secret)")
+    client_id: str | None = Field(None, max_length=64, description="default `gridgate-edge-<edge_id>`")
+    topic_prefix: str = Field("gridgate", pattern=r"^[^#+/][^#+]*$")
+    keepalive_s: int = Field(
+        30, ge=5, description="also how soon the LWT `offline` fires after a crash (x1.5)"
+    )
+    reconnect_max_s: float = Field(30.0, gt=0, description="cap of the exponential backoff between connects")
+
+    def secret(self) -> str | None:
+        if self.password_file is not None:
+            return self.password_file.read_text(encoding="utf-8").strip()
+        return self.password.get_secret_value() if self.password is not None else None
+
+
+class PublisherConfig(Strict):
+    """`publisher:`: the disk queue and the message rate."""
+
+    queue_max_bytes: int = Field(
+        512 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="disk queue cap while the broker is away; beyond it the oldest evidence pictures go "
+        "first, then the oldest messages (counted, logged)",
+    )
+    inflight: int = Field(50, ge=1, le=1000, description="messages sent and not yet acknowledged at once")
+    update_min_s: float = Field(5.0, ge=0, description="at most one `update` per event this often")
+    update_max_s: float = Field(60.0, gt=0, description="at least one `update` per active event this often")
+    stats_interval_s: float = Field(
+        30.0, gt=0, description="how often per-camera stats go to the status topic"
+    )
+
+
+class EvidenceConfig(Strict):
+    """`evidence:`: snapshots kept on the edge box and sent with events."""
+
+    max_bytes: int = Field(
+        2 * 1024**3, ge=1024 * 1024, description="pictures kept on disk; the oldest are deleted beyond it"
+    )
+    jpeg_quality: int = Field(85, ge=30, le=100)
+    max_width: int = Field(
+        1280, ge=160, le=7680, description="pictures wider than this are scaled down before encoding"
+    )
+    ring_frames: int = Field(
+        4,
+        ge=2,
+        le=64,
+        description="recent analysed frames kept per camera to picture the moment a vehicle stopped",
+    )
+    send: bool = Field(True, description="publish the pictures over MQTT (else only their references)")
+
+
+class ModelConfig(Strict):
+    """`model:`: one detector shared by every camera of the box."""
+
+    path: Path = Field(
+        Path("detectors/weights/street.pt"),
+        description="weights ultralytics loads: .pt (PyTorch), .onnx (ONNX Runtime), "
+        "*_openvino_model/ (OpenVINO)",
+    )
+    backend: Literal["pytorch", "onnx", "openvino"] | None = Field(
+        None,
+        description="inference runtime: `pytorch`, `onnx` (ONNX Runtime) or `openvino` (Intel CPUs); "
+        "a .pt is exported to it once (cached under var/models); default: what the file is",
+    )
+    imgsz: int | tuple[int, int] = Field(
+        640,
+        description="inference size; [height, width] matches the shape an ONNX/OpenVINO export was made at",
+    )
+    device: str = Field("cpu", description="`cpu`, `0` (first CUDA GPU), ...")
+    max_batch: int = Field(4, ge=1, le=64, description="frames from different cameras inferred in one call")
+    class_map: dict[str, str] = Field(
+        {},
+        description="model class name -> gridgate label (vehicle, water, bin, garbage, bin_overflow); "
+        "classes not listed keep their name; map to `ignore` to drop one",
+    )
+    min_score: dict[str, float] = Field({}, description="per-label least score, e.g. {vehicle: 0.4}")
+    min_area_ratio: dict[str, float] = Field(
+        {}, description="per-label least box area, fraction of the frame"
+    )
+    threads: int | None = Field(
+        None, ge=1, le=256, description="CPU threads for inference; default all cores"
+    )
+
+
+class CaptureConfig(Strict):
+    """`capture:` of a camera: how frames are read."""
+
+    backend: Literal["ffmpeg", "opencv"] = Field(
+        "ffmpeg",
+        description="`ffmpeg`: a subprocess decimates and scales before Python sees a frame (cheapest, "
+        "and decoding runs beside the interpreter); `opencv`: VideoCapture's FFmpeg backend in-process",
+    )
+    decode_fps: float = Field(
+        5.0, gt=0, le=60, description="frames per second handed to the motion gate (the rest are skipped)"
+    )
+    width: int | None = Field(
+        None, ge=64, le=7680, description="scale frames to this width before Python (ffmpeg); None: as is"
+    )
+    keyframes_only: bool = Field(
+        False,
+        description="decode only key frames (ffmpeg `-skip_frame nokey`): for slow scenes, much cheaper",
+    )
+    rtsp_transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP over TCP survives lossy links")
+    open_timeout_s: float = Field(10.0, gt=0, description="give up opening a stream after this long")
+    read_timeout_s: float = Field(10.0, gt=0, description="give up a blocked read after this long")
+    stall_s: float = Field(
+        10.0, gt=0, description="watchdog: reopen a stream that delivered no frame this long"
+    )
+    reconnect_min_s: float = Field(0.5, gt=0, description="first wait before reopening; doubles each failure")
+    reconnect_max_s: float = Field(30.0, gt=0, description="cap of the wait between reopen attempts")
+    loop: bool = Field(False, description="files only: start again at the end (demo, soak)")
+    realtime: bool = Field(
+        True,
+        description="files only: deliver frames at the file's own rate like a camera; false: as fast as "
+        "the worker takes them, none skipped (tests)",
+    )
+    start_offset_s: float = Field(
+        0.0, ge=0, description="files only: start this far into the file (staggers looped demo/bench cameras)"
+    )
+    decode_threads: int = Field(
+        1,
+        ge=0,
+        le=64,
+        description="decoder threads per stream; 1 is cheapest once a box has more streams than cores; "
+        "0: the decoder's own choice (one fast 4K stream)",
+    )
+    start_time: float | None = Field(
+        None, description="files only: epoch seconds of the file's first frame; default the time it opened"
+    )
+
+    @model_validator(mode="after")
+    def _backoff(self) -> CaptureConfig:
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError("reconnect_min_s must not exceed reconnect_max_s")
+        return self
+
+
+class MotionConfig(Strict):
+    """`motion:` of a camera: the cheap gate in front of the detector."""
+
+    enabled: bool = Field(True, description="false: run the detector at detect_fps all the time")
+    pixel_threshold: int = Field(
+        25, ge=1, le=255, description="grey-level change that marks a pixel as moved"
+    )
+    min_area_ratio: float = Field(
+        0.002, ge=0, le=1, description="fraction of the 320x180 picture that must change to count as motion"
+    )
+    hold_s: float = Field(1.0, ge=0, description="keep detecting this long after motion stops")
+
+
+class CameraConfig(Strict):
+    """One entry of `cameras:`."""
+
+    id: str = Field(
+        min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$", description="appears in events"
+    )
+    url: str = Field(
+        description="rtsp://..., http(s)://..., a file path, or a device: /dev/video0 or `device:0`",
+        min_length=1,
+    )
+    enabled: bool = True
+    location: Location = Field(description="where the camera looks, {lat, lon}; zones may set their own")
+    timezone: str | None = Field(None, description="for active hours; default the box's `timezone`")
+    detect_fps: float = Field(2.0, gt=0, le=30, description="analyses per second while something moves")
+    refresh_s: float = Field(
+        10.0, gt=0, description="analyse at least this often when nothing moves (parked cars, puddles, bins)"
+    )
+    capture: CaptureConfig = CaptureConfig()
+    motion: MotionConfig = MotionConfig()
+    tracking: TrackerConfig = TrackerConfig()
+    zones: list[Zone] = Field([], description="no_parking, ponding and bin_overflow regions")
+
+    @field_validator("zones")
+    @classmethod
+    def _unique(cls, zones: list[Zone]) -> list[Zone]:
+        names = [z.name for z in zones]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"zone names must be unique within a camera: {', '.join(dup)} repeated")
+        return zones
+
+
+class EdgeConfig(BaseSettings):
+    """`config/cameras.yaml`: one edge box."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        nested_model_default_partial_update=True,
+    )
+
+    edge_id: str = Field(
+        "edge-1",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="names this box in topics",
+    )
+    timezone: str = Field("UTC", description="IANA zone for active hours, e.g. Asia/Shanghai")
+    data_dir: Path = Field(Path("var/edge"), description="disk queue and evidence pictures")
+    broker: EdgeBrokerConfig = EdgeBrokerConfig()
+    publisher: PublisherConfig = PublisherConfig()
+    evidence: EvidenceConfig = EvidenceConfig()
+    model: ModelConfig = ModelConfig()
+    cameras: list[CameraConfig] = Field([], description="the streams this box watches")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return env_settings, init_settings, file_secret_settings
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        _zone(v)
+        return v
+
+    @model_validator(mode="after")
+    def _cameras(self) -> EdgeConfig:
+        ids = [c.id for c in self.cameras]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"camera ids must be unique: {', '.join(dup)} repeated")
+        for c in self.cameras:
+            if c.timezone is not None:
+                _zone(c.timezone)
+        return self
+
+    @property
+    def client_id(self) -> str:
+        return self.broker.client_id or f"gridgate-edge-{self.edge_id}"
+
+    def tz(self, camera: CameraConfig) -> ZoneInfo:
+        return _zone(camera.timezone or self.timezone)
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(
+            f"unknown time zone {name!r}: use an IANA name such as Asia/Shanghai or UTC"
+        ) from exc
+
+
+def load_edge_config(path: str | Path | None, **overrides: Any) -> EdgeConfig:
+    """Load cameras.yaml; errors name the file, the field path (`cameras[0].zones[1].points`) and the fix."""
+    data: Any = {}
+    if path is not None:
+        data = read_yaml(path) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(path, ["top level must be a mapping (edge_id:, broker:, model:, cameras:)"])
+    data.update(overrides)
+    try:
+        cfg = EdgeConfig(**data)
+    except ValidationError as exc:
+        raise describe_validation_error(path or "environment", exc) from exc
+    if path is not None:
+        base = Path(path).resolve().parent.parent
+        mp = cfg.model.path
+        if not mp.is_absolute() and not mp.exists() and (base / mp).exists():
+            cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": base / mp})})
+    return cfg

@@ -1,0 +1,89 @@
+"""One detector for every camera of the box: frames that are due at the same time go through the
+model in one batch.
+
+The gate decides per camera which frames are worth analysing; the scheduler takes the newest
+frame of each camera in turn (a rotating start, so no camera starves when the model falls behind),
+groups up to `max_batch` due frames and runs them together.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from detectors.zones import DetectionLike
+from edge.config import ModelConfig
+
+log = logging.getLogger("gridgate.edge.scheduler")
+
+
+class DetectorLike(Protocol):
+    def detect(self, frames: list[np.ndarray]) -> Sequence[Sequence[DetectionLike]]: ...
+
+
+class ModelMissing(Exception):
+    """No weights at model.path; the message says how to get some."""
+
+
+def load_detector(cfg: ModelConfig) -> DetectorLike:
+    """Build `detectors.model.Detector` from `model:` (passing the options its signature accepts)."""
+    if not cfg.path.exists():
+        raise ModelMissing(
+            f"model.path {cfg.path} does not exist: train one with `gridgate detectors train`, "
+            "or point model.path at .pt/.onnx/OpenVINO weights"
+        )
+    from detectors import model as model_mod
+
+    detector_cls: Any = model_mod.Detector
+    wanted = {
+        "path": cfg.path,
+        "weights": cfg.path,
+        "model": cfg.path,
+        "imgsz": cfg.imgsz,
+        "device": cfg.device,
+        "class_map": cfg.class_map,
+        "min_score": cfg.min_score,
+        "min_area_ratio": cfg.min_area_ratio,
+        "min_area": cfg.min_area_ratio,
+        "threads": cfg.threads,
+    }
+    if hasattr(detector_cls, "from_config"):
+        try:
+            return detector_cls.from_config(cfg)  # type: ignore[no-any-return]
+        except TypeError:
+            pass
+    params = inspect.signature(detector_cls).parameters
+    kwargs = {k: v for k, v in wanted.items() if k in params and v is not None}
+    first = next(iter(params), None)
+    if first and first not in kwargs and params[first].default is inspect.Parameter.empty:
+        kwargs[first] = cfg.path
+    return detector_cls(**kwargs)  # type: ignore[no-any-return]
+
+
+@dataclass(slots=True)
+class BatchResult:
+    detections: list[Sequence[DetectionLike]]
+    ms_per_frame: float
+
+
+def run_batch(detector: DetectorLike, images: list[np.ndarray]) -> BatchResult:
+    """Run one batch; the time per frame is the batch's time shared equally."""
+    t0 = time.perf_counter()
+    out = list(detector.detect(images))
+    ms = (time.perf_counter() - t0) * 1000.0
+    if len(out) != len(images):
+        raise RuntimeError(f"detector returned {len(out)} results for {len(images)} frames")
+    return BatchResult(out, ms / max(1, len(images)))
+
+
+class NullDetector:
+    """Detects nothing: runs the capture/motion/publish path without a model (probing, benches)."""
+
+    def detect(self, frames: list[np.ndarray]) -> list[list[DetectionLike]]:
+        return [[] for _ in frames]

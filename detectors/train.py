@@ -80,18 +80,28 @@ def train(
     workers: int = 2,
     patience: int = 100,
     time_h: float = 0.0,
+    data: Path | None = None,
 ) -> TrainResult:
-    """Render a synthetic dataset into `out` and train a YOLO from its YAML definition on it."""
-    from detectors.synth import CLASSES, write_dataset
+    """Train a YOLO: on synthetic scenes rendered into `out`, or on your own labelled `data`.
+
+    `model` is a YAML (trained from scratch) or a `.pt` (fine-tuned from those weights, e.g. a
+    COCO model for vehicles); `data` is an ultralytics dataset YAML of labelled street images.
+    """
+    from detectors.synth import write_dataset
 
     out = Path(out).resolve()
     offline_env()
-    data = out / "dataset" / "data.yaml"
-    stamp = out / "dataset" / f".done-{seed}-{images}-{val_images}"
-    if not stamp.exists():
-        shutil.rmtree(out / "dataset", ignore_errors=True)
-        write_dataset(out / "dataset", images, val_images, seed=seed, jobs=max(1, workers))
-        stamp.touch()
+    if data is None:
+        data = out / "dataset" / "data.yaml"
+        stamp = out / "dataset" / f".done-{seed}-{images}-{val_images}"
+        if not stamp.exists():
+            shutil.rmtree(out / "dataset", ignore_errors=True)
+            write_dataset(out / "dataset", images, val_images, seed=seed, jobs=max(1, workers))
+            stamp.touch()
+    elif not Path(data).is_file():
+        raise FileNotFoundError(
+            f"{data}: no dataset YAML there (an ultralytics data.yaml with train/val/names)"
+        )
     from ultralytics import YOLO
 
     t0 = time.time()
@@ -108,7 +118,7 @@ def train(
         project=str(out),
         name="run",
         exist_ok=True,
-        pretrained=False,
+        pretrained=str(model).endswith(".pt"),
         plots=False,
         amp=False,
         patience=patience,
@@ -116,7 +126,8 @@ def train(
         **({"time": time_h} if time_h else {}),
     )
     best = Path(yolo.trainer.best)
-    per_class = {CLASSES[i]: float(v) for i, v in enumerate(metrics.box.maps[: len(CLASSES)])}
+    names = metrics.names  # the dataset's own class names, synthetic or yours
+    per_class = {names[i]: float(v) for i, v in enumerate(metrics.box.maps[: len(names)])}
     return TrainResult(best, float(metrics.box.map50), float(metrics.box.map), per_class, time.time() - t0)
 
 

@@ -39,14 +39,22 @@ def train(
     batch: int = 32,
     device: Annotated[str, typer.Option(help="`cpu`, or `0` for the first CUDA GPU")] = "cpu",
     model: Annotated[
-        str, typer.Option(help="ultralytics model YAML (trained from scratch)")
+        str, typer.Option(help="a model YAML (trained from scratch) or a .pt to fine-tune from")
     ] = "yolo26n.yaml",
+    data: Annotated[
+        Path | None,
+        typer.Option(help="your own labelled dataset (ultralytics data.yaml); no synthetic scenes then"),
+    ] = None,
     workers: Annotated[int, typer.Option(help="data loader and scene rendering processes")] = 2,
     time_h: Annotated[float, typer.Option(help="stop after this many hours (0: run all epochs)")] = 0.0,
     out: Annotated[Path, typer.Option(help="dataset and run directory")] = Path("var/detectors/train"),
     ship: Annotated[
-        bool, typer.Option(help="copy the best weights to detectors/weights with ONNX and MODEL_CARD.md")
-    ] = True,
+        bool,
+        typer.Option(
+            help="copy the best weights to detectors/weights with ONNX and MODEL_CARD.md "
+            "(the demo's model: not for your own data)"
+        ),
+    ] = False,
 ) -> None:
     """Render synthetic street scenes and train a small YOLO on them (offline, from a YAML)."""
     _need_edge()
@@ -56,8 +64,11 @@ def train(
     args = {
         "images": images, "val_images": val_images, "seed": seed, "epochs": epochs, "imgsz": imgsz,
         "batch": batch, "device": device, "model": model, "workers": workers, "time_h": time_h,
+        "data": str(data) if data else "synthetic",
     }  # fmt: skip
-    res = run(out, images, val_images, seed, epochs, imgsz, batch, device, model, workers, time_h=time_h)
+    res = run(
+        out, images, val_images, seed, epochs, imgsz, batch, device, model, workers, time_h=time_h, data=data
+    )
     console.print(
         f"best {res.best_pt}: mAP50 {res.map50:.3f}, mAP50-95 {res.map50_95:.3f} ({res.seconds / 60:.1f} min)"
     )

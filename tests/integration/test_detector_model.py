@@ -65,3 +65,18 @@ def test_track_keeps_the_parked_car_id() -> None:
         assert len(cars) == 1 and cars[0].track_id is not None
         ids.add(cars[0].track_id)
     assert len(ids) == 1
+
+
+@pytest.mark.slow
+def test_fine_tune_on_a_labelled_dataset(tmp_path: Path) -> None:
+    """`gridgate detectors train --data your.yaml --model weights.pt`: your labels, no synthetic scenes."""
+    from detectors.synth import write_dataset
+    from detectors.train import train
+
+    write_dataset(tmp_path / "labelled", 12, 6, seed=3, jobs=1)  # stands in for a city's own labelled images
+    res = train(
+        tmp_path / "run", seed=1, epochs=1, imgsz=160, batch=6, workers=0,
+        model=str(DEFAULT_WEIGHTS), data=tmp_path / "labelled" / "data.yaml",
+    )  # fmt: skip
+    assert res.best_pt.is_file() and set(res.per_class_map50_95) >= {"car", "water", "bin"}
+    assert not (tmp_path / "run" / "dataset").exists()  # nothing synthetic was rendered

@@ -88,7 +88,7 @@ DEMO_CAMERA_YAML = """\
 cameras:
   - id: demo-street
     url: var/demo/street.mp4
-    loop: true
+    capture: {loop: true}
     location: {lat: 30.2533, lon: 120.1331}
     zones:
       - name: kerb-no-parking

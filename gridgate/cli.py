@@ -178,6 +178,9 @@ def demo(
     devices: Annotated[int, typer.Option(help="simulated devices (at least 200 make a street)")] = 240,
     data_dir: Annotated[Path, typer.Option(help="where the demo keeps its SQLite files")] = Path("var/demo"),
     interval_s: Annotated[float, typer.Option(help="seconds between two uplinks of a device")] = 2.0,
+    camera: Annotated[
+        bool, typer.Option(help="a camera playing the demo clip through the edge worker")
+    ] = True,
     log_level: LogLevel = "warning",
 ) -> None:
     """Run everything on this machine: embedded broker, gateway, SQLite sink, API, simulated street."""
@@ -185,7 +188,12 @@ def demo(
 
     setup_logging(log_level)
     d = Demo(
-        api_port=api_port, mqtt_port=mqtt_port, devices=devices, data_dir=data_dir, interval_s=interval_s
+        api_port=api_port,
+        mqtt_port=mqtt_port,
+        devices=devices,
+        data_dir=data_dir,
+        interval_s=interval_s,
+        camera=camera,
     )
     d.start()
     print(d.banner(), flush=True)

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    bindparam,
     func,
     or_,
     select,
@@ -88,6 +89,14 @@ tickets = Table(
     Index("ix_tickets_category_created", "category", "created_at"),
     Index("ix_tickets_dedup_key", "dedup_key"),
     Index("ix_tickets_ended", "ended_at"),
+)
+
+# one statement for every optimistic update, built once: building it per call costs more than
+# running it (SQLAlchemy derives a cache key from every value of a fresh .values())
+_UPDATE_TICKET = (
+    update(tickets)
+    .where(and_(tickets.c.id == bindparam("w_id"), tickets.c.version == bindparam("w_version")))
+    .values({c.name: bindparam(f"v_{c.name}") for c in tickets.columns if c.name != "id"})
 )
 
 ticket_events = Table(
@@ -230,9 +239,9 @@ class TicketStore:
     def _update(self, conn: Connection, t: Ticket) -> None:
         row = _ticket_row(t)
         row["version"] = t.version + 1
-        res = conn.execute(
-            update(tickets).where(and_(tickets.c.id == t.id, tickets.c.version == t.version)).values(row)
-        )
+        params = {f"v_{k}": v for k, v in row.items() if k != "id"}
+        params["w_id"], params["w_version"] = t.id, t.version
+        res = conn.execute(_UPDATE_TICKET, params)
         if res.rowcount != 1:
             raise StaleTicket(
                 f"ticket {t.id}: changed by another writer since version {t.version} was read; "

@@ -119,7 +119,7 @@ class VMCounter:
     def count(self) -> int:
         self.server.force_flush()
         res = self.server.query("sum(count_over_time(telemetry_battery_pct[1d]))")
-        result = res.get("data", {}).get("result", [])
+        result = res.get("result", [])  # tests.servers returns the response's `data`
         return int(float(result[0]["value"][1])) if result else 0
 
 

@@ -394,8 +394,9 @@ class Gateway:
 
     def health(self) -> Health:
         connected = self.mqtt.connected.is_set()
+        workers_ok = self.shards is None or self.shards.alive()
         return Health(
-            status="ok" if connected else "degraded",
+            status="ok" if connected and workers_ok else "degraded",
             mqtt_connected=connected,
             devices=len(self.registry),
             sink=self.sink_name,

@@ -202,6 +202,7 @@ class ShardPool:
             self._child_ends += [in_r, out_w]
         self._readers: list[threading.Thread] = []
         self.submitted = 0  # messages handed to workers (their reports count them back as messages_in)
+        self.lost = 0  # messages for a worker that had died
 
     def start(self) -> None:
         for i, proc in enumerate(self._procs):
@@ -232,8 +233,22 @@ class ShardPool:
 
     def _send(self, i: int) -> None:
         batch, self._pending[i] = self._pending[i], []
-        with self._lock:
-            self._to[i].send_bytes(pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
+        try:
+            with self._lock:
+                self._to[i].send_bytes(pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
+        except OSError as exc:  # the worker died: never take the MQTT thread down with it
+            self.lost += len(batch)
+            log.error(
+                "event=shard_down shard=%d pid=%s lost_messages=%d error=%r fix='see the worker's log; "
+                "restart the gateway'",
+                i,
+                self._procs[i].pid,
+                self.lost,
+                exc,
+            )
+
+    def alive(self) -> bool:
+        return all(p.is_alive() for p in self._procs)
 
     def _read(self, i: int) -> None:
         conn = self._from[i]

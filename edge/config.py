@@ -20,11 +20,11 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from detectors.tracking import TrackerConfig
 from detectors.zones import Zone
-from gridgate.config import ConfigError, TLSConfig, describe_validation_error, read_yaml
+from gridgate.config import ConfigError, EnvFirstSettings, TLSConfig, describe_validation_error, read_yaml
 from gridgate.models import Location
 
 ENV_PREFIX = "GRIDGATE_EDGE_"
@@ -223,7 +223,7 @@ class CameraConfig(Strict):
         return zones
 
 
-class EdgeConfig(BaseSettings):
+class EdgeConfig(EnvFirstSettings):
     """`config/cameras.yaml`: one edge box."""
 
     model_config = SettingsConfigDict(
@@ -247,17 +247,6 @@ class EdgeConfig(BaseSettings):
     evidence: EvidenceConfig = EvidenceConfig()
     model: ModelConfig = ModelConfig()
     cameras: list[CameraConfig] = Field([], description="the streams this box watches")
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return env_settings, init_settings, file_secret_settings
 
     @field_validator("timezone")
     @classmethod

@@ -388,7 +388,23 @@ class TicketsConfig(Strict):
         return self.database_url or f"sqlite:///{storage.data_dir / 'tickets.sqlite'}"
 
 
-class GatewayConfig(BaseSettings):
+class EnvFirstSettings(BaseSettings):
+    """Settings read from a YAML file and overridden by `GRIDGATE_*` environment variables."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # the environment wins over the file, so one YAML serves several deployments
+        return env_settings, init_settings, file_secret_settings
+
+
+class GatewayConfig(EnvFirstSettings):
     """`config/gateway.yaml`: everything the central gateway needs."""
 
     model_config = SettingsConfigDict(
@@ -413,18 +429,6 @@ class GatewayConfig(BaseSettings):
     tickets: TicketsConfig = TicketsConfig()
     auth: AuthConfig = AuthConfig()
     open311: Open311Config = Open311Config()
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # the environment wins over the file, so one YAML serves several deployments
-        return env_settings, init_settings, file_secret_settings
 
 
 def resolve_paths(cfg: GatewayConfig, base: Path) -> GatewayConfig:

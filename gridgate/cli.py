@@ -55,7 +55,10 @@ def version() -> None:
 @config_app.command("check")
 def config_check(
     config: Annotated[
-        Path, typer.Option("-c", "--config", help="gateway.yaml, devices.yaml or grids.geojson")
+        Path,
+        typer.Option(
+            "-c", "--config", help="gateway.yaml, devices.yaml, routing.yaml, cameras.yaml or grids.geojson"
+        ),
     ],
 ) -> None:
     """Validate a configuration file; on error name the file, the field path and the fix.
@@ -74,6 +77,11 @@ def config_check(
         elif _looks_like(config, "devices"):
             registry = load_registry(config)
             what = f"{len(registry)} devices"
+        elif _looks_like(config, "cameras", "edge_id"):
+            from edge.config import load_edge_config
+
+            edge = load_edge_config(config)
+            what = f"edge box {edge.edge_id}, {len(edge.cameras)} cameras"
         elif _looks_like(config, "categories", "teams", "groups", "fallback_team", "fault_team"):
             routing = load_routing(config)
             what = f"routing for {len(routing.categories)} categories and {len(routing.teams)} teams"

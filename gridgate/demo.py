@@ -75,7 +75,9 @@ class Demo:
         try:
             clip = (self.data_dir / "street.mp4").resolve()
             if not clip.exists():
-                write_clip(clip)
+                partial = clip.with_name("street.partial.mp4")
+                write_clip(partial)
+                partial.replace(clip)  # a demo stopped while writing never leaves a cut clip behind
             cfg = load_edge_config(
                 REPO / "config" / "cameras.yaml",
                 broker={"host": "127.0.0.1", "port": self.broker.port},

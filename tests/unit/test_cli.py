@@ -9,7 +9,7 @@ runner = CliRunner()
 
 
 def test_config_check_accepts_the_shipped_files() -> None:
-    for name in ("gateway.yaml", "devices.yaml", "grids.geojson"):
+    for name in ("gateway.yaml", "devices.yaml", "routing.yaml", "cameras.yaml", "grids.geojson"):
         result = runner.invoke(app, ["config", "check", "-c", str(REPO / "config" / name)])
         assert result.exit_code == 0, result.output
         assert "ok" in result.output
@@ -32,3 +32,14 @@ def test_config_check_names_file_field_and_fix(tmp_path: Path) -> None:
 def test_missing_file_says_where_it_looked(tmp_path: Path) -> None:
     result = runner.invoke(app, ["config", "check", "-c", str(tmp_path / "nope.yaml")])
     assert result.exit_code == 2 and "file not found" in result.output
+
+
+def test_config_check_names_the_camera_field(tmp_path: Path) -> None:
+    cams = tmp_path / "cameras.yaml"
+    cams.write_text(
+        "edge_id: e1\ncameras:\n  - id: c1\n    url: rtsp://x\n    location: {lat: 30, lon: 120}\n"
+        "    zones:\n      - {name: z, type: no_parking, points: [[0, 0], [2, 0], [1, 1]]}\n"
+    )
+    result = runner.invoke(app, ["config", "check", "-c", str(cams)])
+    assert result.exit_code == 2
+    assert "cameras[0].zones[0]" in result.output

@@ -19,6 +19,7 @@ import threading
 import time
 import zlib
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -110,7 +111,8 @@ def worker_main(
     workers = cfg.ingest.workers
     send_lock = threading.Lock()
 
-    def report(final: bool = False, snapshot_all: bool = False) -> None:
+    def report(final: bool = False, snapshots: str = "none") -> None:
+        """Send what happened since the last report; device snapshots only when asked ("dirty"/"all")."""
         with send_lock, pipeline.lock:
             rep, relay.report = relay.report, WorkerReport()
             for name in _COUNTERS:
@@ -120,11 +122,14 @@ def worker_main(
             rep.rejected, metrics.rejected = metrics.rejected, Counter()
             rep.events_out, metrics.events_out = metrics.events_out, Counter()
             rep.gauges = {name: read() for name, read in metrics.gauges.items()}
-            ids = (
-                [d.id for d in registry if shard_of(d.id, workers) == index] if snapshot_all else relay.dirty
-            )
+            ids: Iterable[str] = ()
+            if snapshots == "all":
+                ids = [d.id for d in registry if shard_of(d.id, workers) == index]
+            elif snapshots == "dirty":
+                ids, relay.dirty = relay.dirty, set()
+            # snapshots are the costly part for the gateway process (it mirrors each one): at most
+            # once a second, however many events flow
             rep.snapshots = {d: engine.snapshot(d) for d in ids}
-            relay.dirty = set()
             rep.final = final
             outbox.send_bytes(pickle.dumps(rep, protocol=pickle.HIGHEST_PROTOCOL))
 
@@ -137,9 +142,11 @@ def worker_main(
             if now >= next_silence:
                 pipeline.check_silence(now)
                 next_silence = now + cfg.offline_check_s
-            if now >= next_snapshot or relay.report.publishes or relay.report.events:
+            snapshot = now >= next_snapshot
+            if snapshot:
                 next_snapshot = now + SNAPSHOT_EVERY_S
-                report()
+            if snapshot or relay.report.publishes or relay.report.events:
+                report(snapshots="dirty" if snapshot else "none")
 
     keeper = threading.Thread(target=housekeeping, name=f"gridgate-shard{index}-housekeeping", daemon=True)
     tune_gc()
@@ -161,7 +168,7 @@ def worker_main(
         stop.set()
         keeper.join(timeout=5)
         runner.close()
-        report(final=True, snapshot_all=True)
+        report(final=True, snapshots="all")
         outbox.close()
 
 

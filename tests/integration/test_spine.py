@@ -25,6 +25,21 @@ def j(obj: Any) -> str:
     return json.dumps(obj)
 
 
+def frame_fields(*, msg_type: float, open: bool, rssi_dbm: float) -> dict[str, Any]:
+    """What the gateway stores for the test's binary manhole frames (tilt 3.5, water 12.3, battery 64)."""
+    return {
+        "msg_type": msg_type,
+        "open": open,
+        "tamper": False,
+        "water_probe_wet": False,
+        "fault_code": 0.0,
+        "tilt_deg": 3.5,
+        "water_level_cm": 12.3,
+        "battery_pct": 64.0,
+        "rssi_dbm": rssi_dbm,
+    }
+
+
 # (topic, payload, the telemetry fields it must store or None, its time)
 def good_messages() -> list[tuple[str, bytes | str, dict[str, Any] | None, str, int]]:
     binary = encode_manhole_binary(tilt_deg=3.5, water_level_cm=12.3, battery_pct=64, rssi_dbm=-97, ts=T0 + 5)
@@ -151,34 +166,14 @@ def good_messages() -> list[tuple[str, bytes | str, dict[str, Any] | None, str, 
         (
             "gridgate/devices/manhole/MH-B/up",
             binary.hex(),
-            {
-                "msg_type": 1.0,
-                "open": False,
-                "tamper": False,
-                "water_probe_wet": False,
-                "fault_code": 0.0,
-                "tilt_deg": 3.5,
-                "water_level_cm": 12.3,
-                "battery_pct": 64.0,
-                "rssi_dbm": -97.0,
-            },
+            frame_fields(msg_type=1.0, open=False, rssi_dbm=-97.0),
             "MH-B",
             T0 + 5,
         ),
         (
             "acme/covers/MH-V/data",
             opened,
-            {
-                "msg_type": 2.0,
-                "open": True,
-                "tamper": False,
-                "water_probe_wet": False,
-                "fault_code": 0.0,
-                "tilt_deg": 3.5,
-                "water_level_cm": 12.3,
-                "battery_pct": 64.0,
-                "rssi_dbm": -80.0,
-            },
+            frame_fields(msg_type=2.0, open=True, rssi_dbm=-80.0),
             "MH-V",
             T0 + 6,
         ),
@@ -208,17 +203,7 @@ def good_messages() -> list[tuple[str, bytes | str, dict[str, Any] | None, str, 
         (
             "acme/covers/MH-V/data",
             encode_manhole_binary(tilt_deg=3.5, water_level_cm=12.3, battery_pct=64, ts=T0 + 7),
-            {
-                "msg_type": 1.0,
-                "open": False,
-                "tamper": False,
-                "water_probe_wet": False,
-                "fault_code": 0.0,
-                "tilt_deg": 3.5,
-                "water_level_cm": 12.3,
-                "battery_pct": 64.0,
-                "rssi_dbm": -80.0,
-            },
+            frame_fields(msg_type=1.0, open=False, rssi_dbm=-80.0),
             "MH-V",
             T0 + 7,
         ),

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("ultralytics")
-
 from detectors.clip import DEMO_ZONES, TIMELINE, DemoClip
 from detectors.model import DEFAULT_WEIGHTS, Detection, Detector
 

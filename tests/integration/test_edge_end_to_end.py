@@ -9,8 +9,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-pytest.importorskip("ultralytics")
-
 from detectors.clip import DEMO_LOCATION, DEMO_ZONES, TIMELINE, write_clip
 from detectors.model import DEFAULT_WEIGHTS, Detector
 from edge.config import load_edge_config

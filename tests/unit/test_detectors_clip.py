@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("cv2")
-
 from detectors.clip import DEMO_CAMERA_YAML, DEMO_ZONES, TIMELINE, DemoClip
 
 

@@ -5,9 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
-
-pytest.importorskip("cv2")
 
 from detectors.synth import CLASSES, synth_sample, write_dataset, yolo_line
 

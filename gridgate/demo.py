@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import subprocess
+import sys
 import threading
 from pathlib import Path
-from typing import Any
+
+import yaml
 
 from gateway.service import Gateway
-from gridgate.config import GatewayConfig
+from gridgate.config import GatewayConfig, read_yaml
 from gridgate.embedded_broker import EmbeddedBroker
 from gridgate.simulate import SimulatorRunner
 
@@ -46,7 +50,8 @@ class Demo:
         self.gateway = Gateway(self.cfg)
         self.camera_wanted = camera
         self.camera_status = "off"
-        self._edge: Any = None  # the edge worker, once its clip and model are ready
+        self._proc: subprocess.Popen[bytes] | None = None  # the camera's child process
+        self._child_lock = threading.Lock()
         self._edge_stop = threading.Event()
         self._edge_thread: threading.Thread | None = None
 
@@ -62,37 +67,43 @@ class Demo:
             self._edge_thread.start()
 
     def _run_camera(self) -> None:
-        """One camera playing the demo clip through the edge worker, into the embedded broker."""
-        try:
-            from detectors.clip import write_clip
-            from detectors.model import Detector
-            from edge.config import load_edge_config
-            from edge.worker import EdgeWorker
-        except ImportError as exc:  # a lean install: the video stack is the `edge` extra
-            self.camera_status = f"off ({exc.name} is missing: pip install -e '.[edge]')"
+        """One camera playing the demo clip: `gridgate edge` in a child process, as on an edge box.
+
+        A child keeps torch and OpenVINO (and their native threads) out of this process, so a
+        Ctrl-C at any moment, even while the clip is still being written, stops everything cleanly.
+        """
+        if importlib.util.find_spec("ultralytics") is None:  # a lean install: the video stack is an extra
+            self.camera_status = "off (the edge stack is missing: pip install -e '.[edge]')"
             log.warning("event=demo_camera_off reason=%r", self.camera_status)
             return
-        try:
-            clip = (self.data_dir / "street.mp4").resolve()
-            if not clip.exists():
-                partial = clip.with_name("street.partial.mp4")
-                write_clip(partial)
-                partial.replace(clip)  # a demo stopped while writing never leaves a cut clip behind
-            cfg = load_edge_config(
-                REPO / "config" / "cameras.yaml",
-                broker={"host": "127.0.0.1", "port": self.broker.port},
-                data_dir=str(self.data_dir / "edge"),
-            )
-            camera = cfg.cameras[0].model_copy(update={"url": str(clip)})
-            cfg = cfg.model_copy(update={"cameras": [camera]})
-            if self._edge_stop.is_set():
+        clip = (self.data_dir / "street.mp4").resolve()
+        if not clip.exists():
+            partial = clip.with_name("street.partial.mp4")  # never leave a cut clip behind
+            if self._child(["detectors", "clip", "-o", str(partial)]) != 0:
                 return
-            self._edge = EdgeWorker(cfg, Detector.from_config(cfg.model)).start()
-            self._edge.run_in_thread()
-            self.camera_status = f"{camera.id} playing {clip}"
-        except Exception as exc:  # the street and the gateway go on without the camera
-            self.camera_status = f"failed: {exc}"
-            log.exception("event=demo_camera_failed")
+            partial.replace(clip)
+        cameras = read_yaml(REPO / "config" / "cameras.yaml")
+        cameras["broker"] = {**cameras.get("broker", {}), "host": "127.0.0.1", "port": self.broker.port}
+        cameras["data_dir"] = str((self.data_dir / "edge").resolve())
+        cameras["model"]["path"] = str(REPO / cameras["model"]["path"])
+        cameras["cameras"] = cameras["cameras"][:1]
+        cameras["cameras"][0]["url"] = str(clip)
+        cfg_file = self.data_dir / "cameras.yaml"
+        cfg_file.write_text(yaml.safe_dump(cameras, sort_keys=False))
+        self.camera_status = f"{cameras['cameras'][0]['id']} playing {clip}"
+        self._child(["edge", "-c", str(cfg_file), "--log-level", "warning"])
+
+    def _child(self, args: list[str]) -> int:
+        """Run `gridgate ARGS` until it ends or the demo stops; its exit code."""
+        with self._child_lock:
+            if self._edge_stop.is_set():
+                return 1
+            self._proc = subprocess.Popen([sys.executable, "-m", "gridgate.cli", *args], cwd=REPO)
+        code = self._proc.wait()
+        if code != 0 and not self._edge_stop.is_set():
+            self.camera_status = f"failed: gridgate {args[0]} {args[1]} exited with {code}"
+            log.error("event=demo_camera_failed command=%r code=%d", args, code)
+        return code
 
     def banner(self) -> str:
         api = self.gateway.api_url
@@ -113,9 +124,17 @@ class Demo:
         )
 
     def stop(self) -> None:
-        self._edge_stop.set()
-        if self._edge is not None:
-            self._edge.stop()
+        with self._child_lock:
+            self._edge_stop.set()
+            proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()  # the edge worker stops cleanly on SIGTERM
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if self._edge_thread is not None:
+            self._edge_thread.join(5)
         self.simulator.stop()
         self.gateway.stop()
         self.broker.stop()

@@ -7,9 +7,12 @@ Pydantic objects are built only when an event actually changes, so the per-readi
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import hashlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from ulid import ULID
 
 from devices.registry import DeviceRegistry
 from devices.rules import Change, Direction, Rule, RuleSet, RuleState, step
@@ -67,16 +70,39 @@ def _num(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
+def event_id_for(source: str, kind: str, t: float) -> str:
+    """The ULID of the event `kind` raised by `source` at `t`: the same every time it is raised.
+
+    A gateway that crashed replays its journal from the last checkpoint; an alarm raised again by
+    that replay keeps the id it was first published and ticketed with, so nobody sees it twice.
+    """
+    ms = round(t * 1000)
+    rand = hashlib.blake2b(f"{source}|{kind}|{ms}".encode(), digest_size=10).digest()
+    return str(ULID.from_bytes(max(ms, 0).to_bytes(6, "big") + rand))
+
+
 class DeviceEngine:
     """Holds every device's rule states and active events; turns readings into event changes."""
 
-    def __init__(self, registry: DeviceRegistry, started_at: float | None = None) -> None:
-        """`started_at` starts the offline timer of every registered device; None: at the first check."""
+    def __init__(
+        self,
+        registry: DeviceRegistry,
+        started_at: float | None = None,
+        owns: Callable[[str], bool] | None = None,
+    ) -> None:
+        """`started_at` starts the offline timer of every registered device; None: at the first check.
+
+        `owns` limits the engine to some devices (an ingest worker's share): only those are watched
+        for silence; the others are someone else's and never declared offline here.
+        """
         self.registry = registry
         self.started_at = started_at
+        self.owns = owns
         self._states: dict[str, _State] = {}
+        self._touched: set[str] = set()  # devices whose state changed since `take_touched`
         for device in registry:
-            self._states[device.id] = self._new_state(device, started_at)
+            if owns is None or owns(device.id):
+                self._states[device.id] = self._new_state(device, started_at)
 
     # ---- state keeping ------------------------------------------------------------------------
 
@@ -101,6 +127,7 @@ class DeviceEngine:
         )
 
     def _state(self, device: Device, now: float | None = None) -> _State:
+        self._touched.add(device.id)
         st = self._states.get(device.id)
         if st is None:
             st = self._states[device.id] = self._new_state(device, now)
@@ -130,6 +157,8 @@ class DeviceEngine:
         self.registry = registry
         keep = {}
         for device in registry:
+            if self.owns is not None and not self.owns(device.id):
+                continue
             st = self._states.get(device.id)
             if st is None:
                 st = self._new_state(device, now)
@@ -153,6 +182,7 @@ class DeviceEngine:
     ) -> Event:
         when = utc(t)
         ev = Event(
+            id=event_id_for(st.source, kind, t),
             kind=kind,
             event_class=event_class,
             source=st.source,
@@ -249,7 +279,7 @@ class DeviceEngine:
         st.last_t = t
         if st.last_seen is None or now > st.last_seen:
             st.last_seen = now
-        st.deadline = now + st.window_s
+        self._heard(st, now)
         events: list[Event] = []
         active = st.events
         if OFFLINE in active:
@@ -366,12 +396,20 @@ class DeviceEngine:
 
     # ---- status and silence ---------------------------------------------------------------------
 
+    @staticmethod
+    def _heard(st: _State, now: float) -> None:
+        """An uplink at receive time `now` pushes the offline deadline out; a replayed older one never
+        pulls it in (a journal replay after a crash must not make devices overdue)."""
+        deadline = now + st.window_s
+        if st.deadline is None or deadline > st.deadline:
+            st.deadline = deadline
+
     def seen(self, device: Device, now: float) -> list[Event]:
         """An uplink that could not be decoded still proves the device is alive: reset its timer."""
         st = self._state(device, now)
         if st.last_seen is None or now > st.last_seen:
             st.last_seen = now
-        st.deadline = now + st.window_s
+        self._heard(st, now)
         if OFFLINE in st.events:
             return [
                 self._clear(
@@ -385,7 +423,7 @@ class DeviceEngine:
         st = self._state(device, now)
         if online:
             st.last_seen = now if st.last_seen is None or now > st.last_seen else st.last_seen
-            st.deadline = now + st.window_s
+            self._heard(st, now)
             if OFFLINE in st.events:
                 return [
                     self._clear(
@@ -408,7 +446,12 @@ class DeviceEngine:
         return [self._raise(st, OFFLINE, EventClass.fault, FAULT_SEVERITY[OFFLINE], now, None, meas, msg)]
 
     def check_silence(self, now: float) -> list[Event]:
-        """Offline devices and stuck sensors whose time ran out with no reading; call periodically."""
+        """Offline devices and stuck sensors whose time ran out with no reading; call periodically.
+
+        Offline is judged on the receive time `now`. Stuck is judged on the device's own clock: the
+        time of its latest reading plus the receive time that has passed since, so a device that
+        uploads a buffer of old readings is not "unchanged for 48 h" because they were measured then.
+        """
         events: list[Event] = []
         for st in self._states.values():
             if st.deadline is None:
@@ -418,11 +461,14 @@ class DeviceEngine:
             if now >= st.deadline:
                 if OFFLINE not in active:
                     events.append(self._offline(st, now))
+                    self._touched.add(st.device.id)
                 continue
-            if st.stuck and STUCK not in active and OFFLINE not in active:
-                stuck = self._stuck_fields(st, now)
+            if st.stuck and STUCK not in active and OFFLINE not in active and st.last_t is not None:
+                device_now = st.last_t + max(0.0, now - (st.last_seen if st.last_seen is not None else now))
+                stuck = self._stuck_fields(st, device_now)
                 if stuck:
-                    events.append(self._stuck_event(st, stuck, now))
+                    events.append(self._stuck_event(st, stuck, device_now))
+                    self._touched.add(st.device.id)
         return events
 
     def _offline(self, st: _State, now: float) -> Event:
@@ -461,6 +507,11 @@ class DeviceEngine:
 
     def device_ids(self) -> Iterable[str]:
         return self._states.keys()
+
+    def take_touched(self) -> set[str]:
+        """The devices whose state may have changed since the last call (what a checkpoint saves)."""
+        touched, self._touched = self._touched, set()
+        return touched
 
     def snapshot(self, device_id: str) -> dict[str, Any]:
         """Everything needed to resume this device after a restart, as JSON-ready plain data."""

@@ -4,7 +4,12 @@ Messages are handled on the network thread, which keeps the per-message cost at 
 MQTT client, not JSON or the database, is the bottleneck of a Python consumer (shared/BENCHMARKS.md).
 paho reads a packet with three or more `recv()` calls and answers each QoS 1 message with its own
 `send()`; `BufferedSocket` gives it the same socket interface over 256 KiB reads and one write per
-batch of PUBACKs, which roughly halves the client's CPU per message.
+batch of PUBACKs, which roughly halves the client's CPU per message. Before it sends that batch it
+calls `before_send` (the gateway's journal flush), so no PUBACK leaves before its message is on disk.
+
+A publish to a topic the broker would refuse (a wildcard, an empty level, a control character) is
+dropped, logged and counted here: Mosquitto answers a malformed PUBLISH by closing the connection,
+and one bad name must never cut the gateway off from its broker.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +46,7 @@ class BufferedSocket:
         self._out = bytearray()
         self._out_lock = threading.Lock()
         self.holding = False  # set while a batch of packets is read: PUBACKs wait for one write
+        self.before_send: Callable[[], None] | None = None  # runs before any byte leaves (journal flush)
 
     def recv(self, bufsize: int) -> bytes:
         if self._pos >= len(self._in):
@@ -69,6 +76,8 @@ class BufferedSocket:
 
     def flush(self) -> None:
         with self._out_lock:
+            if self._out and self.before_send is not None:
+                self.before_send()
             while self._out:
                 try:
                     sent = self._sock.send(self._out)
@@ -87,9 +96,12 @@ class FastClient(mqtt.Client):
     """paho's client over a `BufferedSocket`, reading every buffered packet per loop turn."""
 
     on_read_done: Callable[[], None] | None = None  # called once all buffered packets were handled
+    before_send: Callable[[], None] | None = None  # given to every socket: see BufferedSocket
 
     def _create_socket(self) -> Any:
-        return BufferedSocket(super()._create_socket())
+        sock = BufferedSocket(super()._create_socket())
+        sock.before_send = self.before_send
+        return sock
 
     def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
         sock = self._sock
@@ -112,6 +124,23 @@ class BrokerUnavailable(Exception):
     """The broker did not accept a connection in time."""
 
 
+def publish_topic_problem(topic: str) -> str | None:
+    """None when a broker accepts `topic` in a PUBLISH; else what is wrong with it (MQTT 3.1.1 4.7)."""
+    if not topic:
+        return "the topic is empty"
+    if len(topic.encode("utf-8", "surrogatepass")) > 65535:
+        return "the topic is longer than 65535 bytes"
+    for i, ch in enumerate(topic):
+        if ch in "+#":
+            return f"the topic contains the wildcard {ch!r} at position {i}"
+        if unicodedata.category(ch) in ("Cc", "Cs") or ch in "\ufffe\uffff":
+            return f"the topic contains U+{ord(ch):04X} at position {i}, which the broker refuses"
+    return None
+
+
+SYS_DROPPED = "$SYS/broker/publish/messages/dropped"  # Mosquitto: messages dropped by queue limits
+
+
 class GatewayMQTT:
     """Subscribes to the gateway's topics and publishes its alerts, faults and dead letters."""
 
@@ -119,10 +148,16 @@ class GatewayMQTT:
         self,
         cfg: BrokerConfig,
         subscriptions: list[str],
-        on_message: Callable[[str, bytes], None],
+        on_message: Callable[[str, bytes, int, bool], None],
         on_connect: Callable[[], None] | None = None,
         on_read_done: Callable[[], None] | None = None,
+        before_send: Callable[[], None] | None = None,
+        expect_session: bool = False,
     ) -> None:
+        """`on_message(topic, payload, mid, dup)` runs on the network thread before the PUBACK is sent;
+        `before_send` before any bytes leave (so the journal is written before its PUBACKs);
+        `expect_session`: an earlier run used this client id, so the broker should still hold its
+        session (a warning says so when it does not)."""
         self.cfg = cfg
         self.subscriptions = [
             f"$share/{cfg.shared_group}/{s}" if cfg.shared_group else s for s in subscriptions
@@ -137,6 +172,12 @@ class GatewayMQTT:
             protocol=mqtt.MQTTv311,
         )
         self.client.on_read_done = on_read_done
+        self.client.before_send = before_send
+        self.expect_session = expect_session
+        self.refused_publishes = 0  # publishes to topics a broker would refuse (never sent)
+        self.sessions_lost = 0  # connections where the broker had not kept our persistent session
+        self.broker_dropped = 0  # messages the broker says it dropped by its queue limits, since we met it
+        self._dropped_baseline: int | None = None
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
         self.client.reconnect_delay_set(min_delay=1, max_delay=int(cfg.reconnect_max_s))
@@ -167,7 +208,16 @@ class GatewayMQTT:
             log.error("event=mqtt_refused broker=%s reason=%s", self.where, rc)
             return
         self.connects += 1
-        client.subscribe([(s, 1) for s in self.subscriptions])
+        client.subscribe([(s, 1) for s in self.subscriptions] + [(SYS_DROPPED, 0)])
+        if (self.expect_session or self.connects > 1) and not flags.session_present:
+            self.sessions_lost += 1
+            log.warning(
+                "event=mqtt_session_lost broker=%s client_id=%s fix='messages published while the "
+                "gateway was away are lost: give the broker persistence (mosquitto: persistence true) "
+                "and keep broker.client_id stable; see README, Reliability'",
+                self.where,
+                self.cfg.client_id,
+            )
         log.info(
             "event=mqtt_connected broker=%s client_id=%s session_present=%s topics=%s",
             self.where,
@@ -184,12 +234,52 @@ class GatewayMQTT:
         log.warning("event=mqtt_disconnected broker=%s reason=%s", self.where, rc)
 
     def _on_message(self, _c: mqtt.Client, _ud: object, msg: mqtt.MQTTMessage) -> None:
+        topic = msg._topic.decode("utf-8", "replace")  # the broker checked UTF-8; never raise here
+        if topic.startswith("$SYS/"):
+            self._sys(topic, msg.payload)
+            return
         try:
-            self._handler(msg.topic, msg.payload)
+            self._handler(topic, msg.payload, msg.mid, bool(msg.dup))
         except Exception:  # a bug must not kill the network thread and stop ingest
-            log.exception("event=handler_crashed topic=%s", msg.topic)
+            log.exception("event=handler_crashed topic=%s", topic)
+
+    def _sys(self, topic: str, payload: bytes) -> None:
+        """The broker's own counters: warn when it drops messages by its queue limits."""
+        if topic != SYS_DROPPED:
+            return
+        try:
+            total = int(payload)
+        except ValueError:
+            return
+        if self._dropped_baseline is None or total < self._dropped_baseline:  # first sight, or a restart
+            self._dropped_baseline = total - self.broker_dropped
+            return
+        dropped = total - self._dropped_baseline
+        if dropped > self.broker_dropped:
+            log.warning(
+                "event=broker_dropped_messages broker=%s dropped_since_start=%d new=%d fix='the broker "
+                "dropped messages past its queue limits (for some client: ours if the gateway was away "
+                "or slow): raise max_queued_messages and max_inflight_messages "
+                "(mosquitto.conf) to hold the longest gateway outage; see README, Reliability'",
+                self.where,
+                dropped,
+                dropped - self.broker_dropped,
+            )
+            self.broker_dropped = dropped
 
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        """Publish, or refuse (logged, counted) a topic the broker would answer by disconnecting us."""
+        problem = publish_topic_problem(topic)
+        if problem is not None:
+            self.refused_publishes += 1
+            log.error(
+                "event=publish_refused topic=%r reason=%r refused_total=%d fix='a name used in the topic "
+                "(team, grid, kind) is invalid: correct it in the config or the API call that set it'",
+                topic,
+                problem,
+                self.refused_publishes,
+            )
+            return
         self.client.publish(topic, payload, qos=qos)
 
     def start(self, wait_s: float = 10.0) -> None:

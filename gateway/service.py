@@ -19,6 +19,7 @@ from gateway.api import DeviceOut, Health, create_app
 from gateway.api.auth import Authenticator
 from gateway.edge_ingest import EdgeIngest
 from gateway.grids import GridIndex, GridMatch
+from gateway.journal import Journal, redelivery_key
 from gateway.metrics import GatewayMetrics
 from gateway.mqtt import GatewayMQTT
 from gateway.pipeline import Pipeline
@@ -30,7 +31,7 @@ from gateway.tickets.desk import Outcome
 from gateway.tickets.service import TicketService
 from gateway.tickets.webhook import WebhookNotifier, WebhookOutbox, webhook_metrics
 from gridgate.clock import Clock, SystemClock
-from gridgate.config import ConfigError, GatewayConfig
+from gridgate.config import ConfigError, GatewayConfig, open_api_exposure
 from gridgate.models import Event, EventClass, utc
 from gridgate.topics import Topics
 
@@ -58,9 +59,21 @@ class Gateway:
         self.auth = Authenticator(cfg.auth)
         self.store = GatewayStore(store_url or sqlite_url(cfg.storage.state_db))
         self.engine = DeviceEngine(self.registry, started_at=self.clock.now())
-        for device_id, state in self.store.load_device_states().items():
+        saved_states = self.store.load_device_states()
+        for device_id, state in saved_states.items():
             if self.registry.get(device_id) is not None:
                 self.engine.restore(device_id, state)
+        # crash safety: every message is journaled before its PUBACK, replayed from the last checkpoint
+        self.journal = Journal(cfg.storage.journal_dir, fsync=cfg.storage.journal_fsync)
+        self._mark_names = ["main"] + [f"shard{i}of{cfg.ingest.workers}" for i in range(cfg.ingest.workers)]
+        self._marks = self._load_marks()
+        self._ingest_lock = threading.Lock()  # held while one message is handled: checkpoints see whole ones
+        self._redelivered: set[tuple[int, str, int]] = set()
+        self._carry: set[str] = set()  # devices whose captured state a failed checkpoint did not save
+        self._handled_seq = 0  # the newest journaled message handed to the pipeline or a worker
+        self._closing = False  # stopping: messages are journaled (for the next start), not handled
+        self.checkpoint_seq = min(self._marks)
+        self.journal_bytes = 0
         self.sink_name = "sqlite" if cfg.influx.api == "none" else f"influx-{cfg.influx.api} {cfg.influx.url}"
         self.runner = SinkRunner.from_config(cfg.influx, cfg.storage, self.metrics)
         self.topics = Topics(cfg.broker.topic_prefix)
@@ -70,18 +83,26 @@ class Gateway:
         self._shard_gauges: dict[int, dict[str, float]] = {}
         if cfg.ingest.workers:
             self.shards = ShardPool(
-                cfg, self.store.load_device_states(), self._device_of, self._apply_report, log_level=log_level
+                cfg, saved_states, self._marks[1:], self._device_of, self._apply_report, log_level=log_level
             )
         self.mqtt = GatewayMQTT(
             cfg.broker,
             subscriptions,
-            self._on_message_sharded if self.shards else self._on_message,
+            self._on_message,
             on_connect=self._on_connect,
             on_read_done=self.shards.flush if self.shards else None,
+            before_send=self.journal.flush,
+            expect_session=self.journal.last_seq > 0,
         )
+        self.metrics.gauge("mqtt_refused_publishes", lambda: float(self.mqtt.refused_publishes))
+        self.metrics.gauge("mqtt_sessions_lost", lambda: float(self.mqtt.sessions_lost))
+        self.metrics.gauge("broker_dropped_messages", lambda: float(self.mqtt.broker_dropped))
+        self.metrics.gauge("journal_replayed", lambda: float(self.replayed))
+        self.metrics.gauge("redeliveries_skipped", lambda: float(self.redeliveries_skipped))
+        self.replayed = 0  # messages replayed from the journal at start
+        self.redeliveries_skipped = 0  # DUP messages the journal already held
         self._listeners: list[Callable[[list[Event]], None]] = []
         self._pending_events: list[Event] = []
-        self._dirty: set[str] = set()
         self._pending_lock = threading.Lock()
         self.pipeline = Pipeline(
             cfg, self.registry, self.engine, self.grids, self.runner, self.mqtt, self._remember, self.metrics
@@ -166,25 +187,73 @@ class Gateway:
         self.stream.on_events([event])
         return self.tickets.process([event]) if self.tickets is not None else None
 
-    def _on_message(self, topic: str, payload: bytes) -> None:
-        if topic.startswith(self._edge_prefix):
-            self._on_edge(topic, payload)
-        else:
-            self.pipeline.handle(topic, payload, self.clock.now())
+    def _on_message(self, topic: str, payload: bytes, mid: int, dup: bool) -> None:
+        """The MQTT thread: journal the message (its PUBACK leaves after the journal write), handle it."""
+        if dup and self._redelivered:
+            key = redelivery_key(mid, topic, payload)
+            if key in self._redelivered:  # journaled before a crash, its PUBACK never left: replayed
+                self._redelivered.discard(key)
+                self.redeliveries_skipped += 1
+                return
+        with self._ingest_lock:
+            now = self.clock.now()
+            seq = self.journal.append(now, mid, topic, payload)
+            if not self._closing:
+                self._dispatch(seq, now, topic, payload)
+                self._handled_seq = seq
 
-    def _on_message_sharded(self, topic: str, payload: bytes) -> None:
-        if topic.startswith(self._edge_prefix):
-            self._on_edge(topic, payload)  # few messages: handled here, not in a worker
-        else:
-            assert self.shards is not None
-            self.shards.submit(topic, payload)
+    def _dispatch(self, seq: int, now: float, topic: str, payload: bytes) -> None:
+        if topic.startswith(self._edge_prefix):  # few messages: handled here, not in a worker
+            if seq > self._marks[0]:
+                self._on_edge(topic, payload, now)
+        elif self.shards is not None:
+            self.shards.submit(seq, now, topic, payload)
+        elif seq > self._marks[0]:
+            self.pipeline.handle(topic, payload, now)
 
-    def _on_edge(self, topic: str, payload: bytes) -> None:
+    def _on_edge(self, topic: str, payload: bytes, now: float) -> None:
         et = self.topics.parse_edge(topic)
         if et is None:  # under edge/ but not a known channel: rejected as unknown_topic
-            self.pipeline.handle(topic, payload, self.clock.now())
+            self.pipeline.handle(topic, payload, now)
         else:
-            self.edge.handle(topic, et, payload, self.clock.now())
+            self.edge.handle(topic, et, payload, now)
+
+    # crash safety ------------------------------------------------------------------------
+    def _load_marks(self) -> list[int]:
+        """The journal seq each consumer's saved state accounts for: the gateway process, then each worker.
+
+        A different worker count since the last run (another device split) falls back to the oldest
+        mark for all: the replay may then apply a few messages twice, but loses none.
+        """
+        saved = {name: self.store.load_mark(name) for name in self._mark_names}
+        if self.cfg.ingest.workers and not all(saved.values()) and any(saved.values()):
+            low = min(v for v in saved.values() if v)
+            return [low] * len(self._mark_names)
+        return [saved[name] for name in self._mark_names]
+
+    def _replay(self) -> None:
+        """Handle what the journal holds beyond the last checkpoint (the gateway stopped before saving it)."""
+        start = min(self._marks)
+        self._redelivered = self.journal.redelivery_keys()
+        first = last = None
+        for rec in self.journal.records_after(start):
+            with self._ingest_lock:
+                self._dispatch(rec.seq, rec.received_at, rec.topic, rec.payload)
+                self._handled_seq = rec.seq
+            first = rec.seq if first is None else first
+            last = rec.seq
+            self.replayed += 1
+        if self.shards is not None:
+            self.shards.flush()
+        if self.replayed:
+            log.warning(
+                "event=journal_replayed messages=%d first_seq=%s last_seq=%s reason='the gateway stopped "
+                "before its last checkpoint (crash or kill): these messages were acknowledged to the broker "
+                "and are handled now'",
+                self.replayed,
+                first,
+                last,
+            )
 
     def evidence_path(self, edge_id: str, event_id: str, name: str) -> Path | None:
         return self.edge.evidence_path(edge_id, event_id, name)
@@ -197,7 +266,10 @@ class Gateway:
         return route.device_id if route else None
 
     def _apply_report(self, shard: int, rep: WorkerReport) -> None:
-        """A worker's results: publish for it, count, remember its events, mirror its devices' state."""
+        """A worker's results: publish for it, count, remember its events, mirror its devices' state.
+
+        The events come before the checkpoint they belong to (one pipe, in order), so a checkpoint
+        saved after this report has handed them to the store and the ticket desk."""
         for topic, payload, qos in rep.publishes:
             self.mqtt.publish(topic, payload, qos)
         m = self.metrics
@@ -236,36 +308,82 @@ class Gateway:
     def _remember(self, changed: list[Event]) -> None:
         with self._pending_lock:
             self._pending_events.extend(changed)
-            self._dirty.update(e.source_id for e in changed if e.source_type == "device")
         for listener in self._listeners:
             listener(changed)
 
-    def checkpoint(self) -> None:
-        """Write changed events and the rule state of the devices they touched."""
+    def checkpoint(self, timeout_s: float = 10.0) -> bool:
+        """Save events, rule state and the journal position they account for; True when saved.
+
+        The position moves only once every message up to it has its points durable (written or
+        spooled), its events applied by the ticket desk and its devices' state captured; a restart
+        replays the journal from there. Workers answer a checkpoint asked for here at the next one.
+        """
+        with self._ingest_lock:  # between two messages: the capture holds whole ones only
+            self.journal.flush()
+            upto = self._handled_seq
+            with self.pipeline.lock:
+                touched = self.engine.take_touched() | self._carry
+                self._carry = set()
+                # with workers this engine only mirrors theirs: their own answers carry the state
+                states = {d: self.engine.snapshot(d) for d in touched} if self.shards is None else {}
+            if self.shards is not None:
+                self.shards.request_checkpoint(upto)
+        marks = {"main": upto}
+        if self.shards is not None:
+            worker_marks, worker_states = self.shards.take_checkpoints()
+            marks.update(zip(self._mark_names[1:], worker_marks, strict=True))
+            states.update(worker_states)
         with self._pending_lock:
             batch, self._pending_events = self._pending_events, []
-            dirty, self._dirty = self._dirty, set()
-        if batch:
-            self.store.save_events(batch)
-        if dirty:
-            with self.pipeline.lock:
-                states = {d: self.engine.snapshot(d) for d in dirty}
-            self.store.save_device_states(states, self.clock.now())
+        deadline = time.monotonic() + timeout_s
+        durable = self._tickets_applied(deadline) and self.runner.persist(
+            max(0.0, deadline - time.monotonic())
+        )
+        try:
+            if not durable:
+                raise TimeoutError(f"points or tickets not durable within {timeout_s:g} s")
+            self.store.save_checkpoint(states, batch, marks, self.clock.now())
+        except Exception as exc:
+            with self._pending_lock:
+                self._pending_events[:0] = batch
+            if self.shards is not None:
+                self.shards.give_back(worker_states)
+            self._carry |= touched
+            log.warning(
+                "event=checkpoint_deferred journal_seq=%d error=%r fix='none needed if it passes: "
+                "the journal keeps every message until a checkpoint is saved'",
+                upto,
+                exc,
+            )
+            return False
+        on_disk = self.journal.release(min(marks.values()))
+        self.checkpoint_seq = min(marks.values())
+        self.journal_bytes = on_disk
+        return True
 
-    def save_all_states(self) -> None:
-        with self.pipeline.lock:
-            states = {d.id: self.engine.snapshot(d.id) for d in self.registry}
-        self.store.save_device_states(states, self.clock.now())
+    def _tickets_applied(self, deadline: float) -> bool:
+        """Wait until the ticket desk has applied every event handed to it so far."""
+        if self.tickets is None:
+            return True
+        stats = self.tickets.stats
+        target = stats.events_in
+        while stats.events_done < target:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+        return True
 
     def _housekeeping(self) -> None:
-        next_silence = 0.0
-        while not self._stop.wait(0.5):
+        next_silence = next_checkpoint = 0.0
+        while not self._stop.wait(0.05):
             try:
                 now = self.clock.now()
                 if now >= next_silence and self.shards is None:  # workers watch their own devices
                     self.pipeline.check_silence(now)
                     next_silence = now + self.cfg.offline_check_s
-                self.checkpoint()
+                if time.monotonic() >= next_checkpoint:
+                    next_checkpoint = time.monotonic() + self.cfg.ingest.checkpoint_s
+                    self.checkpoint()
             except Exception:  # keep the loop alive; the next round retries
                 log.exception("event=housekeeping_failed")
 
@@ -279,9 +397,11 @@ class Gateway:
             for name in ("buffer_depth", "points_dropped", "points_rejected"):
                 local = self.metrics.gauges.get(name)
                 self.metrics.gauge(name, lambda n=name, f=local: (f() if f else 0.0) + self.shard_gauge(n))
-        self.mqtt.start(wait_s=wait_for_broker_s)
         if self.tickets is not None:
             self.tickets.start()
+        self._handled_seq = max(self._marks)
+        self._replay()
+        self.mqtt.start(wait_s=wait_for_broker_s)
         for webhook in self.webhooks:
             webhook.start()  # sends what a previous run left undelivered
         self._housekeeper = threading.Thread(
@@ -291,9 +411,14 @@ class Gateway:
         if self.cfg.api.enabled:
             self._start_api()
             if self.auth.open:
+                exposure = open_api_exposure(self.cfg)
                 log.warning(
-                    "event=api_auth_open mode=%r fix='add auth.tokens before exposing the API'",
+                    "event=api_auth_open mode=%r address=%s:%d exposure=%r "
+                    "fix='add auth.tokens before exposing the API'",
                     self.auth.describe(),
+                    self.cfg.api.host,
+                    self.cfg.api.port,
+                    exposure or "clients on this machine only (loopback)",
                 )
             else:
                 log.info("event=api_auth mode=%r", self.auth.describe())
@@ -334,7 +459,20 @@ class Gateway:
         return f"http://{host}:{port}"
 
     def stop(self) -> None:
+        """Stop in order: ingest, a last checkpoint, tickets and webhooks, then MQTT and the sink.
+
+        Messages that arrive while stopping are journaled, acknowledged and handled at the next start.
+        """
+        with self._ingest_lock:
+            self._closing = True
+            if self.shards is not None:
+                self.shards.request_checkpoint(self._handled_seq)  # idle workers' marks move up too
+        if self.shards is not None:
+            self.shards.stop()
         self._stop.set()
+        if self._housekeeper is not None:
+            self._housekeeper.join(timeout=15)
+        self.checkpoint()
         if self.tickets is not None:
             self.tickets.stop()  # before MQTT, so its last notifications still go out
         for webhook in self.webhooks:
@@ -342,12 +480,7 @@ class Gateway:
         if self.outbox is not None:
             self.outbox.close()
         self.mqtt.stop()
-        if self.shards is not None:
-            self.shards.stop()
-        if self._housekeeper is not None:
-            self._housekeeper.join(timeout=5)
-        self.checkpoint()
-        self.save_all_states()
+        self.journal.close()
         self.runner.close()
         if self._api_server is not None:
             self._api_server.should_exit = True

@@ -8,10 +8,18 @@ subscriptions, which spread one device's messages over every subscriber. A worke
 the rules and writes the time series itself (its own sink runner and spool); what it would publish
 (alerts, faults, dead letters), its event changes, its counters and snapshots of its devices' state
 come back to the gateway process, which publishes, stores and serves them as in one process.
+
+Crash safety (gateway/journal.py): each message carries its journal sequence number. The gateway
+asks every worker for a checkpoint every `ingest.checkpoint_s`; a worker answers, once its points
+up to then are durable (written or spooled), with the sequence number it has handled and the state
+of every device it touched since its last answer. The gateway saves those states with that number
+as the worker's mark; after a crash the journal is replayed from the lowest mark and each worker
+skips what its own mark already accounts for, so no message is lost and none is applied twice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import pickle
@@ -19,7 +27,6 @@ import threading
 import time
 import zlib
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -38,7 +45,10 @@ log = logging.getLogger("gridgate.shards")
 
 BATCH_MESSAGES = 512  # messages per hand-off to a worker: amortises the pipe and pickle costs
 REPORT_EVERY_S = 0.05  # a worker sends its results back at least this often while busy
-SNAPSHOT_EVERY_S = 1.0  # device state snapshots (last seen, active events) for the API and the store
+PERSIST_TIMEOUT_S = 5.0  # a checkpoint waits this long for the worker's points to be durable
+
+#: one message for a worker: (journal seq, receive time, topic, payload, device id)
+Item = tuple[int, float, str, bytes, str | None]
 
 
 def shard_of(device_id: str, workers: int) -> int:
@@ -57,6 +67,7 @@ class WorkerReport:
     rejected: Counter[str] = field(default_factory=Counter)
     events_out: Counter[tuple[str, str]] = field(default_factory=Counter)
     gauges: dict[str, float] = field(default_factory=dict)
+    checkpoint: int | None = None  # every message up to this seq is durable, `snapshots` account for it
     final: bool = False
 
 
@@ -65,7 +76,6 @@ class _Relay:
 
     def __init__(self) -> None:
         self.report = WorkerReport()
-        self.dirty: set[str] = set()
 
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
         self.report.publishes.append((topic, payload, qos))
@@ -81,17 +91,23 @@ def worker_main(
     index: int,
     cfg: GatewayConfig,
     states: dict[str, dict[str, Any]],
+    skip_through: int,
     inbox: Connection,
     outbox: Connection,
     log_level: str,
 ) -> None:
-    """A worker process: handle batches from the gateway, report back, until told to stop (None)."""
+    """A worker process: handle batches from the gateway, report back, until told to stop (b"").
+
+    Messages with a journal seq up to `skip_through` are already in `states` (a replay after a
+    crash resends them): they are skipped.
+    """
     setup_logging(log_level)
     from gateway.service import tune_gc
 
     registry = load_registry(cfg.devices_file)
     metrics = GatewayMetrics()
-    engine = DeviceEngine(registry, started_at=time.time())
+    workers = cfg.ingest.workers
+    engine = DeviceEngine(registry, started_at=time.time(), owns=lambda d: shard_of(d, workers) == index)
     for device_id, state in states.items():
         if registry.get(device_id) is not None:
             engine.restore(device_id, state)
@@ -108,11 +124,15 @@ def worker_main(
     grids = GridIndex.load(cfg.grids_file, cfg.fallback_grid)
     pipeline = Pipeline(cfg, registry, engine, grids, runner, relay, relay.on_events, metrics)
     sent = dict.fromkeys(_COUNTERS, 0)
-    workers = cfg.ingest.workers
     send_lock = threading.Lock()
+    handled = skip_through  # the newest journal seq handled here
+    # checkpoints asked for and captured, waiting for their points to be durable: (seq, points added, states)
+    captured: list[tuple[int, int, dict[str, dict[str, Any]]]] = []
 
-    def report(final: bool = False, snapshots: str = "none") -> None:
-        """Send what happened since the last report; device snapshots only when asked ("dirty"/"all")."""
+    def report(
+        final: bool = False, snapshots: dict[str, dict[str, Any]] | None = None, checkpoint: int | None = None
+    ) -> None:
+        """Send what happened since the last report, with device snapshots and a checkpoint if given."""
         with send_lock, pipeline.lock:
             rep, relay.report = relay.report, WorkerReport()
             for name in _COUNTERS:
@@ -122,53 +142,69 @@ def worker_main(
             rep.rejected, metrics.rejected = metrics.rejected, Counter()
             rep.events_out, metrics.events_out = metrics.events_out, Counter()
             rep.gauges = {name: read() for name, read in metrics.gauges.items()}
-            ids: Iterable[str] = ()
-            if snapshots == "all":
-                ids = [d.id for d in registry if shard_of(d.id, workers) == index]
-            elif snapshots == "dirty":
-                ids, relay.dirty = relay.dirty, set()
-            # snapshots are the costly part for the gateway process (it mirrors each one): at most
-            # once a second, however many events flow
-            rep.snapshots = {d: engine.snapshot(d) for d in ids}
+            rep.snapshots = snapshots or {}
+            rep.checkpoint = checkpoint
             rep.final = final
-            outbox.send_bytes(pickle.dumps(rep, protocol=pickle.HIGHEST_PROTOCOL))
+            try:
+                outbox.send_bytes(pickle.dumps(rep, protocol=pickle.HIGHEST_PROTOCOL))
+            except OSError:  # the gateway process is gone (killed): nobody to report to
+                stop.set()
+
+    def capture(seq: int) -> None:
+        """The state as of journal seq `seq` (every message up to it handled), for a checkpoint."""
+        with pipeline.lock:
+            touched = engine.take_touched()
+            snaps = {d: engine.snapshot(d) for d in touched}
+        captured.append((seq, runner.added, snaps))
 
     stop = threading.Event()
 
     def housekeeping() -> None:
-        next_silence = next_snapshot = 0.0
+        next_silence = 0.0
         while not stop.wait(REPORT_EVERY_S):
             now = time.time()
             if now >= next_silence:
                 pipeline.check_silence(now)
                 next_silence = now + cfg.offline_check_s
-            snapshot = now >= next_snapshot
-            if snapshot:
-                next_snapshot = now + SNAPSHOT_EVERY_S
-            if snapshot or relay.report.publishes or relay.report.events:
-                report(snapshots="dirty" if snapshot else "none")
+            if captured:
+                seq, added, snaps = captured[0]
+                if runner.durable >= added or runner.persist(PERSIST_TIMEOUT_S):
+                    captured.pop(0)
+                    report(snapshots=snaps, checkpoint=seq)
+                    continue
+            if relay.report.publishes or relay.report.events:
+                report()
 
     keeper = threading.Thread(target=housekeeping, name=f"gridgate-shard{index}-housekeeping", daemon=True)
     tune_gc()
     keeper.start()
     try:
-        while True:
+        while not stop.is_set():
             data = inbox.recv_bytes()
             if not data:
                 break
-            now = time.time()
-            batch: list[tuple[str, bytes, str | None]] = pickle.loads(data)
+            kind, body = pickle.loads(data)
+            if kind == "ckpt":
+                handled = max(handled, body)
+                capture(handled)
+                continue
             handle = pipeline.handle
-            for topic, payload, _ in batch:
-                handle(topic, payload, now)
-            relay.dirty.update(device_id for _, _, device_id in batch if device_id)
-    except (EOFError, KeyboardInterrupt):
-        pass
+            for seq, received_at, topic, payload, _ in body:
+                if seq > handled:
+                    handle(topic, payload, received_at)
+                    handled = seq
+    except (EOFError, OSError):
+        # the gateway process is gone: write what we hold, then leave (its journal replays the rest)
+        log.warning("event=shard_orphaned shard=%d handled_seq=%d", index, handled)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C reaches the whole process group: the gateway stops us in order
     finally:
         stop.set()
         keeper.join(timeout=5)
         runner.close()
-        report(final=True, snapshots="all")
+        with pipeline.lock:
+            everything = engine.snapshot_all()
+        report(final=True, snapshots=everything, checkpoint=handled)
         outbox.close()
 
 
@@ -179,10 +215,12 @@ class ShardPool:
         self,
         cfg: GatewayConfig,
         states: dict[str, dict[str, Any]],
+        marks: list[int],
         route_device: Any,
         apply: Any,
         log_level: str = "info",
     ) -> None:
+        """`marks[i]`: the journal seq worker i's saved states account for (it skips a replay up to it)."""
         self.n = cfg.ingest.workers
         self._route_device = route_device
         self._apply = apply
@@ -190,7 +228,7 @@ class ShardPool:
         self._procs: list[Any] = []
         self._to: list[Connection] = []
         self._from: list[Connection] = []
-        self._pending: list[list[tuple[str, bytes, str | None]]] = [[] for _ in range(self.n)]
+        self._pending: list[list[Item]] = [[] for _ in range(self.n)]
         self._child_ends: list[Connection] = []
         self._lock = threading.Lock()
         for i in range(self.n):
@@ -199,7 +237,7 @@ class ShardPool:
             out_r, out_w = ctx.Pipe(duplex=False)
             proc = ctx.Process(
                 target=worker_main,
-                args=(i, cfg, mine, in_r, out_w, log_level),
+                args=(i, cfg, mine, marks[i], in_r, out_w, log_level),
                 name=f"gridgate-shard{i}",
                 daemon=True,
             )
@@ -210,6 +248,10 @@ class ShardPool:
         self._readers: list[threading.Thread] = []
         self.submitted = 0  # messages handed to workers (their reports count them back as messages_in)
         self.lost = 0  # messages for a worker that had died
+        # checkpoints the workers answered, not yet saved: per worker (seq, device states since the last save)
+        self._ckpt_lock = threading.Lock()
+        self._marks: list[int] = list(marks)
+        self._ckpt_states: list[dict[str, dict[str, Any]]] = [{} for _ in range(self.n)]
 
     def start(self) -> None:
         for i, proc in enumerate(self._procs):
@@ -222,13 +264,13 @@ class ShardPool:
             self._readers.append(t)
         log.info("event=shards_started workers=%d", self.n)
 
-    def submit(self, topic: str, payload: bytes) -> None:
+    def submit(self, seq: int, received_at: float, topic: str, payload: bytes) -> None:
         """From the MQTT thread: queue one message for the worker that owns its device."""
         self.submitted += 1
         device_id = self._route_device(topic)
         i = shard_of(device_id, self.n) if device_id else 0
         pending = self._pending[i]
-        pending.append((topic, payload, device_id))
+        pending.append((seq, received_at, topic, payload, device_id))
         if len(pending) >= BATCH_MESSAGES:
             self._send(i)
 
@@ -238,16 +280,40 @@ class ShardPool:
             if self._pending[i]:
                 self._send(i)
 
+    def request_checkpoint(self, seq: int) -> None:
+        """Ask every worker for a checkpoint at journal seq `seq` (every message up to it submitted)."""
+        self.flush()
+        for i in range(self.n):
+            self._post(i, ("ckpt", seq), 0)
+
+    def take_checkpoints(self) -> tuple[list[int], dict[str, dict[str, Any]]]:
+        """The workers' marks and the device states they account for, handed over for saving."""
+        with self._ckpt_lock:
+            states: dict[str, dict[str, Any]] = {}
+            for i in range(self.n):
+                states.update(self._ckpt_states[i])
+                self._ckpt_states[i] = {}
+            return list(self._marks), states
+
+    def give_back(self, states: dict[str, dict[str, Any]]) -> None:
+        """States whose save failed: kept for the next checkpoint (newer answers win)."""
+        with self._ckpt_lock:
+            for device_id, state in states.items():
+                self._ckpt_states[shard_of(device_id, self.n)].setdefault(device_id, state)
+
     def _send(self, i: int) -> None:
         batch, self._pending[i] = self._pending[i], []
+        self._post(i, ("batch", batch), len(batch))
+
+    def _post(self, i: int, message: tuple[str, Any], count: int) -> None:
         try:
             with self._lock:
-                self._to[i].send_bytes(pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
+                self._to[i].send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
         except OSError as exc:  # the worker died: never take the MQTT thread down with it
-            self.lost += len(batch)
+            self.lost += count
             log.error(
                 "event=shard_down shard=%d pid=%s lost_messages=%d error=%r fix='see the worker's log; "
-                "restart the gateway'",
+                "restart the gateway (its journal replays what the worker had not made durable)'",
                 i,
                 self._procs[i].pid,
                 self.lost,
@@ -268,6 +334,10 @@ class ShardPool:
                 self._apply(i, rep)
             except Exception:  # one bad report must not stop the stream of the others
                 log.exception("event=shard_report_failed shard=%d", i)
+            if rep.checkpoint is not None:
+                with self._ckpt_lock:
+                    self._ckpt_states[i].update(rep.snapshots)
+                    self._marks[i] = max(self._marks[i], rep.checkpoint)
             if rep.final:
                 return
 
@@ -276,7 +346,8 @@ class ShardPool:
         self.flush()
         with self._lock:
             for conn in self._to:
-                conn.send_bytes(b"")
+                with contextlib.suppress(OSError):  # already gone
+                    conn.send_bytes(b"")
         for proc in self._procs:
             proc.join(timeout_s)
             if proc.is_alive():

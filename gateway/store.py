@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Column,
     DateTime,
     Engine,
@@ -39,6 +40,15 @@ device_state = Table(
     metadata,
     Column("device_id", String(128), primary_key=True),
     Column("state", JSON, nullable=False),
+    Column("saved_at", Float, nullable=False),
+)
+
+# the journal position every saved state and event accounts for (gateway/journal.py)
+ingest_mark = Table(
+    "ingest_mark",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
     Column("saved_at", Float, nullable=False),
 )
 
@@ -99,32 +109,60 @@ class GatewayStore:
         with self.engine.connect() as conn:
             return {row.device_id: row.state for row in conn.execute(select(device_state))}
 
-    def save_device_states(self, states: dict[str, dict[str, Any]], now: float) -> None:
-        if not states:
+    def load_mark(self, name: str) -> int:
+        """The journal position of the last checkpoint (0: none yet)."""
+        with self.engine.connect() as conn:
+            seq = conn.scalar(select(ingest_mark.c.seq).where(ingest_mark.c.name == name))
+        return int(seq or 0)
+
+    def save_checkpoint(
+        self,
+        states: dict[str, dict[str, Any]],
+        batch: Iterable[Event],
+        marks: dict[str, int],
+        now: float,
+    ) -> None:
+        """Device states, events and the journal positions they account for, in one transaction."""
+        rows = self._event_rows(batch)
+        if not states and not rows and not marks:
             return
-        upsert = self._insert(device_state)
-        stmt = upsert.on_conflict_do_update(
-            index_elements=[device_state.c.device_id],
-            set_={"state": upsert.excluded.state, "saved_at": upsert.excluded.saved_at},
-        )
         with self.engine.begin() as conn:
-            conn.execute(stmt, [{"device_id": k, "state": v, "saved_at": now} for k, v in states.items()])
+            if rows:
+                upsert = self._insert(events)
+                conn.execute(
+                    upsert.on_conflict_do_update(
+                        index_elements=[events.c.id],
+                        set_={c.name: upsert.excluded[c.name] for c in events.columns if c.name != "id"},
+                    ),
+                    rows,
+                )
+            if states:
+                upsert = self._insert(device_state)
+                conn.execute(
+                    upsert.on_conflict_do_update(
+                        index_elements=[device_state.c.device_id],
+                        set_={"state": upsert.excluded.state, "saved_at": upsert.excluded.saved_at},
+                    ),
+                    [{"device_id": k, "state": v, "saved_at": now} for k, v in states.items()],
+                )
+            if marks:
+                upsert = self._insert(ingest_mark)
+                conn.execute(
+                    upsert.on_conflict_do_update(
+                        index_elements=[ingest_mark.c.name],
+                        set_={"seq": upsert.excluded.seq, "saved_at": upsert.excluded.saved_at},
+                    ),
+                    [{"name": name, "seq": seq, "saved_at": now} for name, seq in marks.items()],
+                )
 
     # events ------------------------------------------------------------------------------
-    def save_events(self, batch: Iterable[Event]) -> None:
-        """Insert or update each event by id (an event is one row from raise to clear), in one statement."""
+    @staticmethod
+    def _event_rows(batch: Iterable[Event]) -> list[dict[str, Any]]:
+        """One row per event id (an event is one row from raise to clear): the last change wins."""
         latest: dict[str, dict[str, Any]] = {}
         for e in batch:
-            latest[e.id] = _event_row(e)  # the last change of an event in this batch wins
-        if not latest:
-            return
-        upsert = self._insert(events)
-        stmt = upsert.on_conflict_do_update(
-            index_elements=[events.c.id],
-            set_={c.name: upsert.excluded[c.name] for c in events.columns if c.name != "id"},
-        )
-        with self.engine.begin() as conn:
-            conn.execute(stmt, list(latest.values()))
+            latest[e.id] = _event_row(e)
+        return list(latest.values())
 
     def query_events(
         self,

@@ -6,6 +6,7 @@ Nested keys use a double underscore: `GRIDGATE_BROKER__HOST=mqtt.example`,
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from gridgate.topics import TopicLevel
 
 ENV_PREFIX = "GRIDGATE_"
 
@@ -142,6 +145,15 @@ class InfluxConfig(Strict):
 
 class StorageConfig(Strict):
     data_dir: Path = Path("var")
+    journal_fsync: bool = Field(
+        False,
+        description="fsync the ingest journal before each batch of PUBACKs: survives a power cut, not "
+        "only a crash, at the cost of one fsync per batch",
+    )
+
+    @property
+    def journal_dir(self) -> Path:
+        return self.data_dir / "journal"
 
     @property
     def state_db(self) -> Path:
@@ -223,6 +235,11 @@ class AuthConfig(Strict):
     open_on_localhost: bool = Field(
         True, description="with no tokens configured, let local clients in as admin (false: nobody)"
     )
+    allow_open: bool = Field(
+        False,
+        description="with no tokens, still start when api.host is not a loopback address: any client "
+        "on this machine, or a reverse proxy on it, can then read and change tickets as admin",
+    )
 
 
 class VendorTopic(Strict):
@@ -262,6 +279,13 @@ class IngestConfig(Strict):
         description="worker processes that decode and run rules, each owning a share of the devices; "
         "0 does everything in the gateway process. One process tops out near 12,000 messages/s: use "
         "2 or more on a multi-core box (each device's state stays in one worker)",
+    )
+    checkpoint_s: float = Field(
+        0.5,
+        gt=0,
+        le=60,
+        description="how often rule state, events and the journal position are saved together; a "
+        "restart replays the journal from the last one (about checkpoint_s x messages/s messages)",
     )
 
 
@@ -420,8 +444,8 @@ class GatewayConfig(EnvFirstSettings):
     api: APIConfig = APIConfig()
     devices_file: Path = Path("config/devices.yaml")
     grids_file: Path | None = Path("config/grids.geojson")
-    fallback_grid: str = Field("unassigned", min_length=1, description="grid of a point inside no polygon")
-    maintenance_team: str = Field("maintenance", description="default team for device faults")
+    fallback_grid: TopicLevel = Field("unassigned", description="grid of a point inside no polygon")
+    maintenance_team: TopicLevel = Field("maintenance", description="default team for device faults")
     vendor_topics: list[VendorTopic] = []
     limits: LimitsConfig = LimitsConfig()
     ingest: IngestConfig = IngestConfig()
@@ -429,6 +453,37 @@ class GatewayConfig(EnvFirstSettings):
     tickets: TicketsConfig = TicketsConfig()
     auth: AuthConfig = AuthConfig()
     open311: Open311Config = Open311Config()
+
+    @model_validator(mode="after")
+    def _no_open_api_on_the_network(self) -> GatewayConfig:
+        if open_api_exposure(self) is not None and not self.auth.allow_open:
+            raise ValueError(
+                f"api.host {self.api.host!r} is not a loopback address and auth.tokens is empty: "
+                "whoever reaches the API from this machine or through a proxy on it could read and change "
+                "tickets as admin; add auth.tokens, bind api.host to 127.0.0.1, or set auth.allow_open: true"
+            )
+        return self
+
+
+LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost"})
+
+
+def open_api_exposure(cfg: GatewayConfig) -> str | None:
+    """A warning when the API listens beyond loopback with no tokens configured; None otherwise."""
+    if not cfg.api.enabled or cfg.auth.tokens or not cfg.auth.open_on_localhost:
+        return None
+    host = cfg.api.host.strip("[]")
+    try:
+        loopback = host.lower() in LOOPBACK_NAMES or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False  # a host name: it may resolve to anything
+    if loopback:
+        return None
+    return (
+        f"the API listens on {cfg.api.host}:{cfg.api.port} with no auth.tokens: anyone who reaches it from "
+        "this machine or through a reverse proxy on it can read and change tickets as admin "
+        "(other clients get 401); add auth.tokens before exposing it"
+    )
 
 
 def resolve_paths(cfg: GatewayConfig, base: Path) -> GatewayConfig:

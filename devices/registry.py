@@ -23,6 +23,7 @@ from devices.rules import ALARM_KINDS, BATTERY_LOW, TAMPER, Rule, RuleSet, defau
 from devices.types import DEFAULT_STUCK_AFTER_S, DEFAULT_STUCK_FIELDS, Device, DeviceType
 from gridgate.config import ConfigError, describe_validation_error, read_yaml
 from gridgate.models import Severity
+from gridgate.topics import topic_level_problem
 
 OVERRIDABLE_KINDS: frozenset[str] = ALARM_KINDS | {BATTERY_LOW.kind, TAMPER.kind}
 
@@ -158,6 +159,11 @@ def _problems(devices: list[Device], profiles: dict[str, Profile]) -> list[str]:
             )
         else:
             seen[dev.id] = i
+        # both become MQTT topic levels: {p}/devices/{type}/{id}/..., {p}/maintenance/{team}/faults
+        for field, value in (("id", dev.id), ("maintenance_team", dev.maintenance_team)):
+            problem = topic_level_problem(value) if value is not None else None
+            if problem is not None:
+                problems.append(f"devices[{i}].{field}: {problem}")
         if dev.profile is not None and dev.profile not in profiles:
             choices = ", ".join(sorted(profiles)) or "none defined"
             problems.append(

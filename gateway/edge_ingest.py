@@ -31,7 +31,7 @@ from gridgate.models import (
     Severity,
     utc,
 )
-from gridgate.topics import EdgeTopic
+from gridgate.topics import EdgeTopic, topic_level_problem
 
 log = logging.getLogger("gridgate.edge")
 
@@ -157,6 +157,12 @@ class EdgeIngest:
                 et,
             )
             return
+        # the kind becomes a level of {p}/alerts/{grid}/{kind}; ids name evidence topics and paths
+        for field, value in (("kind", msg.kind), ("camera_id", msg.camera_id), ("event_id", msg.event_id)):
+            problem = topic_level_problem(value)
+            if problem is not None:
+                self._reject(topic, RejectReason.bad_payload, f"{field}: {problem}", payload, et)
+                return
         key = (msg.event_id, msg.phase.value, msg.at.isoformat())
         if key in self._seen:
             self.duplicates += 1  # QoS 1 redelivery or a replayed disk queue: already handled

@@ -15,6 +15,7 @@ from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
 from gridgate.config import ConfigError, describe_validation_error
+from gridgate.topics import TopicLevel
 
 
 class GridProperties(BaseModel):
@@ -22,13 +23,13 @@ class GridProperties(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    id: str = Field(min_length=1, description="grid or micro-grid id, unique in the file")
+    id: TopicLevel = Field(description="grid or micro-grid id, unique in the file (a level of alert topics)")
     name: str = ""
-    parent: str | None = Field(None, description="set on a micro-grid: the id of its grid")
+    parent: TopicLevel | None = Field(None, description="set on a micro-grid: the id of its grid")
     grid_head: str | None = None
     leader: str | None = None
     workers: list[str] = []
-    teams: dict[str, str] = Field(default_factory=dict, description="category -> team overrides")
+    teams: dict[str, TopicLevel] = Field(default_factory=dict, description="category -> team overrides")
 
 
 @dataclass(frozen=True, slots=True)

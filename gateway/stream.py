@@ -1,9 +1,12 @@
 """The live stream for the command centre: every alert and every ticket change, to many clients.
 
 One more communicator beside MQTT and webhooks: it is a ticket `Notifier` and a gateway event
-listener. Publishing (from the MQTT and ticket threads) serialises a message once and appends it
-to each matching client's bounded queue; a client that reads too slowly loses its oldest messages
-(counted, and told in a `dropped` message), so no client can ever hold the gateway up.
+listener. Publishing (from the MQTT and ticket threads) serialises a message once, with an `id`
+(increasing, also across restarts) and its time `at`, keeps it in a bounded replay ring and
+appends it to each matching client's bounded queue. A client that reads too slowly loses its
+oldest queued messages and is told so (`dropped`: how many, and `last_id`, the last message it
+got before the gap); it can reconnect with `since_id=<last_id>` (or `since=<time>`) and get
+what it missed from the ring. No client can ever hold the gateway up.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import contextlib
 import itertools
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -27,6 +31,7 @@ from gridgate.models import Event
 log = logging.getLogger("gridgate.stream")
 
 MESSAGE_TYPES = ("alert", "ticket")
+REPLAY_MAX = 10_000  # messages kept for clients that fell behind or reconnect
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,50 @@ class StreamFilter:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class StreamMessage:
+    """One serialised message: its id, its time (epoch seconds) and the JSON sent."""
+
+    id: int
+    at: float
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """A message in the replay ring, with what filters match on."""
+
+    message: StreamMessage
+    mtype: str
+    grid_ids: tuple[str | None, ...]
+    team: str | None
+    kind: str
+
+    def matches(self, flt: StreamFilter) -> bool:
+        return flt.matches(self.mtype, self.grid_ids, self.team, self.kind)
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Messages a client did not get: `count` of them after `last_id` (its resume point)."""
+
+    count: int
+    last_id: int
+    next_id: int | None = None
+
+    def message(self, total: int) -> bytes:
+        return orjson.dumps(
+            {
+                "type": "dropped",
+                "count": self.count,
+                "last_id": self.last_id,
+                "next_id": self.next_id,
+                "total": total,
+                "resume": f"reconnect with ?since_id={self.last_id} to get them",
+            }
+        )
+
+
 @dataclass(eq=False)
 class StreamClient:
     """One connected client: a bounded queue filled by publishers, drained by its socket task."""
@@ -64,7 +113,8 @@ class StreamClient:
     filter: StreamFilter
     loop: asyncio.AbstractEventLoop
     maxlen: int
-    queue: deque[bytes] = field(init=False)
+    last_id: int = 0  # the last message handed to its socket: the resume point
+    queue: deque[StreamMessage] = field(init=False)
     ready: asyncio.Event = field(init=False)
     dropped: int = 0
     unreported_drops: int = 0
@@ -76,7 +126,7 @@ class StreamClient:
         self.queue = deque(maxlen=self.maxlen)
         self.ready = asyncio.Event()
 
-    def offer(self, message: bytes) -> bool:
+    def offer(self, message: StreamMessage) -> bool:
         """Queue a message (any thread); True if an older one had to be dropped for it."""
         with self._lock:
             dropped = len(self.queue) == self.maxlen
@@ -91,15 +141,18 @@ class StreamClient:
                 self.loop.call_soon_threadsafe(self.ready.set)
         return dropped
 
-    def take(self) -> tuple[list[bytes], int]:
-        """Everything queued, and the drops not yet told (on the client's loop)."""
+    def take(self) -> tuple[list[StreamMessage], Gap | None]:
+        """Everything queued, and the gap before it not yet told (on the client's loop)."""
         with self._lock:
             out = list(self.queue)
             self.queue.clear()
             drops, self.unreported_drops = self.unreported_drops, 0
             self._wake_pending = False
             self.ready.clear()
-        return out, drops
+        gap = Gap(drops, self.last_id, out[0].id if out else None) if drops else None
+        if out:
+            self.last_id = out[-1].id
+        return out, gap
 
 
 class StreamHub:
@@ -107,51 +160,112 @@ class StreamHub:
 
     name = "websocket"
 
-    def __init__(self, queue_max: int = 1000, team_of: Callable[[Event], str | None] | None = None) -> None:
+    def __init__(
+        self,
+        queue_max: int = 1000,
+        team_of: Callable[[Event], str | None] | None = None,
+        replay_max: int = REPLAY_MAX,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.queue_max = queue_max
         self.team_of = team_of or (lambda _ev: None)
+        self.clock = clock
         self._clients: dict[int, StreamClient] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
+        self._ring: deque[_Held] = deque(maxlen=replay_max)
+        # message ids continue across restarts: they start at the time in microseconds
+        self.first_id = time.time_ns() // 1000
+        self._last_id = self.first_id - 1
         self.published = 0
         self.dropped = 0
         self.connections = 0
 
     # ---- clients --------------------------------------------------------------------------------
 
-    def connect(self, who: str, flt: StreamFilter, loop: asyncio.AbstractEventLoop) -> StreamClient:
-        client = StreamClient(next(self._ids), who, flt, loop, self.queue_max)
+    def connect(
+        self,
+        who: str,
+        flt: StreamFilter,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        since_id: int | None = None,
+        since: float | None = None,
+    ) -> tuple[StreamClient, list[StreamMessage], Gap | None]:
+        """A new client, the held messages it asked to resume from, and what is no longer held."""
         with self._lock:
+            client = StreamClient(next(self._ids), who, flt, loop, self.queue_max, self._last_id)
+            backlog: list[StreamMessage] = []
+            gap = None
+            if since_id is not None or since is not None:
+                backlog, gap = self._replay(flt, since_id, since)
+                client.last_id = backlog[-1].id if backlog else max(self._last_id, since_id or 0)
             self._clients[client.id] = client
             self.connections += 1
-        log.info("event=stream_connected client=%d who=%s filter=%s", client.id, who, flt.describe())
-        return client
+        log.info(
+            "event=stream_connected client=%d who=%s filter=%s since_id=%s since=%s replayed=%d lost=%d",
+            client.id,
+            who,
+            flt.describe(),
+            since_id,
+            since,
+            len(backlog),
+            gap.count if gap else 0,
+        )
+        return client, backlog, gap
+
+    def _replay(
+        self, flt: StreamFilter, since_id: int | None, since: float | None
+    ) -> tuple[list[StreamMessage], Gap | None]:
+        """Held messages after `since_id` (or at or after `since`) for a filter; the lost part."""
+        held = self._ring
+        oldest = held[0].message if held else None
+        if since_id is not None:
+            wanted = [h.message for h in held if h.message.id > since_id and h.matches(flt)]
+            start = max(since_id, self.first_id - 1)
+            lost = (oldest.id if oldest else self._last_id + 1) - 1 - start
+            resume = since_id
+        else:
+            assert since is not None
+            wanted = [h.message for h in held if h.message.at >= since and h.matches(flt)]
+            # whatever left the ring after `since` is lost; without times, all that left counts
+            lost = (oldest.id - self.first_id) if oldest and oldest.at > since else 0
+            resume = (oldest.id - 1) if oldest else self._last_id
+        gap = Gap(lost, resume, wanted[0].id if wanted else None) if lost > 0 else None
+        return wanted, gap
 
     def disconnect(self, client: StreamClient) -> None:
         with self._lock:
             self._clients.pop(client.id, None)
         log.info(
-            "event=stream_disconnected client=%d who=%s sent=%d dropped=%d",
+            "event=stream_disconnected client=%d who=%s sent=%d dropped=%d last_id=%d",
             client.id,
             client.who,
             client.sent,
             client.dropped,
+            client.last_id,
         )
 
     @property
     def clients(self) -> int:
         return len(self._clients)
 
+    @property
+    def last_id(self) -> int:
+        return self._last_id
+
     # ---- publishers -----------------------------------------------------------------------------
 
     def _publish(
-        self, mtype: str, grid_ids: tuple[str | None, ...], team: str | None, kind: str, body: Any
+        self, mtype: str, grid_ids: tuple[str | None, ...], team: str | None, kind: str, body: dict[str, Any]
     ) -> None:
+        at = self.clock()
         with self._lock:
-            targets = [c for c in self._clients.values() if c.filter.matches(mtype, grid_ids, team, kind)]
-        if not targets:
-            return
-        message = orjson.dumps(body)
+            self._last_id += 1
+            message = StreamMessage(self._last_id, at, orjson.dumps({"id": self._last_id, "at": at, **body}))
+            held = _Held(message, mtype, grid_ids, team, kind)
+            self._ring.append(held)
+            targets = [c for c in self._clients.values() if held.matches(c.filter)]
         self.published += 1
         for c in targets:
             if c.offer(message):
@@ -159,8 +273,6 @@ class StreamHub:
 
     def on_events(self, events: Iterable[Event]) -> None:
         """The gateway's event listener: one `alert` message per event state change."""
-        if not self._clients:
-            return
         for ev in events:
             team = self.team_of(ev)
             body = {"type": "alert", "grid_id": ev.grid_id, "team": team, "event": ev.model_dump(mode="json")}
@@ -168,8 +280,6 @@ class StreamHub:
 
     def notify(self, change: TicketChange) -> None:
         """The ticket notifier: one `ticket` message per change (created, updated, escalated)."""
-        if not self._clients:
-            return
         t = change.ticket
         body = {"type": "ticket", **change.to_json()}
         self._publish("ticket", (t.grid_id, t.micro_grid_id), change.target.team or t.team, t.category, body)

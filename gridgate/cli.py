@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 import gridgate
-from gridgate.config import ConfigError, load_gateway_config
+from gridgate.config import ConfigError, load_gateway_config, open_api_exposure
 from gridgate.detectors_cli import app as detectors_app
 from gridgate.edge_cli import edge_app
 from gridgate.logs import setup_logging
@@ -88,6 +88,9 @@ def config_check(
         else:
             cfg = load_gateway_config(config)
             what = f"gateway config (broker {cfg.broker.host}:{cfg.broker.port}, influx api {cfg.influx.api})"
+            exposure = open_api_exposure(cfg)
+            if exposure is not None:  # only reached with auth.allow_open: true
+                console.print(f"[yellow]warning: {exposure}[/yellow]", highlight=False)
             if cfg.tickets.enabled:
                 routing = load_routing(cfg.tickets.routing_file)
                 what += f", routing {cfg.tickets.routing_file} ({len(routing.categories)} categories)"

@@ -1,8 +1,56 @@
-"""The MQTT topic scheme of DESIGN.md, with one configurable prefix."""
+"""The MQTT topic scheme of DESIGN.md, with one configurable prefix.
+
+Every name that becomes one level of a topic (a team, a grid, an event kind, a device, edge box
+or camera id) must pass `topic_level_problem`: a `/` would split the level, `+` and `#` are
+wildcards nobody may publish to, and a NUL or control character makes a packet the broker
+refuses by disconnecting the client. `TopicLevel` is the same check as a pydantic type, for
+config files and API bodies.
+"""
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import AfterValidator
+
+MAX_LEVEL_CHARS = 128
+LEVEL_RULE = f"a topic level is 1-{MAX_LEVEL_CHARS} printable characters without '/', '+' or '#'"
+
+
+def topic_level_problem(name: str) -> str | None:
+    """None when `name` can be one MQTT topic level; else a sentence saying what is wrong with it."""
+    shown = repr(name) if len(name) <= 40 else repr(name[:40]) + "..."
+    if not name:
+        return f"is empty ({LEVEL_RULE})"
+    if len(name) > MAX_LEVEL_CHARS:
+        return f"{shown} is {len(name)} characters long ({LEVEL_RULE})"
+    for i, ch in enumerate(name):
+        if ch == "/":
+            return f"{shown} contains '/' at position {i}, which would split the topic level ({LEVEL_RULE})"
+        if ch in "+#":
+            return f"{shown} contains the MQTT wildcard {ch!r} at position {i} ({LEVEL_RULE})"
+        if unicodedata.category(ch) == "Cc":
+            return f"{shown} contains the control character U+{ord(ch):04X} at position {i} ({LEVEL_RULE})"
+        if not ch.isprintable() and ch != " ":
+            return (
+                f"{shown} contains the non-printable character U+{ord(ch):04X} at position {i} ({LEVEL_RULE})"
+            )
+    if name != name.strip():
+        return f"{shown} starts or ends with white space (remove it; {LEVEL_RULE})"
+    return None
+
+
+def _valid_level(name: str) -> str:
+    problem = topic_level_problem(name)
+    if problem is not None:
+        raise ValueError(problem)
+    return name
+
+
+TopicLevel = Annotated[str, AfterValidator(_valid_level)]
+"""A str that can be one MQTT topic level (validated with `topic_level_problem`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,8 +12,9 @@ from typing import Protocol
 from fastapi import FastAPI
 
 import gridgate
-from gateway.api import devices, events, grids, open311, ops, reports, stream, tickets
+from gateway.api import devices, errors, events, grids, open311, ops, reports, stream, tickets
 from gateway.api.auth import Authenticator
+from gateway.api.body import BodyLimit
 from gateway.api.devices import DeviceOut
 from gateway.api.ops import Health
 from gateway.grids import GridIndex
@@ -57,12 +58,16 @@ def create_app(view: GatewayView) -> FastAPI:
         title="gridgate",
         version=gridgate.__version__,
         summary="Street sensors and cameras to grid events and tickets",
-        description="Bearer tokens with roles (see `auth:` in gateway.yaml); /healthz and /metrics are open.",
+        description="Bearer tokens with roles (see `auth:` in gateway.yaml); /healthz and /metrics are open. "
+        "Every error is `ErrorBody` (`detail`, and `errors` for invalid fields); Open311 under "
+        "/open311/v2/ uses GeoReport v2's error format. Request bodies are limited per route (413), "
+        "and a body is only read once its bearer token is valid (401).",
     )
     app.state.auth = view.auth
     for module in (ops, devices, events, tickets, grids, reports, stream):
         app.include_router(module.router(view))
     if view.cfg.open311.enabled:
         app.include_router(open311.router(view))
-        open311.install_error_handler(app)
+    errors.install(app)
+    app.add_middleware(BodyLimit, auth=view.auth)
     return app

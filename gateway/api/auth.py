@@ -31,6 +31,9 @@ ACTING_ROLES = frozenset({"admin", "command_centre", "team", "grid_worker"})
 # "supervise & assess" step is never done by the people who did the work
 SUPERVISOR_ACTIONS = frozenset({Action.close, Action.cancel})
 SUPERVISOR_ROLES = frozenset({"admin", "command_centre"})
+# who sees a citizen's contact details: the dispatchers who may have to call back; not the
+# teams and workers in the street, not read-only screens, not the citizen app's own key
+PERSONAL_DATA_ROLES = frozenset({"admin", "command_centre"})
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,11 @@ class Principal:
     @property
     def can_write(self) -> bool:
         return self.role in ACTING_ROLES
+
+    @property
+    def sees_personal_data(self) -> bool:
+        """Citizens' contact details (Open311 email, phone, names): only who must call them back."""
+        return self.role in PERSONAL_DATA_ROLES
 
     @property
     def can_report(self) -> bool:
@@ -140,7 +148,7 @@ def bearer(request: Request) -> str | None:
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
-def _client_host(request: Request) -> str | None:
+def client_host(request: Request) -> str | None:
     return request.client.host if request.client is not None else None
 
 
@@ -148,7 +156,7 @@ def current_principal(request: Request) -> Principal:
     """Dependency: the caller, or 401 with a `WWW-Authenticate: Bearer` challenge."""
     auth: Authenticator = request.app.state.auth
     try:
-        return auth.authenticate(bearer(request), _client_host(request))
+        return auth.authenticate(bearer(request), client_host(request))
     except AuthError as exc:
         raise HTTPException(exc.status, str(exc), headers={"WWW-Authenticate": "Bearer"}) from exc
 

@@ -9,6 +9,8 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 
 from gateway.api.auth import Reader
+from gateway.api.errors import responses
+from gateway.api.params import Limit, Offset
 from gridgate.models import Event
 
 if TYPE_CHECKING:
@@ -32,7 +34,7 @@ class DeviceOut(BaseModel):
 
 
 def router(view: GatewayView) -> APIRouter:
-    r = APIRouter(prefix="/api/v1/devices", tags=["devices"])
+    r = APIRouter(prefix="/api/v1/devices", tags=["devices"], responses=responses(401, 422))
 
     @r.get("", response_model=list[DeviceOut])
     def devices(
@@ -43,8 +45,8 @@ def router(view: GatewayView) -> APIRouter:
         alarming: Annotated[
             bool | None, Query(description="only devices with (or without) active alarms")
         ] = None,
-        limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        limit: Limit = 1000,
+        offset: Offset = 0,
     ) -> list[DeviceOut]:
         out = [
             d
@@ -56,7 +58,7 @@ def router(view: GatewayView) -> APIRouter:
         ]
         return out[offset : offset + limit]
 
-    @r.get("/{device_id}", response_model=DeviceOut)
+    @r.get("/{device_id}", response_model=DeviceOut, responses=responses(404))
     def device(device_id: str, _who: Reader) -> DeviceOut:
         for d in view.devices():
             if d.id == device_id:

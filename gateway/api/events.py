@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import FileResponse
 
 from gateway.api.auth import Reader
+from gateway.api.errors import responses
+from gateway.api.params import Limit, Offset, Timestamp
 from gridgate.models import Event, EventClass, EventState
 
 if TYPE_CHECKING:
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 
 
 def router(view: GatewayView) -> APIRouter:
-    r = APIRouter(prefix="/api/v1", tags=["events"])
+    r = APIRouter(prefix="/api/v1", tags=["events"], responses=responses(401, 422))
 
     @r.get("/events", response_model=list[Event])
     def events(
@@ -26,10 +27,10 @@ def router(view: GatewayView) -> APIRouter:
         state: Annotated[EventState | None, Query()] = None,
         event_class: Annotated[EventClass | None, Query(description="alarm or fault")] = None,
         source: Annotated[str | None, Query(description="device:<id> or camera:<id>")] = None,
-        since: Annotated[datetime | None, Query(description="started at or after (ISO 8601)")] = None,
-        until: Annotated[datetime | None, Query(description="started before (ISO 8601)")] = None,
-        limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        since: Annotated[Timestamp | None, Query(description="started at or after (ISO 8601)")] = None,
+        until: Annotated[Timestamp | None, Query(description="started before (ISO 8601)")] = None,
+        limit: Limit = 100,
+        offset: Offset = 0,
     ) -> list[Event]:
         return view.store.query_events(
             kind=kind,
@@ -46,7 +47,7 @@ def router(view: GatewayView) -> APIRouter:
     @r.get(
         "/evidence/{edge_id}/{event_id}/{name}",
         response_class=FileResponse,
-        responses={200: {"content": {"image/jpeg": {}}}},
+        responses={200: {"content": {"image/jpeg": {}}}, **responses(404)},
     )
     def evidence(edge_id: str, event_id: str, name: str, _who: Reader) -> FileResponse:
         """A snapshot of a video event (the URLs are in the event's `evidence.snapshots`)."""

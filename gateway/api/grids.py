@@ -8,6 +8,7 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 
 from gateway.api.auth import Reader
+from gateway.api.errors import responses
 from gateway.tickets.reports import breached_open, open_counts
 from gateway.tickets.states import OPEN
 
@@ -34,7 +35,7 @@ class GridOut(BaseModel):
 
 
 def router(view: GatewayView) -> APIRouter:
-    r = APIRouter(prefix="/api/v1/grids", tags=["grids"])
+    r = APIRouter(prefix="/api/v1/grids", tags=["grids"], responses=responses(401, 422))
 
     def build(level: str) -> list[GridOut]:
         column = "micro_grid_id" if level == "micro_grid" else "grid_id"
@@ -81,7 +82,7 @@ def router(view: GatewayView) -> APIRouter:
         out = build(level)
         return [g for g in out if g.open_tickets or g.active_alarms or g.active_faults] if busy else out
 
-    @r.get("/{grid_id}", response_model=GridOut)
+    @r.get("/{grid_id}", response_model=GridOut, responses=responses(404))
     def grid(grid_id: str, _who: Reader) -> GridOut:
         props = view.grids.grids.get(grid_id)
         level = "micro_grid" if props is not None and props.parent else "grid"

@@ -7,10 +7,15 @@
   courier's report, which becomes an event `citizen:<id>` and so a ticket like any other (same
   dedup, routing and SLA). Needs `api_key` (a token of any role but read_only).
 - `requests/{id}.{fmt}`, `tokens/{token}.{fmt}` (the token is the report's event id: a report
-  queued by the per-grid rate limit has no request id yet).
+  queued by the per-grid rate limit has no request id yet). A POST answers with either the
+  `service_request_id` or, while the report waits, the `token`: never an empty element beside the
+  other (FixMyStreet reads an empty id as the id). An unknown token is 404.
 
-Status: `open` while someone has to act; resolved, closed and cancelled are `closed`. Errors use
-the spec's format: `[{"code": 400, "description": "..."}]` or `<errors><error>...</error></errors>`.
+Status: `open` while someone has to act; resolved, closed and cancelled are `closed`. Every error
+under /open311/v2/ (400, 403, 404, 413, 422, 500, 503) uses the spec's format:
+`[{"code": 400, "description": "..."}]` or `<errors><error><code>..</code>...</error></errors>`.
+The reporter's contact details (email, phone, names, device and account ids) are kept apart from
+the event and the ticket (`citizen_reports`), shown only to admin and command_centre tokens.
 """
 
 from __future__ import annotations
@@ -18,18 +23,17 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qs
 
 import orjson
-from fastapi import APIRouter, FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from gateway.api.auth import AuthError, bearer
-from gateway.tickets.models import Ticket
+from gateway.api.auth import AuthError, bearer, client_host
+from gateway.tickets.models import CitizenContact, Ticket
 from gateway.tickets.routing import RoutingConfig
 from gateway.tickets.states import OPEN, TicketStatus
 from gateway.tickets.store import ticket_events
@@ -39,7 +43,10 @@ if TYPE_CHECKING:
     from gateway.api import GatewayView
 
 PREFIX = "/open311/v2"
-FORMATS = ("json", "xml")
+Format = Literal["json", "xml"]
+JSON_TYPE = "application/json; charset=utf-8"
+XML_TYPE = "text/xml; charset=utf-8"
+CONTACT_FIELDS = ("email", "phone", "first_name", "last_name", "device_id", "account_id")
 REQUEST_FIELDS = (
     "service_request_id",
     "status",
@@ -104,6 +111,49 @@ class ServiceRequest(BaseModel):
     media_url: str | None = None
 
 
+class PostedRequest(BaseModel):
+    """What a POST answers: the request id, or (while the report is queued) the token; never both."""
+
+    service_request_id: str | None = Field(None, description="present once the report is a ticket")
+    token: str | None = Field(None, description="present only while there is no request id yet")
+    service_notice: str
+
+
+class TokenLookup(BaseModel):
+    token: str
+    service_request_id: str | None = Field(None, description="absent while the report waits for a ticket")
+
+
+class Open311ErrorItem(BaseModel):
+    """GeoReport v2's error: `[{"code": 404, "description": "..."}]` (XML: `<errors><error>`)."""
+
+    code: int
+    description: str
+
+
+XML_CONTENT = {"text/xml": {"schema": {"type": "string", "description": "the same document in XML"}}}
+ERROR_TEXT = {
+    400: "a parameter is malformed",
+    403: "api_key missing, unknown, or not allowed to do this",
+    404: "no such service, request, token or jurisdiction",
+    413: "the body is larger than this route accepts",
+    422: "a path parameter is invalid (the format is .json or .xml)",
+    503: "tickets are disabled on this gateway",
+}
+
+
+def documented(model: Any, *errors: int, ok: int = 200) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses of an Open311 route: the body in JSON and XML, and the spec's errors."""
+    out: dict[int | str, dict[str, Any]] = {ok: {"model": model, "content": XML_CONTENT}}
+    for code in (*errors, 422, 500):
+        out[code] = {
+            "model": list[Open311ErrorItem],
+            "content": XML_CONTENT,
+            "description": ERROR_TEXT.get(code, "internal error (see the gateway log)"),
+        }
+    return out
+
+
 class Open311Error(Exception):
     def __init__(self, status: int, description: str) -> None:
         self.status = status
@@ -155,27 +205,23 @@ def xml_document(root: str, item: str | None, rows: Iterable[dict[str, Any]] | d
     )
 
 
-def render(fmt: str, root: str, item: str | None, data: Any, status: int = 200) -> Response:
+def render(
+    fmt: str, root: str, item: str | None, data: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
     if fmt == "xml":
-        return Response(xml_document(root, item, data), status, media_type="text/xml; charset=utf-8")
-    return Response(orjson.dumps(data), status, media_type="application/json")
+        return Response(xml_document(root, item, data), status, headers, media_type=XML_TYPE)
+    return Response(orjson.dumps(data), status, headers, media_type=JSON_TYPE)
 
 
-def error_response(fmt: str, status: int, description: str) -> Response:
-    errors = [{"code": status, "description": description}]
-    if fmt == "xml":
-        return Response(xml_document("errors", "error", errors), status, media_type="text/xml; charset=utf-8")
-    return JSONResponse(errors, status)
+def error_response(
+    fmt: str, status: int, description: str, headers: dict[str, str] | None = None
+) -> Response:
+    """The spec's error document: `[{"code", "description"}]` or `<errors><error>...</error></errors>`."""
+    return render(fmt, "errors", "error", [{"code": status, "description": description}], status, headers)
 
 
 def format_of(path: str) -> str:
     return "xml" if path.endswith(".xml") else "json"
-
-
-def install_error_handler(app: FastAPI) -> None:
-    @app.exception_handler(Open311Error)
-    async def _open311_error(request: Request, exc: Open311Error) -> Response:
-        return error_response(format_of(request.url.path), exc.status, exc.description)
 
 
 # ---- the catalogue ----------------------------------------------------------------------------------
@@ -302,11 +348,6 @@ def router(view: GatewayView) -> APIRouter:
             raise Open311Error(503, "tickets are disabled on this gateway")
         return Catalogue(view.tickets.desk.routing, cfg.services, cfg.agency_responsible)
 
-    def check_format(fmt: str) -> str:
-        if fmt not in FORMATS:
-            raise Open311Error(400, f"format {fmt!r} is not supported (use .xml or .json)")
-        return fmt
-
     def check_jurisdiction(request: Request, form: dict[str, str] | None = None) -> None:
         given = (form or {}).get("jurisdiction_id") or request.query_params.get("jurisdiction_id")
         if given and cfg.jurisdiction_id and given != cfg.jurisdiction_id:
@@ -317,36 +358,39 @@ def router(view: GatewayView) -> APIRouter:
             return
         token = request.query_params.get("api_key") or bearer(request)
         try:
-            request.app.state.auth.authenticate(token, request.client.host if request.client else None)
+            request.app.state.auth.authenticate(token, client_host(request))
         except AuthError as exc:
             raise Open311Error(403, f"{exc} (pass api_key)") from exc
 
-    @r.get("/services.{fmt}", response_model=list[Service])
-    def services(fmt: str, request: Request) -> Response:
-        """The service list: one service per public category."""
-        check_format(fmt)
+    def reading(request: Request) -> Catalogue:
+        """The checks every GET makes, in the spec's order; the catalogue to answer from."""
         check_jurisdiction(request)
         check_reader(request)
-        cat = catalogue()
+        return catalogue()
+
+    @r.get(
+        "/services.{fmt}", response_model=list[Service], responses=documented(list[Service], 403, 404, 503)
+    )
+    def services(fmt: Format, request: Request) -> Response:
+        """The service list: one service per public category."""
+        cat = reading(request)
         return render(fmt, "services", "service", [cat.service(c) for c in cat.categories])
 
-    @r.get("/services/{code}.{fmt}")
-    def service_definition(code: str, fmt: str, request: Request) -> Response:
+    @r.get("/services/{code}.{fmt}", responses=documented(dict[str, Any], 403, 404, 503))
+    def service_definition(code: str, fmt: Format, request: Request) -> Response:
         """A service definition: gridgate asks for no extra attributes."""
-        check_format(fmt)
-        check_jurisdiction(request)
-        check_reader(request)
-        cat = catalogue()
+        cat = reading(request)
         category = cat.category_of(code)
         return render(fmt, "service_definition", None, {"service_code": cat.code(category), "attributes": []})
 
-    @r.get("/requests.{fmt}", response_model=list[ServiceRequest])
-    def get_requests(fmt: str, request: Request) -> Response:
+    @r.get(
+        "/requests.{fmt}",
+        response_model=list[ServiceRequest],
+        responses=documented(list[ServiceRequest], 400, 403, 404, 503),
+    )
+    def get_requests(fmt: Format, request: Request) -> Response:
         """Service requests; default: the last `open311.default_days` days, newest first."""
-        check_format(fmt)
-        check_jurisdiction(request)
-        check_reader(request)
-        cat = catalogue()
+        cat = reading(request)
         assert view.tickets is not None
         store = view.tickets.store
         q = request.query_params
@@ -386,12 +430,13 @@ def router(view: GatewayView) -> APIRouter:
         details = citizen_details(view, [t.id for t in found])
         return render(fmt, "service_requests", "request", [cat.request(t, details.get(t.id)) for t in found])
 
-    @r.get("/requests/{request_id}.{fmt}", response_model=list[ServiceRequest])
-    def get_request(request_id: str, fmt: str, request: Request) -> Response:
-        check_format(fmt)
-        check_jurisdiction(request)
-        check_reader(request)
-        cat = catalogue()
+    @r.get(
+        "/requests/{request_id}.{fmt}",
+        response_model=list[ServiceRequest],
+        responses=documented(list[ServiceRequest], 403, 404, 503),
+    )
+    def get_request(request_id: str, fmt: Format, request: Request) -> Response:
+        cat = reading(request)
         assert view.tickets is not None
         t = view.tickets.store.get(request_id)
         if t is None or t.is_fault:
@@ -399,24 +444,33 @@ def router(view: GatewayView) -> APIRouter:
         details = citizen_details(view, [t.id])
         return render(fmt, "service_requests", "request", [cat.request(t, details.get(t.id))])
 
-    @r.get("/tokens/{token}.{fmt}")
-    def get_token(token: str, fmt: str, request: Request) -> Response:
-        """The request id a POST's token became (empty while the report waits for a ticket)."""
-        check_format(fmt)
-        check_reader(request)
-        catalogue()
-        tid = ticket_of_event(view, token)
-        return render(fmt, "service_requests", "request", [{"service_request_id": tid, "token": token}])
+    @r.get(
+        "/tokens/{token}.{fmt}",
+        response_model=list[TokenLookup],
+        responses=documented(list[TokenLookup], 403, 404, 503),
+    )
+    def get_token(token: str, fmt: Format, request: Request) -> Response:
+        """The request id a POST's token became (only the token while the report waits); 404 if unknown."""
+        reading(request)
+        assert view.tickets is not None
+        if not view.tickets.store.report_known(token):
+            raise Open311Error(404, f"token {token!r} not found (tokens are what POST requests answered)")
+        found = TokenLookup(token=token, service_request_id=ticket_of_event(view, token))
+        return render(fmt, "service_requests", "request", [found.model_dump(exclude_none=True)])
 
-    @r.post("/requests.{fmt}", response_model=list[dict[str, Any]])
-    async def post_request(fmt: str, request: Request) -> Response:
+    @r.post(
+        "/requests.{fmt}",
+        status_code=201,
+        response_model=list[PostedRequest],
+        responses=documented(list[PostedRequest], 400, 403, 404, 413, 503, ok=201),
+    )
+    async def post_request(fmt: Format, request: Request) -> Response:
         """A citizen report (form-encoded as the spec says, or JSON): becomes a ticket like any other."""
-        check_format(fmt)
         form = await read_form(request)
         check_jurisdiction(request, form)
         token = form.get("api_key") or bearer(request)
         try:
-            who = request.app.state.auth.authenticate(token, request.client.host if request.client else None)
+            who = request.app.state.auth.authenticate(token, client_host(request))
         except AuthError as exc:
             raise Open311Error(403, f"invalid api_key: {exc}") from exc
         if not who.can_report:
@@ -439,11 +493,12 @@ def router(view: GatewayView) -> APIRouter:
             "zipcode": form.get("zipcode") or None,
             "media_url": form.get("media_url") or None,
         }
-        reporter = {
-            k: form[k]
-            for k in ("email", "device_id", "account_id", "first_name", "last_name", "phone")
-            if form.get(k)
-        }
+        contact = CitizenContact(
+            report_id=report_id,
+            filed_at=now,
+            filed_by=who.name,
+            **{k: form[k][:256] for k in CONTACT_FIELDS if form.get(k)},
+        )
         ev = Event(
             id=report_id,
             kind=category,
@@ -454,14 +509,16 @@ def router(view: GatewayView) -> APIRouter:
             updated_at=utc(now),
             message=description[:200] or cat.name(category),
             measurements={"channel": "open311", "filed_by": who.name},
-            evidence={"open311": public, "reporter": reporter, "media_url": public["media_url"]},
+            evidence={"open311": public, "media_url": public["media_url"]},
         )
 
         def file_report() -> tuple[str | None, Ticket | None]:
             # database work off the event loop: the stream and other requests keep going
+            assert view.tickets is not None
+            view.tickets.store.save_report(contact)  # personal data: never on the event
             view.report_event(ev)
             tid = ticket_of_event(view, report_id)
-            return tid, view.tickets.store.get(tid) if tid and view.tickets is not None else None
+            return tid, view.tickets.store.get(tid) if tid else None
 
         tid, t = await run_in_threadpool(file_report)
         if t is None:
@@ -476,8 +533,11 @@ def router(view: GatewayView) -> APIRouter:
                 f"Received and sent to {cat.team_name(t.team)}; "
                 f"someone should be there within {minutes} minutes."
             )
-        row = {"service_request_id": tid, "token": report_id, "service_notice": notice, "account_id": None}
-        return render(fmt, "service_requests", "request", [row], status=201)
+        # the id, or the token while there is none: an empty id would be read as the id
+        posted = PostedRequest(
+            service_request_id=tid, token=None if tid else report_id, service_notice=notice
+        )
+        return render(fmt, "service_requests", "request", [posted.model_dump(exclude_none=True)], status=201)
 
     return r
 

@@ -26,14 +26,22 @@ class Health(BaseModel):
 def router(view: GatewayView) -> APIRouter:
     r = APIRouter(tags=["ops"])
 
-    @r.get("/healthz", response_model=Health)
+    @r.get(
+        "/healthz",
+        response_model=Health,
+        responses={503: {"model": Health, "description": "degraded: the broker is not connected"}},
+    )
     def healthz(response: Response) -> Health:
         health = view.health()
         if health.status != "ok":
             response.status_code = 503
         return health
 
-    @r.get("/metrics", response_class=Response)
+    @r.get(
+        "/metrics",
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}},
+    )
     def metrics() -> Response:
         return Response(generate_latest(view.metrics.registry()), media_type=CONTENT_TYPE_LATEST)
 

@@ -9,6 +9,8 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 
 from gateway.api.auth import Reader
+from gateway.api.errors import responses
+from gateway.api.params import Timestamp
 from gateway.api.tickets import service_of
 from gateway.tickets.reports import hotspot_rows, hotspots, sla_report, sla_rows
 
@@ -82,16 +84,16 @@ def window(
 
 
 def router(view: GatewayView) -> APIRouter:
-    r = APIRouter(prefix="/api/v1/reports", tags=["reports"])
+    r = APIRouter(prefix="/api/v1/reports", tags=["reports"], responses=responses(401, 422, 503))
 
     @r.get("/sla", response_model=SLAReport)
     def sla(
         _who: Reader,
         by: Annotated[Literal["grid_category", "grid", "category"], Query()] = "grid_category",
         since: Annotated[
-            datetime | None, Query(description="tickets created at or after; default 30 days")
+            Timestamp | None, Query(description="tickets created at or after; default 30 days")
         ] = None,
-        until: Annotated[datetime | None, Query(description="created before; default now")] = None,
+        until: Annotated[Timestamp | None, Query(description="created before; default now")] = None,
         grid_id: Annotated[str | None, Query()] = None,
         category: Annotated[str | None, Query()] = None,
         team: Annotated[str | None, Query()] = None,
@@ -110,7 +112,7 @@ def router(view: GatewayView) -> APIRouter:
             int, Query(ge=2, description="occurrences at one place to count as a hotspot")
         ] = 3,
         days: Annotated[float, Query(gt=0, le=366, description="window ending now (or at `until`)")] = 30,
-        until: Annotated[datetime | None, Query()] = None,
+        until: Annotated[Timestamp | None, Query()] = None,
         place: Annotated[
             Literal["cell", "micro_grid", "grid"], Query(description="what counts as one place")
         ] = "cell",

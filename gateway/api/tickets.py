@@ -13,11 +13,14 @@ from fastapi import APIRouter, HTTPException, Query, Response
 from pydantic import BaseModel, Field
 
 from gateway.api.auth import Principal, Reader, Writer
+from gateway.api.errors import responses
+from gateway.api.params import Limit, Offset, Timestamp
 from gateway.tickets.desk import Action
-from gateway.tickets.models import AuditEntry, Ticket, TicketEvent
+from gateway.tickets.models import AuditEntry, CitizenContact, Ticket, TicketEvent
 from gateway.tickets.service import TicketService
 from gateway.tickets.states import IllegalTransition, TicketError, TicketStatus
 from gateway.tickets.store import StaleTicket, TicketNotFound
+from gridgate.topics import TopicLevel
 
 if TYPE_CHECKING:
     from gateway.api import GatewayView
@@ -41,13 +44,20 @@ class CommentRequest(ActionRequest):
 
 class ReassignRequest(ActionRequest):
     assignee: str | None = Field(None, max_length=128, description="the new assignee (a grid worker)")
-    team: str | None = Field(None, max_length=128, description="the new team")
+    team: TopicLevel | None = Field(
+        None, description="the new team: one routing.yaml (or a grid's `teams` override) names"
+    )
 
 
 class TicketDetail(BaseModel):
     ticket: Ticket
     history: list[AuditEntry] = Field(description="every transition, escalation and comment, oldest first")
     events: list[TicketEvent] = Field(description="the events the ticket carries, as evidence")
+    reporters: list[CitizenContact] | None = Field(
+        None,
+        description="who filed its Open311 reports (personal data): only for admin and command_centre "
+        "tokens; null for every other role",
+    )
 
 
 # ---- helpers --------------------------------------------------------------------------------------
@@ -115,7 +125,7 @@ def act(
 
 
 def router(view: GatewayView) -> APIRouter:
-    r = APIRouter(prefix="/api/v1/tickets", tags=["tickets"])
+    r = APIRouter(prefix="/api/v1/tickets", tags=["tickets"], responses=responses(401, 422, 503))
 
     @r.get("", response_model=list[Ticket])
     def list_tickets(
@@ -130,11 +140,11 @@ def router(view: GatewayView) -> APIRouter:
         category: Annotated[str | None, Query(description="illegal_parking, ponding, ...")] = None,
         assignee: Annotated[str | None, Query()] = None,
         breached: Annotated[bool | None, Query(description="with (or without) a breached SLA timer")] = None,
-        since: Annotated[datetime | None, Query(description="created at or after (ISO 8601)")] = None,
-        until: Annotated[datetime | None, Query(description="created before (ISO 8601)")] = None,
-        updated_since: Annotated[datetime | None, Query(description="changed at or after")] = None,
-        limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        since: Annotated[Timestamp | None, Query(description="created at or after (ISO 8601)")] = None,
+        until: Annotated[Timestamp | None, Query(description="created before (ISO 8601)")] = None,
+        updated_since: Annotated[Timestamp | None, Query(description="changed at or after")] = None,
+        limit: Limit = 100,
+        offset: Offset = 0,
     ) -> list[Ticket]:
         """Tickets, newest first; `X-Total-Count` says how many match without limit/offset."""
         svc = service_of(view)
@@ -153,15 +163,20 @@ def router(view: GatewayView) -> APIRouter:
         response.headers["X-Total-Count"] = str(svc.store.count_tickets(**filters))
         return svc.store.list_tickets(**filters, limit=limit, offset=offset)
 
-    @r.get("/{ticket_id}", response_model=TicketDetail)
-    def get_ticket(ticket_id: str, _who: Reader) -> TicketDetail:
+    @r.get("/{ticket_id}", response_model=TicketDetail, responses=responses(404))
+    def get_ticket(ticket_id: str, who: Reader) -> TicketDetail:
+        """The ticket, its history and events; its reporters' contacts for admin and command centre."""
         svc = service_of(view)
         try:
-            return TicketDetail(
-                ticket=svc.get(ticket_id), history=svc.history(ticket_id), events=svc.events(ticket_id)
-            )
+            ticket = svc.get(ticket_id)
         except TicketNotFound as exc:
             raise HTTPException(404, str(exc)) from exc
+        return TicketDetail(
+            ticket=ticket,
+            history=svc.history(ticket_id),
+            events=svc.events(ticket_id),
+            reporters=svc.store.contacts(ticket_id) if who.sees_personal_data else None,
+        )
 
     def simple(action: Action, doc: str) -> None:
         def endpoint(ticket_id: str, who: Writer, body: ActionRequest | None = None) -> Ticket:
@@ -175,7 +190,7 @@ def router(view: GatewayView) -> APIRouter:
             response_model=Ticket,
             name=f"ticket_{action.value}",
             summary=f"{action.value.capitalize()} a ticket",
-            responses={403: {}, 404: {}, 409: {"description": "the state machine refuses it"}},
+            responses=responses(403, 404, 409, 413),
         )
 
     simple(Action.accept, "Take the order: dispatched (or reopened) -> accepted.")
@@ -185,14 +200,14 @@ def router(view: GatewayView) -> APIRouter:
     simple(Action.reopen, "The problem is back: resolved, closed or cancelled -> reopened.")
     simple(Action.cancel, "Call a ticket off (command centre).")
 
-    @r.post("/{ticket_id}/reassign", response_model=Ticket, responses={403: {}, 404: {}, 422: {}})
+    @r.post("/{ticket_id}/reassign", response_model=Ticket, responses=responses(403, 404, 409, 413))
     def reassign(ticket_id: str, who: Writer, body: ReassignRequest) -> Ticket:
-        """Give the ticket to another assignee and/or team."""
+        """Give the ticket to another assignee and/or team (422 for a team nobody configured)."""
         return act(
             service_of(view), who, ticket_id, Action.reassign, body, assignee=body.assignee, team=body.team
         )
 
-    @r.post("/{ticket_id}/comment", response_model=Ticket, responses={403: {}, 404: {}})
+    @r.post("/{ticket_id}/comment", response_model=Ticket, responses=responses(403, 404, 409, 413))
     def comment(ticket_id: str, who: Writer, body: CommentRequest) -> Ticket:
         """Add a note to the audit trail (notifies the channels)."""
         return act(service_of(view), who, ticket_id, Action.comment, body)

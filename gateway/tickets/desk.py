@@ -145,6 +145,11 @@ class TicketDesk:
         self._event_rows: dict[str, int] = {}
         self.load(now)
 
+    def known_teams(self) -> set[str]:
+        """Teams a ticket may go to: those routing.yaml names and the grids' own overrides."""
+        overrides = {team for props in self.grids.grids.values() for team in props.teams.values()}
+        return self.routing.known_teams() | overrides
+
     def load(self, now: float) -> None:
         """(Re)build the live tickets and their index from the store, e.g. after a restart."""
         with self.lock:
@@ -612,6 +617,13 @@ class TicketDesk:
             elif action is Action.reassign:
                 if assignee is None and team is None:
                     raise TicketError(f"ticket {t.id}: reassign needs an assignee, a team or both")
+                known = self.known_teams()
+                if team is not None and team not in known:
+                    raise TicketError(
+                        f"ticket {t.id}: unknown team {team!r}; "
+                        f"reassign to one of {', '.join(sorted(known))} "
+                        "(teams come from routing.yaml and the `teams` overrides of grids.geojson)"
+                    )
                 detail = {
                     "from_team": t.team,
                     "from_assignee": t.assignee,

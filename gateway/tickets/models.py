@@ -123,6 +123,24 @@ class TicketEvent(BaseModel):
     evidence: dict[str, Any] = Field(default_factory=dict, description="snapshot / clip references")
 
 
+class CitizenContact(BaseModel):
+    """Who filed an Open311 report: personal data, kept apart from events, tickets and every channel.
+
+    Only the roles that must call a citizen back (admin, command_centre) ever see it, in
+    `GET /api/v1/tickets/{id}`; events, alerts, the stream, webhooks and MQTT never carry it.
+    """
+
+    report_id: str = Field(description="the report's event id: the Open311 token")
+    filed_at: float
+    filed_by: str = Field(description="the API token (a citizen app) that filed it")
+    email: str | None = None
+    phone: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    device_id: str | None = Field(None, description="the citizen's device, as Open311 names it")
+    account_id: str | None = None
+
+
 class AuditAction(StrEnum):
     transition = "transition"
     escalate = "escalate"

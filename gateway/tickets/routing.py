@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from gateway.grids import GridProperties
 from gridgate.config import ConfigError, describe_validation_error, read_yaml
+from gridgate.topics import TopicLevel
 
 
 class _Strict(BaseModel):
@@ -64,7 +65,7 @@ class TeamSpec(_Strict):
 
 
 class CategorySpec(_Strict):
-    team: str | None = Field(None, description="team that fixes it (a key under `teams:`)")
+    team: TopicLevel | None = Field(None, description="team that fixes it (a key under `teams:`)")
     name: str = Field("", description="human name; the Open311 service_name")
     description: str = Field("", description="what the category means, for people and Open311")
     code: str | None = Field(
@@ -80,10 +81,15 @@ class RoutingConfig(_Strict):
     """The whole of routing.yaml."""
 
     defaults: Defaults = Field(default_factory=Defaults, description="what every category gets")
-    fallback_team: str = Field("command_centre", description="team of a category routed nowhere else")
-    fault_team: str = Field("maintenance", description="team of device faults with no route of their own")
-    teams: dict[str, TeamSpec] = Field(default_factory=dict, description="team id -> its settings")
-    categories: dict[str, CategorySpec] = Field(
+    fallback_team: TopicLevel = Field("command_centre", description="team of a category routed nowhere else")
+    fault_team: TopicLevel = Field(
+        "maintenance", description="team of device faults with no route of their own"
+    )
+    teams: dict[TopicLevel, TeamSpec] = Field(
+        default_factory=dict,
+        description="team id -> its settings (each id is a level of `{p}/tickets/{team}`)",
+    )
+    categories: dict[TopicLevel, CategorySpec] = Field(
         default_factory=dict, description="event kind -> its route (team, SLA, code)"
     )
     groups: dict[str, list[str]] = Field(
@@ -120,6 +126,11 @@ class RoutingConfig(_Strict):
                     )
                 seen[m] = group
         return out
+
+    def known_teams(self) -> set[str]:
+        """Every team this file names: under `teams:`, as a category's team, fallback and fault team."""
+        named = {spec.team for spec in self.categories.values() if spec.team is not None}
+        return set(self.teams) | named | {self.fallback_team, self.fault_team}
 
     # ---- lookups ------------------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, RowMapping
 
 from gateway.store import make_engine
-from gateway.tickets.models import AuditEntry, Ticket, TicketEvent
+from gateway.tickets.models import AuditEntry, CitizenContact, Ticket, TicketEvent
 from gateway.tickets.states import ENDED, OPEN, TicketError, TicketStatus
 
 metadata = MetaData()
@@ -133,6 +133,16 @@ ticket_audit = Table(
     Column("detail", JSON, nullable=False),
     Index("ix_ticket_audit_ticket", "ticket_id", "seq"),
     Index("ix_ticket_audit_at", "at"),
+)
+
+# personal data of Open311 reporters, apart from the events (which every channel carries)
+citizen_reports = Table(
+    "citizen_reports",
+    metadata,
+    Column("report_id", String(64), primary_key=True),
+    Column("filed_at", Float, nullable=False),
+    Column("filed_by", String(128), nullable=False),
+    Column("contact", JSON, nullable=False),
 )
 
 _TICKET_FIELDS = [c.name for c in tickets.columns if c.name not in ("group_name", "breach_count")]
@@ -361,6 +371,44 @@ class TicketStore:
         )
         with self.engine.connect() as conn:
             return [_event(r) for r in conn.execute(q).mappings()]
+
+    def save_report(self, contact: CitizenContact) -> None:
+        """Keep who filed an Open311 report (before its event goes anywhere)."""
+        personal = contact.model_dump(exclude={"report_id", "filed_at", "filed_by"}, exclude_none=True)
+        row = {
+            "report_id": contact.report_id,
+            "filed_at": contact.filed_at,
+            "filed_by": contact.filed_by,
+            "contact": personal,
+        }
+        with self.engine.begin() as conn:
+            conn.execute(citizen_reports.insert(), [row])
+
+    def report_known(self, report_id: str) -> bool:
+        """Whether an Open311 report with this id (token) was filed here."""
+        q = select(citizen_reports.c.report_id).where(citizen_reports.c.report_id == report_id)
+        with self.engine.connect() as conn:
+            return conn.execute(q).first() is not None
+
+    def contacts(self, ticket_id: str) -> list[CitizenContact]:
+        """Who filed the citizen reports a ticket carries, first filed first."""
+        r = citizen_reports.c
+        q = (
+            select(citizen_reports)
+            .join(ticket_events, ticket_events.c.event_id == r.report_id)
+            .where(ticket_events.c.ticket_id == ticket_id)
+            .order_by(r.filed_at, r.report_id)
+        )
+        with self.engine.connect() as conn:
+            return [
+                CitizenContact(
+                    report_id=row["report_id"],
+                    filed_at=row["filed_at"],
+                    filed_by=row["filed_by"],
+                    **_json(row["contact"]),
+                )
+                for row in conn.execute(q).mappings()
+            ]
 
     def event_counts(self, ticket_ids: Iterable[str]) -> dict[str, int]:
         """Stored event rows per ticket (evidence kept; `Ticket.count` counts every event)."""

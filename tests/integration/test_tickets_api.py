@@ -294,15 +294,17 @@ def test_open311_georeport_v2_json_and_xml(gw: Gateway) -> None:
     assert r.status_code == 201, r.text
     [created] = r.json()
     rid = created["service_request_id"]
-    assert rid and created["token"] and "Sanitation" in created["service_notice"]
+    # the id, and no token beside it (FixMyStreet would read an empty element as the id)
+    assert rid and "token" not in created and "Sanitation" in created["service_notice"]
     assert gw.tickets is not None
     t = gw.tickets.get(rid)
+    token = t.sources[0].removeprefix("citizen:")
     assert (t.category, t.team, t.grid_id, t.micro_grid_id, t.sources) == (
         "bin_overflow",
         "sanitation",
         "G1",
         "G1-M1",
-        [f"citizen:{created['token']}"],
+        [f"citizen:{token}"],
     )
     # a second citizen a few metres away: the same ticket (dedup), said so
     r = api.post(
@@ -313,9 +315,7 @@ def test_open311_georeport_v2_json_and_xml(gw: Gateway) -> None:
         r.status_code == 201 and joined["service_request_id"] == rid and "joined" in joined["service_notice"]
     )
     assert gw.tickets.get(rid).count == 2
-    assert api.get(f"/tokens/{created['token']}.json").json() == [
-        {"service_request_id": rid, "token": created["token"]}
-    ]
+    assert api.get(f"/tokens/{token}.json").json() == [{"token": token, "service_request_id": rid}]
 
     [req] = api.get("/requests.json", params={"service_request_id": rid}).json()
     assert list(req) == list(REQUEST_FIELDS)

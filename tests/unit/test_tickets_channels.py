@@ -19,17 +19,19 @@ def test_a_slow_stream_client_loses_its_oldest_messages_never_blocks() -> None:
     loop = asyncio.new_event_loop()
     try:
         hub = StreamHub(queue_max=10)
-        slow = hub.connect("slow", StreamFilter(), loop)
-        g2 = hub.connect("g2", StreamFilter(grids=frozenset({"G2"})), loop)
+        slow, _, _ = hub.connect("slow", StreamFilter(), loop)
+        g2, _, _ = hub.connect("g2", StreamFilter(grids=frozenset({"G2"})), loop)
+        start = hub.last_id
         evs = [event("ponding", f"camera:c{i}", 1.0, CAMERA) for i in range(25)]
         for i, ev in enumerate(evs):
             ev.grid_id = "G1"
             ev.measurements["n"] = i
         hub.on_events(evs)
-        messages, drops = slow.take()
-        assert (len(messages), drops, slow.dropped, hub.dropped) == (10, 15, 15, 15)
-        assert [orjson.loads(m)["event"]["measurements"]["n"] for m in messages] == list(range(15, 25))
-        assert g2.take() == ([], 0)
+        messages, gap = slow.take()
+        assert gap is not None and (gap.count, gap.last_id, gap.next_id) == (15, start, messages[0].id)
+        assert (len(messages), slow.dropped, hub.dropped) == (10, 15, 15)
+        assert [orjson.loads(m.body)["event"]["measurements"]["n"] for m in messages] == list(range(15, 25))
+        assert g2.take() == ([], None)
         hub.disconnect(slow)
         hub.disconnect(g2)
         assert hub.clients == 0

@@ -21,6 +21,7 @@ class GatewayMetrics(Collector):
         self.rejected: Counter[str] = Counter()
         self.events_out: Counter[str] = Counter()
         self.points_written = 0
+        self.points_refused = 0  # points the database refused as bad data (each dead-lettered)
         self.write_errors = 0
         self.mqtt_connects = 0
         self.gauges: dict[str, Callable[[], float]] = {}
@@ -57,6 +58,11 @@ class GatewayMetrics(Collector):
         yield events
         yield CounterMetricFamily(
             "gridgate_points_written", "points the sink confirmed", value=self.points_written
+        )
+        yield CounterMetricFamily(
+            "gridgate_points_refused",
+            "points the database refused as bad data, each sent to the dead-letter topic",
+            value=self.points_refused,
         )
         yield CounterMetricFamily(
             "gridgate_write_errors", "failed sink writes (retried)", value=self.write_errors

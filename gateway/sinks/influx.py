@@ -7,7 +7,7 @@ import logging
 import httpx
 import orjson
 
-from gateway.sinks.base import SinkError, rejected_in_partial_write, safe_url, short
+from gateway.sinks.base import SinkError, influx_refusal, safe_url, short
 from gateway.sinks.lineprotocol import encode, encode_v1
 
 __all__ = ["InfluxV1Sink", "InfluxV2Sink"]
@@ -32,14 +32,13 @@ def _server_message(body: str) -> str:
     return body
 
 
-def _classify(status: int, message: str, n_lines: int, where: str, url: str) -> SinkError:
-    """Turn an HTTP error answer into a SinkError; partial writes count what was stored."""
+def _classify(status: int, message: str, lines: list[str], where: str, url: str) -> SinkError:
+    """Turn an HTTP error answer into a SinkError; a refusal says which lines it names."""
     text = f"{where}: HTTP {status}: {short(message)}"
     if status >= 500 or status in _RETRYABLE_4XX or status in _CONFIG_4XX:
         return SinkError(text, retryable=True, url=url, status=status)
-    rejected = rejected_in_partial_write(message, n_lines)
-    written = n_lines - rejected if rejected is not None else 0
-    return SinkError(text, retryable=False, url=url, status=status, written=written)
+    refused, resend = influx_refusal(message, lines)
+    return SinkError(text, retryable=False, url=url, status=status, refused=refused, resend=resend)
 
 
 class InfluxV1Sink:
@@ -92,7 +91,7 @@ class InfluxV1Sink:
         message = _server_message(r.text)
         if r.status_code == 404 and "database not found" in message and self._create_database:
             self._try_create_database()
-        raise _classify(r.status_code, message, len(lines), f"POST {self.url}", self.url)
+        raise _classify(r.status_code, message, lines, f"POST {self.url}", self.url)
 
     def _try_create_database(self) -> None:
         """Like Telegraf: create the database once if it is missing (harmless without the right)."""
@@ -100,13 +99,19 @@ class InfluxV1Sink:
         try:
             r = self._client.post(f"{self.base}/query", data={"q": f'CREATE DATABASE "{self.database}"'})
             log.warning(
-                "sink_create_database url=%s database=%s status=%s",
+                "event=sink_create_database url=%s database=%s status=%s",
                 safe_url(self.base),
                 self.database,
                 r.status_code,
             )
         except httpx.HTTPError as exc:
-            log.warning("sink_create_database url=%s error=%s", safe_url(self.base), type(exc).__name__)
+            log.warning(
+                "event=sink_create_database_failed url=%s database=%s error=%s fix=%r",
+                safe_url(self.base),
+                self.database,
+                type(exc).__name__,
+                "create the database or grant the user CREATE rights",
+            )
 
     def close(self) -> None:
         self._client.close()
@@ -149,7 +154,7 @@ class InfluxV2Sink:
             message = _server_message(body) or str(exc.reason or "")
             if status == 0:
                 raise SinkError(f"POST {self.url}: {short(message)}", retryable=True, url=self.url) from exc
-            raise _classify(status, message, len(lines), f"POST {self.url}", self.url) from exc
+            raise _classify(status, message, lines, f"POST {self.url}", self.url) from exc
         except (Urllib3Error, OSError) as exc:
             raise SinkError(
                 f"POST {self.url}: {type(exc).__name__}: {short(str(exc)) or 'no answer'}",

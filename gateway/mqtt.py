@@ -153,11 +153,13 @@ class GatewayMQTT:
         on_read_done: Callable[[], None] | None = None,
         before_send: Callable[[], None] | None = None,
         expect_session: bool = False,
+        dropped_seen: int | None = None,
     ) -> None:
         """`on_message(topic, payload, mid, dup)` runs on the network thread before the PUBACK is sent;
         `before_send` before any bytes leave (so the journal is written before its PUBACKs);
         `expect_session`: an earlier run used this client id, so the broker should still hold its
-        session (a warning says so when it does not)."""
+        session (a warning says so when it does not); `dropped_seen`: the broker's dropped-message
+        counter as an earlier run last saw it (so drops while the gateway was down are noticed)."""
         self.cfg = cfg
         self.subscriptions = [
             f"$share/{cfg.shared_group}/{s}" if cfg.shared_group else s for s in subscriptions
@@ -177,7 +179,7 @@ class GatewayMQTT:
         self.refused_publishes = 0  # publishes to topics a broker would refuse (never sent)
         self.sessions_lost = 0  # connections where the broker had not kept our persistent session
         self.broker_dropped = 0  # messages the broker says it dropped by its queue limits, since we met it
-        self._dropped_baseline: int | None = None
+        self.dropped_seen = dropped_seen  # the broker's counter as last seen (saved across restarts)
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
         self.client.reconnect_delay_set(min_delay=1, max_delay=int(cfg.reconnect_max_s))
@@ -251,21 +253,21 @@ class GatewayMQTT:
             total = int(payload)
         except ValueError:
             return
-        if self._dropped_baseline is None or total < self._dropped_baseline:  # first sight, or a restart
-            self._dropped_baseline = total - self.broker_dropped
-            return
-        dropped = total - self._dropped_baseline
-        if dropped > self.broker_dropped:
+        seen, self.dropped_seen = self.dropped_seen, total
+        if seen is None:
+            return  # first sight of this broker: nothing to compare with
+        new = total - seen if total >= seen else total  # lower: the broker restarted, counting from 0
+        if new > 0:
+            self.broker_dropped += new
             log.warning(
-                "event=broker_dropped_messages broker=%s dropped_since_start=%d new=%d fix='the broker "
+                "event=broker_dropped_messages broker=%s dropped=%d dropped_since_start=%d fix='the broker "
                 "dropped messages past its queue limits (for some client: ours if the gateway was away "
-                "or slow): raise max_queued_messages and max_inflight_messages "
-                "(mosquitto.conf) to hold the longest gateway outage; see README, Reliability'",
+                "or slow): raise max_queued_messages and max_inflight_messages (mosquitto.conf) to hold the "
+                "longest gateway outage; see README, Reliability'",
                 self.where,
-                dropped,
-                dropped - self.broker_dropped,
+                new,
+                self.broker_dropped,
             )
-            self.broker_dropped = dropped
 
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
         """Publish, or refuse (logged, counted) a topic the broker would answer by disconnecting us."""

@@ -37,6 +37,8 @@ from gridgate.topics import Topics
 
 log = logging.getLogger("gridgate.gateway")
 
+BROKER_DROPPED = "broker_dropped_seen"  # stored beside the journal marks: the broker's $SYS drop counter
+
 
 class Gateway:
     """The central service. `with Gateway(cfg): ...` or `start()` / `stop()`."""
@@ -93,6 +95,7 @@ class Gateway:
             on_read_done=self.shards.flush if self.shards else None,
             before_send=self.journal.flush,
             expect_session=self.journal.last_seq > 0,
+            dropped_seen=self.store.load_mark(BROKER_DROPPED),
         )
         self.metrics.gauge("mqtt_refused_publishes", lambda: float(self.mqtt.refused_publishes))
         self.metrics.gauge("mqtt_sessions_lost", lambda: float(self.mqtt.sessions_lost))
@@ -225,7 +228,7 @@ class Gateway:
         A different worker count since the last run (another device split) falls back to the oldest
         mark for all: the replay may then apply a few messages twice, but loses none.
         """
-        saved = {name: self.store.load_mark(name) for name in self._mark_names}
+        saved = {name: self.store.load_mark(name) or 0 for name in self._mark_names}
         if self.cfg.ingest.workers and not all(saved.values()) and any(saved.values()):
             low = min(v for v in saved.values() if v)
             return [low] * len(self._mark_names)
@@ -329,6 +332,7 @@ class Gateway:
             if self.shards is not None:
                 self.shards.request_checkpoint(upto)
         marks = {"main": upto}
+        broker_marks = {BROKER_DROPPED: self.mqtt.dropped_seen} if self.mqtt.dropped_seen is not None else {}
         if self.shards is not None:
             worker_marks, worker_states = self.shards.take_checkpoints()
             marks.update(zip(self._mark_names[1:], worker_marks, strict=True))
@@ -342,7 +346,7 @@ class Gateway:
         try:
             if not durable:
                 raise TimeoutError(f"points or tickets not durable within {timeout_s:g} s")
-            self.store.save_checkpoint(states, batch, marks, self.clock.now())
+            self.store.save_checkpoint(states, batch, marks | broker_marks, self.clock.now())
         except Exception as exc:
             with self._pending_lock:
                 self._pending_events[:0] = batch

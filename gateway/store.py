@@ -109,11 +109,11 @@ class GatewayStore:
         with self.engine.connect() as conn:
             return {row.device_id: row.state for row in conn.execute(select(device_state))}
 
-    def load_mark(self, name: str) -> int:
-        """The journal position of the last checkpoint (0: none yet)."""
+    def load_mark(self, name: str) -> int | None:
+        """A saved mark (the journal position of the last checkpoint, ...); None: never saved."""
         with self.engine.connect() as conn:
             seq = conn.scalar(select(ingest_mark.c.seq).where(ingest_mark.c.name == name))
-        return int(seq or 0)
+        return None if seq is None else int(seq)
 
     def save_checkpoint(
         self,

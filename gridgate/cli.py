@@ -68,7 +68,7 @@ def config_check(
     """
     from devices.registry import load_registry
     from gateway.grids import GridIndex
-    from gateway.tickets.routing import load_routing
+    from gateway.tickets.routing import RoutingConfig, load_routing
 
     try:
         if config.suffix in (".geojson", ".json"):
@@ -91,9 +91,22 @@ def config_check(
             exposure = open_api_exposure(cfg)
             if exposure is not None:  # only reached with auth.allow_open: true
                 console.print(f"[yellow]warning: {exposure}[/yellow]", highlight=False)
+            registry = load_registry(cfg.devices_file)
+            what += f", {len(registry)} devices in {cfg.devices_file}"
+            if cfg.grids_file is not None:
+                grids = GridIndex.load(cfg.grids_file, cfg.fallback_grid)
+                what += f", {len(grids)} grids in {cfg.grids_file}"
             if cfg.tickets.enabled:
-                routing = load_routing(cfg.tickets.routing_file)
-                what += f", routing {cfg.tickets.routing_file} ({len(routing.categories)} categories)"
+                if cfg.tickets.routing_file.exists():
+                    routing = load_routing(cfg.tickets.routing_file)
+                    what += f", routing {cfg.tickets.routing_file} ({len(routing.categories)} categories)"
+                else:
+                    routing = RoutingConfig()
+                    console.print(
+                        f"[yellow]warning: no routing file {cfg.tickets.routing_file} beside {config}: the "
+                        "gateway routes tickets by its built-in defaults (set tickets.routing_file)[/yellow]",
+                        highlight=False,
+                    )
                 unknown = [c for c in cfg.open311.services if c not in routing.categories]
                 if unknown:
                     raise ConfigError(

@@ -486,17 +486,37 @@ def open_api_exposure(cfg: GatewayConfig) -> str | None:
     )
 
 
-def resolve_paths(cfg: GatewayConfig, base: Path) -> GatewayConfig:
-    """Relative paths in a config file are relative to that file's folder's parent project."""
+def resolve_path(value: Path, config_file: Path) -> Path:
+    """Where a relative path written in (or defaulted for) `config_file` points.
+
+    Tried in order: beside the file, the file's name beside it (`config/routing.yaml` next to an
+    `/etc/gridgate/gateway.yaml`), the project above it (a `config/` folder in a checkout), the working
+    directory. None existing: beside the file, so an error names the full path looked for.
+    """
+    if value.is_absolute():
+        return value
+    folder = config_file.resolve().parent
+    for candidate in (folder / value, folder / value.name, folder.parent / value, value):
+        if candidate.exists():
+            return candidate
+    return folder / value
+
+
+def resolve_paths(cfg: GatewayConfig, config_file: Path) -> GatewayConfig:
+    """The config's file paths resolved against the config file (`resolve_path`).
+
+    A default routing file that exists nowhere is left as it is: the gateway then runs on built-in
+    routing defaults, with a warning.
+    """
     updates: dict[str, Any] = {}
     for name in ("devices_file", "grids_file"):
         value = getattr(cfg, name)
-        if value is not None and not value.is_absolute() and not value.exists() and (base / value).exists():
-            updates[name] = base / value
-    routing = cfg.tickets.routing_file
-    if not routing.is_absolute() and not routing.exists() and (base / routing).exists():
-        updates["tickets"] = cfg.tickets.model_copy(update={"routing_file": base / routing})
-    return cfg.model_copy(update=updates) if updates else cfg
+        if value is not None:
+            updates[name] = resolve_path(value, config_file)
+    routing = resolve_path(cfg.tickets.routing_file, config_file)
+    if routing.exists() or "routing_file" in cfg.tickets.model_fields_set:
+        updates["tickets"] = cfg.tickets.model_copy(update={"routing_file": routing})
+    return cfg.model_copy(update=updates)
 
 
 def load_gateway_config(path: str | Path | None) -> GatewayConfig:
@@ -511,5 +531,5 @@ def load_gateway_config(path: str | Path | None) -> GatewayConfig:
     except ValidationError as exc:
         raise describe_validation_error(path or "environment", exc) from exc
     if path is not None:
-        cfg = resolve_paths(cfg, Path(path).resolve().parent.parent)
+        cfg = resolve_paths(cfg, Path(path))
     return cfg

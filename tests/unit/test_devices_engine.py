@@ -290,3 +290,40 @@ def test_reading_path_is_fast(engine: DeviceEngine) -> None:
         engine.on_reading(MH, Reading(MH.id, "manhole", T0 + i, dict(values, tilt_deg=i % 7)), T0 + i)
     per = (time.perf_counter() - start) / n
     assert per < 100e-6  # generous: about 5 us on a laptop
+
+
+def test_replayed_old_readings_are_not_a_stuck_sensor() -> None:
+    """A gauge uploads a buffer of readings measured 48 h ago: their age is not 'unchanged for 48 h'."""
+    dev = Device(id="WG-0004", type="water_gauge", lat=30.27, lon=120.15, reporting_interval_s=172_800)
+    engine = DeviceEngine(DeviceRegistry.from_devices([dev]), started_at=T0)
+    now = T0 + 48 * 3600
+    events: list[Event] = []
+    for i, level in enumerate((10.0, 11.0, 12.0)):
+        _, changed = engine.on_reading(
+            dev, Reading(dev.id, "water_gauge", T0 + i * 300, {"water_level_cm": level}), now
+        )
+        events += changed
+        events += engine.check_silence(now + 1)
+    assert [e.kind for e in events] == []
+    # on the device's clock 12.0 has been unchanged since T0 + 600: 24 h after that it is stuck
+    quiet = now + 86_400 - 1  # receive time: the device's clock reads T0 + 600 + 86_399 s
+    assert [e for e in engine.check_silence(quiet) if e.kind == "stuck_sensor"] == []
+    assert [e.kind for e in engine.check_silence(quiet + 1) if e.kind == "stuck_sensor"] == ["stuck_sensor"]
+
+
+def test_an_alarm_raised_again_after_a_crash_keeps_its_id(engine: DeviceEngine) -> None:
+    """A journal replay re-raises what the last checkpoint missed: with the id it was published with."""
+    snap = engine.snapshot(WG.id)
+    [first] = [e for e in send(engine, WG, T0 + 10, water_level_cm=20) if e.kind == "water_high"]
+    fresh = DeviceEngine(DeviceRegistry.from_devices([MH, BIN, WG, LOW], PROFILES), started_at=T0 + 30)
+    fresh.restore(WG.id, snap)
+    [again] = [e for e in send(fresh, WG, T0 + 10, water_level_cm=20) if e.kind == "water_high"]
+    assert again.id == first.id and again.started_at == first.started_at
+
+
+def test_an_engine_owning_a_share_watches_only_its_devices() -> None:
+    devices = [Device(id=f"WG-{i}", type="water_gauge", lat=30.27, lon=120.15) for i in range(10)]
+    mine = {"WG-1", "WG-4"}
+    engine = DeviceEngine(DeviceRegistry.from_devices(devices), started_at=T0, owns=lambda d: d in mine)
+    offline = engine.check_silence(T0 + 10 * 86_400)
+    assert {e.source for e in offline} == {"device:WG-1", "device:WG-4"}

@@ -77,7 +77,13 @@ class Gateway:
         self.checkpoint_seq = min(self._marks)
         self.journal_bytes = 0
         self.sink_name = "sqlite" if cfg.influx.api == "none" else f"influx-{cfg.influx.api} {cfg.influx.url}"
-        self.runner = SinkRunner.from_config(cfg.influx, cfg.storage, self.metrics)
+        self.runner = SinkRunner.from_config(
+            cfg.influx,
+            cfg.storage,
+            self.metrics,
+            processes=cfg.ingest.workers + 1,  # the gateway and each worker keep a share of the cap
+            dead_letter=lambda body: self.mqtt.publish(self.topics.dead_letter, body, 1),
+        )
         self.topics = Topics(cfg.broker.topic_prefix)
         subscriptions = [self.topics.device_filter, self.topics.edge_filter]
         subscriptions += [vt.subscription for vt in cfg.vendor_topics]
@@ -385,6 +391,7 @@ class Gateway:
                 if now >= next_silence and self.shards is None:  # workers watch their own devices
                     self.pipeline.check_silence(now)
                     next_silence = now + self.cfg.offline_check_s
+                    next_checkpoint = 0.0  # what silence raised is not in the journal: save it now
                 if time.monotonic() >= next_checkpoint:
                     next_checkpoint = time.monotonic() + self.cfg.ingest.checkpoint_s
                     self.checkpoint()
@@ -532,12 +539,32 @@ class Gateway:
     def health(self) -> Health:
         connected = self.mqtt.connected.is_set()
         workers_ok = self.shards is None or self.shards.alive()
+        sink = self.runner.status()
+        failed = sink["failed_attempts"] + int(self.shard_gauge("sink_failed_attempts"))
+        dropping = sink["dropped_recently"] or self.shard_gauge("sink_dropped_recently") > 0
+        checks = {
+            "mqtt_disconnected": not connected,
+            "worker_down": not workers_ok,
+            "sink_backing_off": failed > 0,
+            "sink_dropping": dropping,
+        }
+        problems = [name for name, bad in checks.items() if bad]
+        # the configured URL may hold user:password; the sink's own is without credentials
+        api = self.cfg.influx.api
+        where = self.sink_name if api == "none" else f"influx-{api} {sink['sink']}"
         return Health(
-            status="ok" if connected and workers_ok else "degraded",
+            status="degraded" if problems else "ok",
+            problems=problems,
             mqtt_connected=connected,
             devices=len(self.registry),
-            sink=self.sink_name,
+            sink=where,
+            sink_state="backing_off" if failed else "healthy",
+            sink_failed_attempts=failed,
+            sink_last_error=sink["last_error"],
             buffer_depth=self.runner.buffer_depth + int(self.shard_gauge("buffer_depth")),
+            spooled=sink["spooled"] + int(self.shard_gauge("points_spooled")),
+            points_dropped=sink["points_dropped"] + int(self.shard_gauge("points_dropped")),
+            points_refused=self.metrics.points_refused,
         )
 
 

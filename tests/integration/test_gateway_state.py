@@ -63,8 +63,11 @@ def test_offline_and_stuck_sensor_with_injected_clock(mosquitto: Mosquitto, tmp_
         )
 
 
-def test_alarm_state_survives_restart_without_duplicates(mosquitto: Mosquitto, tmp_path: Path) -> None:
-    cfg = gateway_config(tmp_path, mosquitto, {"api": "none"})
+@pytest.mark.parametrize("workers", [0, 2])
+def test_alarm_state_survives_restart_without_duplicates(
+    mosquitto: Mosquitto, tmp_path: Path, workers: int
+) -> None:
+    cfg = gateway_config(tmp_path, mosquitto, {"api": "none"}, ingest={"workers": workers})
     t0 = time.time() - 100
     with Collector.on(mosquitto, ["gridgate/alerts/#"]) as col:
         with Gateway(cfg) as gw:

@@ -51,7 +51,10 @@ class Gateway:
         registry: DeviceRegistry | None = None,
         store_url: str | None = None,
         log_level: str = "info",
+        fresh_broker: bool = False,
     ) -> None:
+        """`fresh_broker`: the broker was started with this gateway (the demo's embedded one), so it
+        cannot hold the session of an earlier run; no warning that it lost it."""
         self.cfg = cfg
         self.clock = clock or SystemClock()
         self.metrics = GatewayMetrics()
@@ -100,7 +103,7 @@ class Gateway:
             on_connect=self._on_connect,
             on_read_done=self.shards.flush if self.shards else None,
             before_send=self.journal.flush,
-            expect_session=self.journal.last_seq > 0,
+            expect_session=self.journal.last_seq > 0 and not fresh_broker,
             dropped_seen=self.store.load_mark(BROKER_DROPPED),
         )
         self.metrics.gauge("mqtt_refused_publishes", lambda: float(self.mqtt.refused_publishes))

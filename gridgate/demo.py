@@ -47,7 +47,7 @@ class Demo:
             grids_file=REPO / "config" / "grids.geojson",
             offline_check_s=2.0,
         )
-        self.gateway = Gateway(self.cfg)
+        self.gateway = Gateway(self.cfg, fresh_broker=True)
         self.camera_wanted = camera
         self.camera_status = "off"
         self._proc: subprocess.Popen[bytes] | None = None  # the camera's child process

@@ -21,7 +21,8 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +111,7 @@ def backoff_delay(
 class DiskSpool:
     """A FIFO of encoded lines in SQLite (WAL), kept per sink format so a config change cannot mix them.
 
-    Each line has a `keep` flag (an `events` or `tickets` point): `drop_oldest` takes the oldest
+    Each line has a `keep` flag (an `events` or `tickets` point): `push(..., drop=n)` drops the oldest
     lines without it first. Thread-safe: every method is one transaction under a lock.
     """
 
@@ -146,29 +147,26 @@ class DiskSpool:
             ).fetchall()
         return {fmt: int(n) for fmt, n in rows}
 
-    def push(self, lines: Sequence[tuple[str, bool]], front: bool = False) -> None:
-        """Append `(line, keep)` rows behind what is spooled, or (`front`) ahead of all of it."""
+    def push(self, lines: Sequence[tuple[str, bool]], front: bool = False, drop: int = 0) -> tuple[int, int]:
+        """Append `(line, keep)` rows behind what is spooled, or (`front`) ahead of all of it; then,
+        in the same transaction, drop the `drop` oldest lines, plain ones first; returns the
+        (plain, keep) counts dropped."""
         fmt = self.fmt
-        with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                if front:
-                    lowest = self._db.execute("SELECT MIN(id) FROM spool").fetchone()[0]
-                if front and lowest is not None:
-                    first = int(lowest) - len(lines)
-                    self._db.executemany(
-                        "INSERT INTO spool (id, fmt, line, keep) VALUES (?, ?, ?, ?)",
-                        ((first + i, fmt, line, keep) for i, (line, keep) in enumerate(lines)),
-                    )
-                else:
-                    self._db.executemany(
-                        "INSERT INTO spool (fmt, line, keep) VALUES (?, ?, ?)",
-                        ((fmt, line, keep) for line, keep in lines),
-                    )
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with self._lock, self._transaction():
+            if front:
+                lowest = self._db.execute("SELECT MIN(id) FROM spool").fetchone()[0]
+            if front and lowest is not None:
+                first = int(lowest) - len(lines)
+                self._db.executemany(
+                    "INSERT INTO spool (id, fmt, line, keep) VALUES (?, ?, ?, ?)",
+                    ((first + i, fmt, line, keep) for i, (line, keep) in enumerate(lines)),
+                )
+            else:
+                self._db.executemany(
+                    "INSERT INTO spool (fmt, line, keep) VALUES (?, ?, ?)",
+                    ((fmt, line, keep) for line, keep in lines),
+                )
+            return self._drop(drop) if drop > 0 else (0, 0)
 
     def peek(self, n: int) -> list[tuple[int, str]]:
         """The oldest `n` lines with their ids, still spooled."""
@@ -184,32 +182,28 @@ class DiskSpool:
             ).rowcount
 
     def delete_ids(self, ids: Iterable[int]) -> int:
-        with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                n = sum(self._db.execute("DELETE FROM spool WHERE id = ?", (i,)).rowcount for i in ids)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-            return n
+        with self._lock, self._transaction():
+            return sum(self._db.execute("DELETE FROM spool WHERE id = ?", (i,)).rowcount for i in ids)
 
-    def drop_oldest(self, n: int) -> tuple[int, int]:
+    def _drop(self, n: int) -> tuple[int, int]:
         """Delete the `n` oldest lines, plain ones first; returns (plain, keep) counts deleted."""
         sql = (
             "DELETE FROM spool WHERE id IN"
             " (SELECT id FROM spool WHERE fmt = ? AND keep = ? ORDER BY id LIMIT ?)"
         )
-        with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                plain = self._db.execute(sql, (self.fmt, 0, n)).rowcount
-                kept = self._db.execute(sql, (self.fmt, 1, n - plain)).rowcount if plain < n else 0
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        plain = self._db.execute(sql, (self.fmt, 0, n)).rowcount
+        kept = self._db.execute(sql, (self.fmt, 1, n - plain)).rowcount if plain < n else 0
         return plain, kept
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:
@@ -836,7 +830,8 @@ class SinkRunner:
             self._attempt = 0
 
     def _spill(self) -> None:
-        """Move what waits in memory to the spool (behind what is there), then enforce the backlog cap."""
+        """Move what waits in memory to the spool (behind what is there) and, in the same
+        transaction, drop the oldest lines beyond the backlog cap: the disk never holds more."""
         spool = self._spool
         if spool is None:
             return
@@ -847,47 +842,43 @@ class SinkRunner:
                     self._buf.clear()
                     self._moving = len(items)
                     self._moving_seq = items[0][0]
-            if items:
-                try:
-                    spool.push([(line, keep) for _, line, keep in items])
-                except sqlite3.Error as exc:
-                    with self._progress:
-                        self._buf.extendleft(reversed(items))
-                        self._moving = 0
-                        self._moving_seq = None
-                    log.error(
-                        "event=sink_spool_failed path=%s lines=%d error=%r fix=%r",
-                        spool.path,
-                        len(items),
-                        str(exc),
-                        "check the disk under storage.data_dir",
-                    )
-                    return
+                over = self._inflight + self._moving + self._spooled - self.buffer_max_points
+            if not items and over <= 0:
+                return
+            try:
+                plain, kept = spool.push([(line, keep) for _, line, keep in items], drop=max(over, 0))
+            except sqlite3.Error as exc:
                 with self._progress:
-                    self._spooled += len(items)
+                    self._buf.extendleft(reversed(items))
                     self._moving = 0
                     self._moving_seq = None
-                    self._progress.notify_all()
-            over = self.buffer_depth - self.buffer_max_points
-            if over > 0:
-                self._drop_spooled(spool, over)
-
-    def _drop_spooled(self, spool: DiskSpool, over: int) -> None:
-        plain, kept = spool.drop_oldest(over)
-        with self._lock:
-            self._spooled = max(0, self._spooled - plain - kept)
-            self.points_dropped += plain + kept
-            self._last_drop = time.monotonic()
-        log.warning(
-            "event=sink_backlog_full url=%s where=spool dropped_oldest=%d dropped_events_tickets=%d "
-            "dropped_total=%d max=%d fix=%r",
-            self.sink.url,
-            plain,
-            kept,
-            self.points_dropped,
-            self.buffer_max_points,
-            "bring the database back, or raise influx.buffer_max_points",
-        )
+                log.error(
+                    "event=sink_spool_failed path=%s lines=%d error=%r fix=%r",
+                    spool.path,
+                    len(items),
+                    str(exc),
+                    "check the disk under storage.data_dir",
+                )
+                return
+            with self._progress:
+                self._spooled = max(0, self._spooled + len(items) - plain - kept)
+                self._moving = 0
+                self._moving_seq = None
+                if plain or kept:
+                    self.points_dropped += plain + kept
+                    self._last_drop = time.monotonic()
+                self._progress.notify_all()
+        if plain or kept:
+            log.warning(
+                "event=sink_backlog_full url=%s where=spool dropped_oldest=%d dropped_events_tickets=%d "
+                "dropped_total=%d max=%d fix=%r",
+                self.sink.url,
+                plain,
+                kept,
+                self.points_dropped,
+                self.buffer_max_points,
+                "bring the database back, or raise influx.buffer_max_points",
+            )
 
     def _backoff(self) -> None:
         """Wait before the next retry, spilling new points to disk meanwhile; `flush`/`close` cut it short."""

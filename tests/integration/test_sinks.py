@@ -5,12 +5,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
+from gateway.service import Gateway
 from gateway.sinks import InfluxV1Sink, InfluxV2Sink, SinkRunner, SQLiteSink
 from gridgate.config import InfluxConfig, StorageConfig
 from gridgate.models import Point
-from tests.servers import Collector, InfluxDB1, Mosquitto, VictoriaMetrics, pub, wait_until
+from tests.integration.spine_helpers import gateway_config
+from tests.servers import Collector, InfluxDB1, Mosquitto, VictoriaMetrics, free_port, pub, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -55,6 +58,165 @@ def test_v1_round_trip_exact(influxdb1: InfluxDB1, influx_db: str) -> None:
     assert got == want
     odd = influxdb1.rows('SELECT * FROM "odd name,x" GROUP BY *', influx_db)
     assert odd == [{"time": T0 + 7, "t k": "v=1", "f,k": 1.25}]
+
+
+def test_v1_refused_point_is_isolated_and_dead_lettered(influxdb1: InfluxDB1, influx_db: str) -> None:
+    """InfluxDB 1.x stores the good points of a batch and refuses a type conflict without naming it."""
+    influxdb1.write(f"telemetry,device_id=old open=true {T0 - 10**9}", influx_db)  # `open`: a boolean field
+    points = [telemetry(i) for i in range(60)]
+    bad = Point("telemetry", {"device_id": "mh-9"}, {"open": 1.0}, T0 + 10**9)  # a float `open`: refused
+    points.insert(25, bad)
+    refused: list[tuple[str, str]] = []
+    with SinkRunner(
+        InfluxV1Sink(influxdb1.url, influx_db),
+        batch_size=100,
+        flush_interval_s=0.1,
+        on_refused=lambda *a: refused.append(a),
+    ) as runner:
+        runner.add_many(points)
+        assert runner.flush(10)
+        assert runner.healthy
+        assert runner.metrics.points_refused == 1
+        assert runner.metrics.points_written == 60
+
+    assert [line for line, _ in refused] == [InfluxV1Sink.encode(bad)]
+    reason = refused[0][1]
+    assert 'field type conflict: input field "open" on measurement "telemetry" is type float' in reason
+    assert "already exists as type boolean" in reason
+    rows = influxdb1.rows(f'SELECT "battery", "open" FROM "telemetry" WHERE time >= {T0}', influx_db)
+    assert [r["time"] for r in rows] == [p.time_ns for p in points if p is not bad]
+
+
+def test_v2_refused_point_is_isolated_against_victoriametrics(victoria: VictoriaMetrics) -> None:
+    """VictoriaMetrics refuses a line over its -influx.maxLineSize (256 KiB), and nothing after it;
+    every other point is stored exactly once (no sample written twice)."""
+    now = time.time_ns() // 1_000_000 * 1_000_000
+    points = [
+        Point("vmrefuse", {"device_id": f"d{i}"}, {"level": float(i)}, now + i * 10**6) for i in range(40)
+    ]
+    bad = Point("vmrefuse", {"device_id": "huge"}, {"level": 1.0, "note": "x" * 3_000_000}, now)
+    points.insert(12, bad)
+    refused: list[tuple[str, str]] = []
+    sink = InfluxV2Sink(victoria.url, token=None, org="gridgate", bucket="gridgate")
+    with SinkRunner(
+        sink, batch_size=100, flush_interval_s=0.1, on_refused=lambda *a: refused.append(a)
+    ) as runner:
+        runner.add_many(points)
+        assert runner.flush(10)
+        assert runner.metrics.points_refused == 1
+
+    assert [line for line, _ in refused] == [InfluxV2Sink.encode(bad)]
+    assert "too long line" in refused[0][1]
+    selector = '{__name__="vmrefuse_level"}'
+    wait_until(lambda: victoria.count_samples(selector) >= 40, 10, "40 samples in VictoriaMetrics")
+    series = victoria.export(selector)
+    got = sorted((x["metric"]["device_id"], v) for x in series for v in x["values"])
+    assert got == sorted((f"d{i}", float(i)) for i in range(40))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_gateway_dead_letters_a_point_the_database_refuses(
+    mosquitto: Mosquitto, influxdb1: InfluxDB1, influx_db: str, tmp_path: Path, workers: int
+) -> None:
+    # tilt_deg is a boolean field now (a field's type holds per shard: a week around now)
+    influxdb1.write(f"telemetry,device_id=old tilt_deg=true {time.time_ns() - 10**9}", influx_db)
+    cfg = gateway_config(
+        tmp_path,
+        mosquitto,
+        {"api": "v1", "url": influxdb1.url, "database": influx_db},
+        ingest={"workers": workers},
+    )
+    with Collector.on(mosquitto, "gridgate/dead-letter") as dead, Gateway(cfg) as gw:
+        pub(mosquitto, "gridgate/devices/manhole/MH-1/up", b'{"tilt_deg": 2.5, "battery_pct": 80}')
+        pub(mosquitto, "gridgate/devices/bin/BIN-1/up", b'{"distance_cm": 30, "battery_pct": 70}')
+        letter = dead.wait_count(1)[0].json()
+        assert gw.flush(10)
+    assert letter["reason"] == "sink_refused"
+    assert letter["line"].startswith("telemetry,") and "device_id=MH-1" in letter["line"]
+    assert "field type conflict" in letter["detail"] and '"tilt_deg"' in letter["detail"]
+    bins = influxdb1.rows("SELECT * FROM telemetry WHERE device_id = 'BIN-1'", influx_db)
+    assert len(bins) == 1  # the good point of the same moment is stored
+
+
+def test_two_processes_share_the_cap_and_keep_events_while_influx_is_down(tmp_path: Path) -> None:
+    storage = StorageConfig(data_dir=tmp_path / "var")
+    with InfluxDB1(tmp_path) as server:
+        server.create_database("gridgate")
+        cfg = InfluxConfig(
+            api="v1",
+            url=server.url,
+            batch_size=200,
+            flush_interval_s=0.05,
+            retry_max_s=0.5,
+            buffer_max_points=1000,
+        )
+        server.stop()
+        runners = [
+            SinkRunner.from_config(
+                cfg, storage, processes=2, spool_path=storage.data_dir / f"spool{i}.sqlite"
+            ).start()
+            for i in range(2)
+        ]
+        events = [
+            Point("events", {"kind": "water_high"}, {"event_id": f"e{i}", "value": 1.0}, T0 + i)
+            for i in range(20)
+        ]
+        for n, runner in enumerate(runners):
+            runner.add_many(events[n * 10 : n * 10 + 10])
+            for i in range(0, 3000, 100):
+                runner.add_many(telemetry(j, device=f"mh-{n}") for j in range(i, i + 100))
+                time.sleep(0.005)
+        wait_until(lambda: all(r.points_dropped == 3010 - 500 for r in runners), 10, "the backlog cut to 500")
+        assert sum(r.buffer_depth for r in runners) == 1000
+        assert all(r.dropped_recently for r in runners)
+        server.start()
+        for runner in runners:
+            assert runner.flush(15)
+            runner.close()
+        stored = server.rows('SELECT "event_id" FROM "events"', "gridgate")
+        assert sorted(r["event_id"] for r in stored) == sorted(f"e{i}" for i in range(20))
+        kept = server.rows('SELECT "battery" FROM "telemetry" GROUP BY "device_id"', "gridgate")
+        assert len(kept) <= 1000 - 20
+        newest = [r["time"] for r in kept if r["device_id"] == "mh-0"]
+        assert newest == [
+            telemetry(j).time_ns for j in range(3000 - len(newest), 3000)
+        ]  # the newest, in order
+
+
+def test_healthz_is_degraded_with_the_sink_state_while_points_are_dropped(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    port = free_port()  # nothing listens there: the database is down
+    cfg = gateway_config(
+        tmp_path,
+        mosquitto,
+        {
+            "api": "v1",
+            "url": f"http://admin:hunter2@127.0.0.1:{port}",
+            "password": "hunter2",
+            "username": "admin",
+            "buffer_max_points": 1000,
+            "retry_max_s": 0.5,
+            "timeout_s": 1,
+        },
+    )
+    with Gateway(cfg) as gw:
+        gw.runner.add_many(telemetry(i) for i in range(1500))
+        wait_until(
+            lambda: gw.runner.points_dropped >= 500 and gw.runner.spooled, 10, "points dropped, spooled"
+        )
+        r = httpx.get(f"{gw.api_url}/healthz")
+        body = r.json()
+        metrics = httpx.get(f"{gw.api_url}/metrics").text
+    assert r.status_code == 503 and body["status"] == "degraded"
+    assert {"sink_backing_off", "sink_dropping"} <= set(body["problems"]) and body["mqtt_connected"]
+    assert body["sink_state"] == "backing_off" and body["sink_failed_attempts"] >= 1
+    assert body["points_dropped"] >= 500 and 0 < body["spooled"] <= 1000
+    assert str(port) in body["sink_last_error"] and "hunter2" not in r.text
+    values = dict(line.rsplit(" ", 1) for line in metrics.splitlines() if line.startswith("gridgate_"))
+    assert float(values["gridgate_points_dropped"]) == body["points_dropped"]
+    assert float(values["gridgate_sink_dropped_recently"]) == 1.0
+    assert float(values["gridgate_points_refused_total"]) == 0.0
 
 
 def test_v1_partial_write_counts_rejected_lines(influxdb1: InfluxDB1, influx_db: str) -> None:

@@ -529,8 +529,7 @@ def test_a_spool_from_before_the_keep_flag_is_migrated(tmp_path: Path) -> None:
     db.commit()
     db.close()
     spool = DiskSpool(path, "fake")
-    spool.push([("m 3", True)])
-    assert spool.drop_oldest(3) == (3, 0)
+    assert spool.push([("m 3", True)], drop=3) == (3, 0)
     assert [line for _, line in spool.peek(10)] == ["m 3"]
     spool.close()
 

@@ -22,7 +22,7 @@ from gateway.api import open311
 log = logging.getLogger("gridgate.api")
 
 DESCRIPTIONS = {
-    400: "the request is malformed",
+    400: "the request is malformed (e.g. a body that is not UTF-8 JSON)",
     401: "no valid bearer token (`Authorization: Bearer <token>`)",
     403: "the token's role or scope does not allow this",
     404: "no such resource",

@@ -190,7 +190,7 @@ def router(view: GatewayView) -> APIRouter:
             response_model=Ticket,
             name=f"ticket_{action.value}",
             summary=f"{action.value.capitalize()} a ticket",
-            responses=responses(403, 404, 409, 413),
+            responses=responses(400, 403, 404, 409, 413),
         )
 
     simple(Action.accept, "Take the order: dispatched (or reopened) -> accepted.")
@@ -200,14 +200,14 @@ def router(view: GatewayView) -> APIRouter:
     simple(Action.reopen, "The problem is back: resolved, closed or cancelled -> reopened.")
     simple(Action.cancel, "Call a ticket off (command centre).")
 
-    @r.post("/{ticket_id}/reassign", response_model=Ticket, responses=responses(403, 404, 409, 413))
+    @r.post("/{ticket_id}/reassign", response_model=Ticket, responses=responses(400, 403, 404, 409, 413))
     def reassign(ticket_id: str, who: Writer, body: ReassignRequest) -> Ticket:
         """Give the ticket to another assignee and/or team (422 for a team nobody configured)."""
         return act(
             service_of(view), who, ticket_id, Action.reassign, body, assignee=body.assignee, team=body.team
         )
 
-    @r.post("/{ticket_id}/comment", response_model=Ticket, responses=responses(403, 404, 409, 413))
+    @r.post("/{ticket_id}/comment", response_model=Ticket, responses=responses(400, 403, 404, 409, 413))
     def comment(ticket_id: str, who: Writer, body: CommentRequest) -> Ticket:
         """Add a note to the audit trail (notifies the channels)."""
         return act(service_of(view), who, ticket_id, Action.comment, body)

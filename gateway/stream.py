@@ -20,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import orjson
@@ -69,18 +70,41 @@ class StreamMessage:
     body: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Held:
-    """A message in the replay ring, with what filters match on."""
+    """A message in the replay ring, with what filters match on; serialised when first needed.
 
-    message: StreamMessage
+    While nobody listens the ring keeps how to make the body and the team, not their values: the
+    MQTT thread does not pay ~25 us per event (routing, dump) for a replay nobody may ask for.
+    Events and ticket snapshots are never changed once published (the engine and the desk make
+    new ones), so a later dump is the same.
+    """
+
+    id: int
+    at: float
     mtype: str
     grid_ids: tuple[str | None, ...]
-    team: str | None
     kind: str
+    team_of: Callable[[], str | None]
+    make: Callable[[str | None], dict[str, Any]]
+    _team: tuple[str | None] | None = None
+    _message: StreamMessage | None = None
+
+    @property
+    def team(self) -> str | None:
+        if self._team is None:  # races here only compute the same value twice
+            self._team = (self.team_of(),)
+        return self._team[0]
 
     def matches(self, flt: StreamFilter) -> bool:
-        return flt.matches(self.mtype, self.grid_ids, self.team, self.kind)
+        return flt.matches(self.mtype, self.grid_ids, self.team if flt.teams else None, self.kind)
+
+    @property
+    def message(self) -> StreamMessage:
+        if self._message is None:
+            body = orjson.dumps({"id": self.id, "at": self.at, **self.make(self.team)})
+            self._message = StreamMessage(self.id, self.at, body)
+        return self._message
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +179,14 @@ class StreamClient:
         return out, gap
 
 
+def alert_body(ev: Event, team: str | None) -> dict[str, Any]:
+    return {"type": "alert", "grid_id": ev.grid_id, "team": team, "event": ev.model_dump(mode="json")}
+
+
+def ticket_body(change: TicketChange, _team: str | None) -> dict[str, Any]:
+    return {"type": "ticket", **change.to_json()}
+
+
 class StreamHub:
     """Fans alerts and ticket changes out to WebSocket clients. A `Notifier` named `websocket`."""
 
@@ -195,13 +227,14 @@ class StreamHub:
         """A new client, the held messages it asked to resume from, and what is no longer held."""
         with self._lock:
             client = StreamClient(next(self._ids), who, flt, loop, self.queue_max, self._last_id)
-            backlog: list[StreamMessage] = []
+            held: list[_Held] = []
             gap = None
             if since_id is not None or since is not None:
-                backlog, gap = self._replay(flt, since_id, since)
-                client.last_id = backlog[-1].id if backlog else max(self._last_id, since_id or 0)
+                held, gap = self._replay(flt, since_id, since)
+                client.last_id = held[-1].id if held else max(self._last_id, since_id or 0)
             self._clients[client.id] = client
             self.connections += 1
+        backlog = [h.message for h in held]  # serialised outside the lock: publishers go on
         log.info(
             "event=stream_connected client=%d who=%s filter=%s since_id=%s since=%s replayed=%d lost=%d",
             client.id,
@@ -216,18 +249,18 @@ class StreamHub:
 
     def _replay(
         self, flt: StreamFilter, since_id: int | None, since: float | None
-    ) -> tuple[list[StreamMessage], Gap | None]:
+    ) -> tuple[list[_Held], Gap | None]:
         """Held messages after `since_id` (or at or after `since`) for a filter; the lost part."""
         held = self._ring
-        oldest = held[0].message if held else None
+        oldest = held[0] if held else None
         if since_id is not None:
-            wanted = [h.message for h in held if h.message.id > since_id and h.matches(flt)]
+            wanted = [h for h in held if h.id > since_id and h.matches(flt)]
             start = max(since_id, self.first_id - 1)
             lost = (oldest.id if oldest else self._last_id + 1) - 1 - start
             resume = since_id
         else:
             assert since is not None
-            wanted = [h.message for h in held if h.message.at >= since and h.matches(flt)]
+            wanted = [h for h in held if h.at >= since and h.matches(flt)]
             # whatever left the ring after `since` is lost; without times, all that left counts
             lost = (oldest.id - self.first_id) if oldest and oldest.at > since else 0
             resume = (oldest.id - 1) if oldest else self._last_id
@@ -257,16 +290,23 @@ class StreamHub:
     # ---- publishers -----------------------------------------------------------------------------
 
     def _publish(
-        self, mtype: str, grid_ids: tuple[str | None, ...], team: str | None, kind: str, body: dict[str, Any]
+        self,
+        mtype: str,
+        grid_ids: tuple[str | None, ...],
+        kind: str,
+        team_of: Callable[[], str | None],
+        make: Callable[[str | None], dict[str, Any]],
     ) -> None:
         at = self.clock()
         with self._lock:
             self._last_id += 1
-            message = StreamMessage(self._last_id, at, orjson.dumps({"id": self._last_id, "at": at, **body}))
-            held = _Held(message, mtype, grid_ids, team, kind)
+            held = _Held(self._last_id, at, mtype, grid_ids, kind, team_of, make)
             self._ring.append(held)
             targets = [c for c in self._clients.values() if held.matches(c.filter)]
         self.published += 1
+        if not targets:
+            return
+        message = held.message
         for c in targets:
             if c.offer(message):
                 self.dropped += 1
@@ -274,15 +314,15 @@ class StreamHub:
     def on_events(self, events: Iterable[Event]) -> None:
         """The gateway's event listener: one `alert` message per event state change."""
         for ev in events:
-            team = self.team_of(ev)
-            body = {"type": "alert", "grid_id": ev.grid_id, "team": team, "event": ev.model_dump(mode="json")}
-            self._publish("alert", (ev.grid_id, ev.micro_grid_id), team, ev.kind, body)
+            grids = (ev.grid_id, ev.micro_grid_id)
+            self._publish("alert", grids, ev.kind, partial(self.team_of, ev), partial(alert_body, ev))
 
     def notify(self, change: TicketChange) -> None:
         """The ticket notifier: one `ticket` message per change (created, updated, escalated)."""
         t = change.ticket
-        body = {"type": "ticket", **change.to_json()}
-        self._publish("ticket", (t.grid_id, t.micro_grid_id), change.target.team or t.team, t.category, body)
+        team = change.target.team or t.team
+        grids = (t.grid_id, t.micro_grid_id)
+        self._publish("ticket", grids, t.category, lambda: team, partial(ticket_body, change))
 
     def collect(self) -> Iterable[Metric]:
         yield GaugeMetricFamily("gridgate_stream_clients", "WebSocket clients connected", value=self.clients)

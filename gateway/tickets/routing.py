@@ -68,10 +68,10 @@ class CategorySpec(_Strict):
     team: TopicLevel | None = Field(None, description="team that fixes it (a key under `teams:`)")
     name: str = Field("", description="human name; the Open311 service_name")
     description: str = Field("", description="what the category means, for people and Open311")
-    code: str | None = Field(
+    code: TopicLevel | None = Field(
         None,
         description="the city's own classification code (e.g. a GB/T 30428 event code), used in "
-        "webhooks and as the Open311 service_code; gridgate ships none",
+        "webhooks and as the Open311 service_code (a URL path segment); gridgate ships none",
     )
     sla: SLAOverride = Field(default_factory=SLAOverride, description="service levels of this category")
     auto_cancel: bool | None = Field(None, description="overrides defaults.auto_cancel")

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from gridgate.topics import TopicLevel
+from gridgate.topics import TopicLevel, topic_level_problem
 
 ENV_PREFIX = "GRIDGATE_"
 
@@ -104,6 +104,14 @@ class BrokerConfig(Strict):
         None, description="subscribe through `$share/<group>/` so several gateways split the load"
     )
     reconnect_max_s: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _prefix_levels(self) -> BrokerConfig:
+        for level in self.topic_prefix.split("/"):  # the prefix may span levels: city/gridgate
+            problem = topic_level_problem(level)
+            if problem is not None:
+                raise ValueError(f"topic_prefix {self.topic_prefix!r}: a level {problem}")
+        return self
 
     def secret(self) -> str | None:
         return _secret_from(self.password, self.password_file)

@@ -91,6 +91,10 @@ def test_grid_ids_parents_and_team_overrides_must_be_topic_levels() -> None:
         GatewayConfig(fallback_grid="out side\n")
     with pytest.raises(ValueError, match="maintenance_team"):
         GatewayConfig(maintenance_team="maint+")
+    assert GatewayConfig(broker={"topic_prefix": "city/gridgate"}).broker.topic_prefix == "city/gridgate"
+    for prefix in ("grid\tgate", "city//gridgate", "city/"):
+        with pytest.raises(ValueError, match="topic_prefix"):
+            GatewayConfig(broker={"topic_prefix": prefix})
 
 
 def test_devices_yaml_refuses_a_maintenance_team_that_is_no_topic_level(tmp_path: Path) -> None:

@@ -769,13 +769,17 @@ class SinkRunner:
         named = {i: reason for i, reason in exc.refused.items() if 0 <= i < n}
         if n == 1 and not named:
             named = {0: str(exc)}
-        if exc.resend is not None:
-            resend = sorted(i for i in set(exc.resend) if 0 <= i < n and i not in named)
+        resend = sorted(i for i in set(exc.resend or ()) if 0 <= i < n and i not in named)
+        # the server said what it stored (a resend of every line would make no progress: split)
+        if exc.resend is not None and (named or len(resend) < n):
             self.metrics.points_written += n - len(named) - len(resend)  # the server stored these
-            groups = [resend]
+            groups, then = [resend], "resend"
         else:
             rest = [i for i in range(n) if i not in named]
-            groups = [rest] if named else [rest[: len(rest) // 2], rest[len(rest) // 2 :]]
+            if named:
+                groups, then = [rest], "write_rest"
+            else:
+                groups, then = [rest[: len(rest) // 2], rest[len(rest) // 2 :]], "split"
         log.info(
             "event=sink_batch_refused url=%s status=%s lines=%d source=%s named=%d then=%s error=%r",
             exc.url or self.sink.url,
@@ -783,7 +787,7 @@ class SinkRunner:
             n,
             source,
             len(named),
-            "resend" if exc.resend is not None else ("write_rest" if named else "split"),
+            then,
             short(redact(str(exc)), 300),
         )
         for i in sorted(named):

@@ -336,6 +336,20 @@ def test_one_refused_point_never_takes_others_with_it(partial: bool) -> None:
     assert r.healthy
 
 
+def test_a_refusal_asking_to_resend_everything_is_split_rather_than_looped() -> None:
+    refuse = SinkError("HTTP 422: no", retryable=False, status=422, resend=[0, 1, 2])
+    refused: list[str] = []
+    with SinkRunner(
+        FakeSink(refuse=refuse),
+        batch_size=3,
+        flush_interval_s=0.05,
+        on_refused=lambda line, _: refused.append(line),
+    ) as r:
+        r.add_many(pt(i) for i in range(3))
+        assert r.flush(5)
+    assert refused == lines(3)
+
+
 def test_a_batch_of_only_refused_points_is_all_dead_lettered() -> None:
     sink = FakeSink(bad={f"m {i}" for i in range(8)})
     refused: list[str] = []

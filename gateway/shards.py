@@ -36,7 +36,7 @@ from devices.registry import load_registry
 from gateway.grids import GridIndex
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Pipeline
-from gateway.sinks.runner import SinkRunner, build_sink
+from gateway.sinks.runner import SinkRunner
 from gridgate.config import GatewayConfig
 from gridgate.logs import setup_logging
 from gridgate.models import Event
@@ -111,14 +111,19 @@ def worker_main(
     for device_id, state in states.items():
         if registry.get(device_id) is not None:
             engine.restore(device_id, state)
-    runner = SinkRunner(
-        build_sink(cfg.influx, cfg.storage),
-        batch_size=cfg.influx.batch_size,
-        flush_interval_s=cfg.influx.flush_interval_s,
-        retry_max_s=cfg.influx.retry_max_s,
-        buffer_max_points=cfg.influx.buffer_max_points,
+
+    def dead_letter(body: bytes) -> None:
+        """From the sink thread: under send_lock, so it never lands in a report already sent."""
+        with send_lock:
+            relay.publish(pipeline.topics.dead_letter, body, 1)
+
+    runner = SinkRunner.from_config(
+        cfg.influx,
+        cfg.storage,
+        metrics,
+        processes=workers + 1,  # the gateway and each worker keep a share of buffer_max_points
         spool_path=cfg.storage.data_dir / f"spool-shard{index}.sqlite",
-        metrics=metrics,
+        dead_letter=dead_letter,
     ).start()
     relay = _Relay()
     grids = GridIndex.load(cfg.grids_file, cfg.fallback_grid)

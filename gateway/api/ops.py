@@ -15,12 +15,24 @@ if TYPE_CHECKING:
 
 
 class Health(BaseModel):
+    """`degraded` (HTTP 503) names its `problems`: `mqtt_disconnected`, `worker_down`,
+    `sink_backing_off` (writes to the time-series database failing), `sink_dropping` (the backlog
+    hit `buffer_max_points` within the last 5 minutes). Sink figures add up the gateway process
+    and its workers; `sink_last_error` is the gateway process's, without credentials."""
+
     status: Literal["ok", "degraded"]
+    problems: list[str] = []
     version: str = gridgate.__version__
     mqtt_connected: bool
     devices: int
     sink: str
+    sink_state: Literal["healthy", "backing_off"] = "healthy"
+    sink_failed_attempts: int = 0
+    sink_last_error: str | None = None
     buffer_depth: int
+    spooled: int = 0
+    points_dropped: int = 0
+    points_refused: int = 0
 
 
 def router(view: GatewayView) -> APIRouter:

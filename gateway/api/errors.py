@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.api import open311
 
@@ -70,7 +71,8 @@ def describe(errors: list[FieldError]) -> str:
 
 
 def install(app: FastAPI) -> None:
-    """Error handlers for every path: our HTTPExceptions, FastAPI's validation, and crashes."""
+    """Error handlers for every path: our HTTPExceptions, FastAPI's validation and Open311's; then
+    `CrashGuard` for everything else."""
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -88,13 +90,36 @@ def install(app: FastAPI) -> None:
     async def _open311_error(request: Request, exc: open311.Open311Error) -> Response:
         return error_response(request.url.path, exc.status, exc.description)
 
-    @app.exception_handler(Exception)
-    async def _crash(request: Request, exc: Exception) -> Response:
-        log.error(
-            "event=api_error method=%s path=%s error=%r", request.method, request.url.path, exc, exc_info=exc
-        )
-        return error_response(
-            request.url.path,
-            500,
-            f"internal error on {request.method} {request.url.path}; see the gateway log",
-        )
+    app.add_middleware(CrashGuard)
+
+
+class CrashGuard:
+    """ASGI middleware: an unexpected exception is logged and answered 500 in the path's format.
+
+    (A handler for `Exception` would sit in Starlette's outermost middleware, which re-raises, so
+    the server would drop the connection after the 500 and the client's next request with it.)
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:
+            method, path = scope["method"], scope["path"]
+            log.error("event=api_error method=%s path=%s error=%r", method, path, exc, exc_info=exc)
+            if started:
+                raise
+            detail = f"internal error on {method} {path}; see the gateway log (event=api_error)"
+            await error_response(path, 500, detail)(scope, receive, send)

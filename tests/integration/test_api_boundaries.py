@@ -341,6 +341,22 @@ def test_open311_answers_an_id_or_a_token_never_both_and_errors_in_the_spec_form
         assert o.get("/services.json").headers["content-type"] == "application/json; charset=utf-8"
         r = o.post("/requests.json", data=REPORT | {"api_key": "not-a-key"})
         assert r.status_code == 403 and r.json()[0]["code"] == 403
+        assert (
+            o.post("/services.json").status_code == 405 and o.post("/services.json").json()[0]["code"] == 405
+        )
+        # a crash is a 500 in the spec's format under /open311/v2/, and an ErrorBody elsewhere
+        assert gw.tickets is not None
+
+        def broken(*_args: Any, **_kw: Any) -> None:
+            raise RuntimeError("disk on fire")
+
+        gw.tickets.store.get = broken  # type: ignore[method-assign]
+        r = o.get("/requests/01ANY.json")
+        assert r.status_code == 500 and r.json()[0]["code"] == 500 and "see the gateway log" in r.text
+        err = ET.fromstring(o.get("/requests/01ANY.xml").content)
+        assert err.find("error/code").text == "500"  # type: ignore[union-attr]
+        r = client(gw).get("/api/v1/tickets/01ANY", headers=auth("ro"))
+        assert r.status_code == 500 and set(r.json()) == {"detail", "errors"} and "disk on fire" not in r.text
 
 
 # ---- item 15: an open API on the network ------------------------------------------------------

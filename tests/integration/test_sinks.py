@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 
@@ -13,7 +14,16 @@ from gateway.sinks import InfluxV1Sink, InfluxV2Sink, SinkRunner, SQLiteSink
 from gridgate.config import InfluxConfig, StorageConfig
 from gridgate.models import Point
 from tests.integration.spine_helpers import gateway_config
-from tests.servers import Collector, InfluxDB1, Mosquitto, VictoriaMetrics, free_port, pub, wait_until
+from tests.servers import (
+    MOSQUITTO_PUB,
+    Collector,
+    InfluxDB1,
+    Mosquitto,
+    VictoriaMetrics,
+    free_port,
+    pub,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -363,3 +373,41 @@ def test_mqtt_test_helpers(mosquitto: Mosquitto) -> None:
         "other/x",
     ]
     assert sub.on_topic("gridgate/#")[0].json() == {"tilt": 1.5}
+
+
+@pytest.mark.slow
+def test_workers_keep_the_gateway_backlog_under_the_cap_and_healthz_says_so(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """With `ingest.workers: 2` and the database down, the three processes together hold at most
+    `buffer_max_points`, and /healthz reports the workers' drops and failures."""
+    cfg = gateway_config(
+        tmp_path,
+        mosquitto,
+        {
+            "api": "v1",
+            "url": f"http://127.0.0.1:{free_port()}",
+            "buffer_max_points": 1000,
+            "retry_max_s": 0.5,
+        },
+        ingest={"workers": 2},
+    )
+    now_ms = int(time.time() * 1000)
+    with Gateway(cfg) as gw:
+        for device, kind in (("BIN-1", "bin"), ("WG-1", "water_gauge"), ("MH-1", "manhole")):  # both workers
+            body = "\n".join(f'{{"ts": {now_ms - i}, "battery_pct": 80}}' for i in range(900))
+            argv = [MOSQUITTO_PUB, "-h", mosquitto.host, "-p", str(mosquitto.port), "-q", "1", "-l"]
+            assert MOSQUITTO_PUB
+            subprocess.run(
+                [*argv, "-t", f"gridgate/devices/{kind}/{device}/up"], input=body.encode(), check=True
+            )
+        health = wait_until(
+            lambda: h if (h := httpx.get(f"{gw.api_url}/healthz").json())["points_dropped"] >= 1700 else None,
+            20,
+            "the workers' drops in /healthz",
+        )
+        depth = gw.runner.buffer_depth + gw.shard_gauge("buffer_depth")
+    assert health["status"] == "degraded"
+    assert {"sink_backing_off", "sink_dropping"} <= set(health["problems"])
+    assert health["sink_state"] == "backing_off"
+    assert depth <= 1000 and health["buffer_depth"] <= 1000 and 0 < health["spooled"] <= 1000

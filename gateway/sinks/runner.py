@@ -463,7 +463,6 @@ class SinkRunner:
         return {
             "sink": self.sink.url,
             "state": "healthy" if self.healthy else "backing_off",
-            "healthy": self.healthy,
             "failed_attempts": self._attempt,
             "last_error": self.last_error,
             "buffer_depth": self.buffer_depth,

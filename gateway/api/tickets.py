@@ -127,7 +127,14 @@ def act(
 def router(view: GatewayView) -> APIRouter:
     r = APIRouter(prefix="/api/v1/tickets", tags=["tickets"], responses=responses(401, 422, 503))
 
-    @r.get("", response_model=list[Ticket])
+    total = {
+        "X-Total-Count": {
+            "description": "tickets matching without limit/offset",
+            "schema": {"type": "integer"},
+        }
+    }
+
+    @r.get("", response_model=list[Ticket], responses={200: {"headers": total}})
     def list_tickets(
         response: Response,
         _who: Reader,

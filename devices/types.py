@@ -15,7 +15,40 @@ class DeviceType(StrEnum):
     water_gauge = "water_gauge"
 
 
-# The readings each type documents; anything else numeric in a payload is kept as extra telemetry.
+class FieldType(StrEnum):
+    """The type a reading field is stored with; one per field name, for every device type."""
+
+    bool = "bool"
+    float = "float"
+    int = "int"
+    string = "string"
+
+
+# Every reading field gridgate stores, with its one type. All device types share the `telemetry`
+# measurement, so one name has one type everywhere: InfluxDB refuses a point whose field changes
+# type within a shard. Numbers are floats, as they have always been stored (a flag or a code sent as
+# an integer is coerced, see devices/codecs/fields.py); `int` and `string` are there for new fields.
+FIELD_TYPES: dict[str, FieldType] = {
+    "tilt_deg": FieldType.float,
+    "open": FieldType.bool,
+    "lid_open": FieldType.bool,
+    "tamper": FieldType.bool,
+    "water_probe_wet": FieldType.bool,
+    "water_level_cm": FieldType.float,
+    "distance_cm": FieldType.float,
+    "fill_pct": FieldType.float,
+    "gas_ch4_lel_pct": FieldType.float,
+    "temperature_c": FieldType.float,
+    "humidity_pct": FieldType.float,
+    "battery_pct": FieldType.float,
+    "voltage_v": FieldType.float,
+    "rssi_dbm": FieldType.float,
+    "snr_db": FieldType.float,
+    "msg_type": FieldType.float,
+    "fault_code": FieldType.float,
+}
+
+# The readings each type documents (in this order in error messages).
 TYPE_READINGS: dict[DeviceType, tuple[str, ...]] = {
     DeviceType.manhole: (
         "tilt_deg",
@@ -31,8 +64,9 @@ TYPE_READINGS: dict[DeviceType, tuple[str, ...]] = {
     DeviceType.water_gauge: ("water_level_cm", "battery_pct"),
 }
 
-# Readings common to all types (status bits, link quality, vendor extras with a known meaning).
+# Readings every type may send (status bits, link quality, vendor extras with a known meaning).
 COMMON_READINGS: tuple[str, ...] = (
+    "temperature_c",
     "tamper",
     "water_probe_wet",
     "msg_type",
@@ -43,15 +77,14 @@ COMMON_READINGS: tuple[str, ...] = (
     "humidity_pct",
 )
 
-# Names whose value must be a number or a boolean: a string for one of these is `wrong_type`.
-KNOWN_READINGS: frozenset[str] = frozenset(
-    name for names in TYPE_READINGS.values() for name in names
-) | frozenset(COMMON_READINGS)
+# The fields each device type declares: the only ones stored for it. A payload's other fields are
+# dropped and counted (README, "Payload formats").
+DEVICE_FIELDS: dict[DeviceType, dict[str, FieldType]] = {
+    dtype: {name: FIELD_TYPES[name] for name in (*TYPE_READINGS[dtype], *COMMON_READINGS)}
+    for dtype in DeviceType
+}
 
-# Readings that are true/false; devices may send them as 0/1. Every other known reading is a number,
-# and a boolean sent for one of those is `wrong_type`.
-BOOL_READINGS: frozenset[str] = frozenset({"open", "lid_open", "tamper", "water_probe_wet"})
-NUMERIC_READINGS: frozenset[str] = KNOWN_READINGS - BOOL_READINGS
+KNOWN_READINGS: frozenset[str] = frozenset(FIELD_TYPES)
 
 # Physically possible ranges (inclusive). A value outside is a sensor fault, never an alarm.
 PHYSICAL_LIMITS: dict[str, tuple[float, float]] = {

@@ -18,6 +18,7 @@ class GatewayMetrics(Collector):
         self.messages_in = 0
         self.messages_decoded = 0
         self.readings = 0
+        self.fields_dropped = 0  # payload fields their device type does not declare
         self.rejected: Counter[str] = Counter()
         self.events_out: Counter[str] = Counter()
         self.points_written = 0
@@ -45,6 +46,11 @@ class GatewayMetrics(Collector):
         )
         yield CounterMetricFamily(
             "gridgate_readings", "readings processed by device rules", value=self.readings
+        )
+        yield CounterMetricFamily(
+            "gridgate_fields_dropped",
+            "payload fields dropped: not declared for the device type",
+            value=self.fields_dropped,
         )
         rejected = CounterMetricFamily("gridgate_messages_rejected", "payloads rejected", labels=["reason"])
         for reason, n in sorted(self.rejected.items()):

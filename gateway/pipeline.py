@@ -16,13 +16,22 @@ from typing import Protocol
 import orjson
 
 from devices.codecs import DecodeError, decode
-from devices.codecs.errors import RejectReason
+from devices.codecs.errors import RejectReason, describe_exception
 from devices.engine import DeviceEngine
 from devices.registry import Device, DeviceRegistry
 from gateway.grids import GridIndex, GridMatch
 from gateway.metrics import GatewayMetrics
 from gridgate.config import GatewayConfig
-from gridgate.models import Event, EventClass, Location, Point, Reading, Rejection
+from gridgate.models import (
+    Event,
+    EventClass,
+    Location,
+    Point,
+    Reading,
+    Rejection,
+    ns_from_datetime,
+    ns_from_s,
+)
 from gridgate.topics import Topics
 
 log = logging.getLogger("gridgate.pipeline")
@@ -143,8 +152,10 @@ class Pipeline:
 
     # the hot path ------------------------------------------------------------------------
     def handle(self, topic: str, payload: bytes, now: float) -> None:
-        """Process one message; never raises for bad input."""
+        """Process one message; never raises. Every message ends counted once, as decoded (status
+        messages included) or as rejected: `messages_in == messages_decoded + sum(rejected)`."""
         self.metrics.messages_in += 1
+        route: Route | None = None
         try:
             if len(payload) > self.max_payload:
                 raise DecodeError(
@@ -169,28 +180,44 @@ class Pipeline:
                 )
             if route.channel == "status":
                 self._status(device, payload, now, topic)
-                return
-            try:
-                readings = decode(route.codec or device.codec, payload, device, now, self.cfg.limits)
-            except DecodeError:
-                with self.lock:  # a garbled uplink still proves the device is alive
-                    seen = self.engine.seen(device, now)
-                if seen:
-                    self.emit(seen)
-                raise
+            else:
+                try:
+                    readings = decode(route.codec or device.codec, payload, device, now, self.cfg.limits)
+                except DecodeError:
+                    with self.lock:  # a garbled uplink still proves the device is alive
+                        seen = self.engine.seen(device, now)
+                    if seen:
+                        self.emit(seen)
+                    raise
+                for reading in readings:
+                    self._reading(device, reading, now)
         except DecodeError as exc:
             self.reject(
                 Rejection(topic, str(exc.reason), exc.detail, payload, _device_from(topic, self)), now
             )
             return
+        except Exception as exc:  # a bug or an input nobody foresaw: this message only, never the loop
+            log.debug("event=handler_error topic=%s", topic, exc_info=True)
+            self.reject(
+                Rejection(
+                    topic,
+                    str(RejectReason.handler_error),
+                    describe_exception(exc),
+                    payload,
+                    route.device_id if route is not None else None,
+                ),
+                now,
+            )
+            return
         self.metrics.messages_decoded += 1
-        for reading in readings:
-            self._reading(device, reading, now)
 
     def _reading(self, device: Device, reading: Reading, now: float) -> None:
         with self.lock:
             clean, changed = self.engine.on_reading(device, reading, now)
         self.metrics.readings += 1
+        if reading.dropped:
+            self.metrics.fields_dropped += len(reading.dropped)
+            log.debug("event=fields_dropped device=%s fields=%r", device.id, reading.dropped)
         tags = self._tags_cache.get(device.id)
         if tags is None:
             tags = {
@@ -199,10 +226,10 @@ class Pipeline:
                 "grid_id": self.grid_of(device).grid_id,
             }
             self._tags_cache[device.id] = tags
-        # one type per field, or InfluxDB refuses the batch: numbers are floats, flags are booleans
-        fields = {k: (float(v) if type(v) is int else v) for k, v in clean.values.items() if v is not None}
+        # the values already have their declared types (devices.codecs.decode): one type per field
+        fields = {k: v for k, v in clean.values.items() if v is not None}
         if fields:
-            self.sink.add(Point("telemetry", tags, fields, int(clean.ts * 1e9)))
+            self.sink.add(Point("telemetry", tags, fields, ns_from_s(clean.ts)))
         if changed:
             self.emit(changed)
 
@@ -289,5 +316,5 @@ def event_point(ev: Event) -> Point:
             "state": ev.state.value,
         },
         fields,
-        int(at.timestamp() * 1e9),
+        ns_from_datetime(at),
     )

@@ -14,18 +14,41 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from ulid import ULID
 
-ReadingValue = float | int | bool
+ReadingValue = float | int | bool | str  # the field types of devices.types.FieldType
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(slots=True)
 class Reading:
-    """One decoded uplink from one device: named values at one instant (epoch seconds)."""
+    """One decoded uplink from one device: named values at one instant (epoch seconds).
+
+    `dropped`: the payload's fields its device type does not declare (not stored, counted).
+    """
 
     device_id: str
     device_type: str
     ts: float
     values: dict[str, ReadingValue]
     seq: int | None = None
+    dropped: tuple[str, ...] = ()
+
+
+def ns_from_s(ts: float) -> int:
+    """Epoch seconds as integer nanoseconds at microsecond resolution, without float noise.
+
+    A float time carries about 0.2 us of error (an ISO string or epoch milliseconds divided by
+    1000), so `int(ts * 1e9)` would store `...491000064`; rounding to the microsecond, the finest
+    resolution a timestamp gets here (ISO 8601 in Python, the receive clock), stores what was sent.
+    """
+    return round(ts * 1e6) * 1000
+
+
+def ns_from_datetime(at: datetime) -> int:
+    """A datetime as exact integer epoch nanoseconds (datetimes hold whole microseconds); a naive
+    one is UTC."""
+    delta = (at if at.tzinfo is not None else at.replace(tzinfo=UTC)) - _EPOCH
+    return ((delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds) * 1000
 
 
 @dataclass(slots=True)
@@ -34,7 +57,7 @@ class Point:
 
     measurement: str
     tags: dict[str, str]
-    fields: dict[str, ReadingValue | str]
+    fields: dict[str, ReadingValue]
     time_ns: int
 
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from devices.codecs.base import check_values
-from devices.codecs.errors import DecodeError, RejectReason
+from devices.codecs.base import strip_bom
+from devices.codecs.errors import DecodeError, RejectReason, describe_exception
+from devices.codecs.fields import conform
 from devices.codecs.json_codec import decode_json
 from devices.codecs.manhole_binary import decode_manhole_binary, encode_manhole_binary
 from devices.codecs.senml import decode_senml
-from devices.types import Device
+from devices.types import DEVICE_FIELDS, Device
 from gridgate.config import LimitsConfig
 from gridgate.models import Reading
 
@@ -36,21 +37,20 @@ CodecFn = Callable[[bytes, Device, float], list[Reading]]
 
 @dataclass(frozen=True, slots=True)
 class Codec:
-    """A named decoder. `checks_values`: it already guarantees finite numbers and booleans only."""
+    """A named decoder: bytes to Readings with raw values, which `decode` then checks."""
 
     name: str
     decode: CodecFn
-    checks_values: bool = False
 
 
 _CODECS: dict[str, Codec] = {}
 
 
-def register_codec(name: str, fn: CodecFn, *, checks_values: bool = False, replace: bool = False) -> Codec:
+def register_codec(name: str, fn: CodecFn, *, replace: bool = False) -> Codec:
     """Add a codec under `name` (devices.yaml `codec:`); raises ValueError if the name is taken."""
     if name in _CODECS and not replace:
         raise ValueError(f"codec {name!r} is already registered")
-    codec = Codec(name, fn, checks_values)
+    codec = Codec(name, fn)
     _CODECS[name] = codec
     return codec
 
@@ -72,7 +72,7 @@ _WS = b" \t\r\n"
 
 def decode_auto(payload: bytes, device: Device, now: float) -> list[Reading]:
     """Native JSON for an object, SenML for an array; anything else is `not_json`."""
-    head = payload.lstrip(_WS)[:1]
+    head = strip_bom(payload).lstrip(_WS)[:1]
     if head == b"{":
         return decode_json(payload, device, now)
     if head == b"[":
@@ -84,18 +84,20 @@ def decode_auto(payload: bytes, device: Device, now: float) -> list[Reading]:
     )
 
 
-register_codec("json", decode_json, checks_values=True)
-register_codec("senml", decode_senml, checks_values=True)
-register_codec("auto", decode_auto, checks_values=True)
-register_codec("manhole_binary", decode_manhole_binary, checks_values=True)
+register_codec("json", decode_json)
+register_codec("senml", decode_senml)
+register_codec("auto", decode_auto)
+register_codec("manhole_binary", decode_manhole_binary)
 
 
 def decode(
     codec_name: str, payload: bytes, device: Device, now: float, limits: LimitsConfig
 ) -> list[Reading]:
-    """Codec + common validation: time window, finite numbers, types, battery >= 0.
+    """Codec, then the checks every codec shares: declared fields and their types, time window,
+    battery >= 0.
 
-    Raises DecodeError with a stable reason; never anything else for any payload.
+    Raises DecodeError with a stable reason, never anything else, for any payload: an exception a
+    codec did not mean (a bug, an input nobody foresaw) is `decoder_error` with its type and place.
     """
     codec = _CODECS.get(codec_name)
     if codec is None:
@@ -106,15 +108,26 @@ def decode(
             f"use one of: {', '.join(codec_names())}",
         )
     try:
-        readings = codec.decode(payload, device, now)
+        return _checked(codec, payload, device, now, limits)
     except DecodeError:
         raise
-    except (ValueError, TypeError, OverflowError, UnicodeError, KeyError, IndexError) as exc:
-        # a plugin codec's own slip still becomes a rejection with a reason, not a crash
-        raise DecodeError(RejectReason.bad_payload, f"{codec.name} codec: {exc}") from exc
+    except Exception as exc:
+        raise DecodeError(
+            RejectReason.decoder_error, f"{codec.name} codec: {describe_exception(exc)}"
+        ) from exc
+
+
+def _checked(codec: Codec, payload: bytes, device: Device, now: float, limits: LimitsConfig) -> list[Reading]:
+    declared = DEVICE_FIELDS[device.type]
     latest = now + limits.max_future_s
     earliest = now - limits.max_past_s
-    for r in readings:
+    kept: list[Reading] = []
+    dropped: list[str] = []
+    for r in codec.decode(payload, device, now):
+        r.values, unknown = conform(r.values, declared)
+        dropped += unknown
+        if not r.values:
+            continue  # nothing declared at this time (a SenML pack may hold such a record)
         ts = r.ts
         if ts > latest:
             raise DecodeError(
@@ -122,14 +135,22 @@ def decode(
                 f"ts: {ts:.0f} is {ts - now:.0f} s ahead of the receive time "
                 f"(limit {limits.max_future_s:.0f} s)",
             )
-        if ts < earliest:
+        if not ts >= earliest:
             raise DecodeError(
                 RejectReason.ts_past,
                 f"ts: {ts:.0f} is {now - ts:.0f} s before the receive time (limit {limits.max_past_s:.0f} s)",
             )
-        if not codec.checks_values:
-            check_values(r.values)
         battery = r.values.get("battery_pct")
         if battery is not None and battery < 0:
             raise DecodeError(RejectReason.negative_battery, f"battery_pct: {battery} is negative")
-    return readings
+        kept.append(r)
+    if not kept:
+        ignored = f" (not declared for a {device.type.value}: {', '.join(dropped[:5])})" if dropped else ""
+        raise DecodeError(
+            RejectReason.missing_field,
+            f"payload has no readings{ignored}: expected at least one of "
+            f"{', '.join(DEVICE_FIELDS[device.type])}",
+        )
+    if dropped:
+        kept[0].dropped = tuple(dropped)
+    return kept

@@ -1,8 +1,7 @@
-"""Helpers every codec shares: JSON parsing with stable reject codes, value checks, timestamps."""
+"""Helpers every codec shares: JSON parsing with stable reject codes, timestamps."""
 
 from __future__ import annotations
 
-import math
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -10,37 +9,25 @@ from typing import Any
 import orjson
 
 from devices.codecs.errors import DecodeError, RejectReason
-from devices.types import KNOWN_READINGS, NUMERIC_READINGS
-from gridgate.models import ReadingValue
+from devices.codecs.fields import json_type, snippet
 
-_INF = math.inf
 _NON_FINITE = re.compile(rb'"([^"\\]{0,64})"\s*:\s*(-?Infinity|NaN)|(-?Infinity|NaN)')
 EPOCH_MS_ABOVE = 1e11  # epoch numbers above this are milliseconds (1e11 s is the year 5138)
+MAX_JSON_DEPTH = 16  # readings are flat, a SenML pack is 2 deep: 16 leaves room for vendor metadata
+_BOM = b"\xef\xbb\xbf"
 
 
-def _snippet(value: Any, limit: int = 40) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def type_name(value: Any) -> str:
-    """JSON's name for a Python value, for error details."""
-    if value is None:
-        return "null"
-    return {
-        str: "string",
-        bool: "boolean",
-        int: "integer",
-        float: "number",
-        list: "array",
-        dict: "object",
-    }.get(type(value), type(value).__name__)
+def strip_bom(payload: bytes) -> bytes:
+    """Without a leading UTF-8 byte order mark, which RFC 8259 lets a parser ignore."""
+    return payload[3:] if payload[:3] == _BOM else payload
 
 
 def loads_json(payload: bytes) -> Any:
-    """orjson.loads, mapping its errors to `not_finite` (NaN, Infinity, 1e999) or `not_json`."""
+    """orjson.loads after a BOM, mapping errors to `not_finite` (NaN, Infinity, 1e999), `too_deep`
+    (over MAX_JSON_DEPTH levels) or `not_json`."""
+    payload = strip_bom(payload)
     try:
-        return orjson.loads(payload)
+        doc = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
         msg = str(exc)
         # orjson refuses NaN/Infinity tokens as syntax errors; they are numbers a sensor sent badly
@@ -55,58 +42,35 @@ def loads_json(payload: bytes) -> Any:
             ) from None
         if "infinity" in msg:
             raise DecodeError(RejectReason.not_finite, f"a number overflows to infinity ({msg})") from None
+        if "depth limit" in msg:
+            raise DecodeError(RejectReason.too_deep, _too_deep_detail("over 1024")) from None
         raise DecodeError(RejectReason.not_json, f"not valid JSON: {msg}") from None
+    # only a payload with more brackets than the limit can nest deeper: two C scans on the hot path
+    if payload.count(b"[") + payload.count(b"{") > MAX_JSON_DEPTH:
+        depth = json_depth(doc, MAX_JSON_DEPTH)
+        if depth > MAX_JSON_DEPTH:
+            raise DecodeError(RejectReason.too_deep, _too_deep_detail(f"at least {depth}"))
+    return doc
 
 
-def clean_values(raw: dict[str, Any], where: str = "") -> dict[str, ReadingValue]:
-    """Keep numbers and booleans; a non-number for a known reading is `wrong_type`.
-
-    Strings, nulls, arrays and objects under names that are not readings (firmware version, GPS
-    blocks...) are dropped: real devices send them and they are not telemetry. A null under a known
-    name means "no measurement this time" and is dropped too.
-    """
-    out: dict[str, ReadingValue] = {}
-    for name, value in raw.items():
-        t = type(value)
-        if t is float:
-            if value != value or value == _INF or value == -_INF:
-                raise DecodeError(RejectReason.not_finite, f"{where}{name}: {value} is not a finite number")
-            out[name] = value
-        elif t is int:
-            out[name] = value
-        elif t is bool:
-            if name in NUMERIC_READINGS:
-                raise DecodeError(
-                    RejectReason.wrong_type, f"{where}{name}: expected a number, got boolean {value}"
-                )
-            out[name] = value
-        elif value is None:
-            continue
-        elif name in KNOWN_READINGS:
-            raise DecodeError(
-                RejectReason.wrong_type,
-                f"{where}{name}: expected a number or boolean, got {type_name(value)} {_snippet(value)}",
-            )
-    return out
+def _too_deep_detail(depth: str) -> str:
+    return f"payload: JSON nested {depth} levels deep, the limit is {MAX_JSON_DEPTH}; send flat readings"
 
 
-def check_values(values: dict[str, Any], where: str = "") -> None:
-    """Raise unless every value is a finite number or a boolean (for codecs that do not clean)."""
-    for name, value in values.items():
-        t = type(value)
-        if t is float:
-            if value != value or value == _INF or value == -_INF:
-                raise DecodeError(RejectReason.not_finite, f"{where}{name}: {value} is not a finite number")
-        elif t is bool:
-            if name in NUMERIC_READINGS:
-                raise DecodeError(
-                    RejectReason.wrong_type, f"{where}{name}: expected a number, got boolean {value}"
-                )
-        elif t is not int:
-            raise DecodeError(
-                RejectReason.wrong_type,
-                f"{where}{name}: expected a number or boolean, got {type_name(value)} {_snippet(value)}",
-            )
+def json_depth(doc: Any, stop_above: int) -> int:
+    """How deep arrays and objects nest in `doc` (a scalar is 0), without recursion; it stops
+    counting once past `stop_above`."""
+    deepest = 0
+    stack = [(doc, 1)] if type(doc) in (list, dict) else []
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > stop_above:
+            break
+        for child in node.values() if type(node) is dict else node:
+            if type(child) in (list, dict):
+                stack.append((child, depth + 1))
+    return deepest
 
 
 def parse_ts(value: Any, now: float, where: str = "ts") -> float:
@@ -121,7 +85,7 @@ def parse_ts(value: Any, now: float, where: str = "ts") -> float:
             dt = datetime.fromisoformat(value)
         except ValueError:
             raise DecodeError(
-                RejectReason.bad_payload, f"{where}: {_snippet(value)} is not ISO 8601 or epoch seconds"
+                RejectReason.bad_payload, f"{where}: {snippet(value)} is not ISO 8601 or epoch seconds"
             ) from None
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=UTC)  # devices without a zone speak UTC
@@ -129,9 +93,9 @@ def parse_ts(value: Any, now: float, where: str = "ts") -> float:
             return dt.timestamp()
         except (OverflowError, ValueError, OSError):
             raise DecodeError(
-                RejectReason.bad_payload, f"{where}: {_snippet(value)} is out of range"
+                RejectReason.bad_payload, f"{where}: {snippet(value)} is out of range"
             ) from None
     raise DecodeError(
         RejectReason.wrong_type,
-        f"{where}: expected ISO 8601 string or epoch number, got {type_name(value)} {_snippet(value)}",
+        f"{where}: expected ISO 8601 string or epoch number, got {json_type(value)} {snippet(value)}",
     )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import traceback
 from enum import StrEnum
+from pathlib import Path
 
 
 class RejectReason(StrEnum):
@@ -16,11 +18,17 @@ class RejectReason(StrEnum):
     ts_past = "ts_past"
     negative_battery = "negative_battery"
     bad_length = "bad_length"
+    bad_hex = "bad_hex"
     bad_payload = "bad_payload"
+    bad_field_type = "bad_field_type"
+    bad_field_name = "bad_field_name"
+    too_deep = "too_deep"
+    decoder_error = "decoder_error"  # a codec raised something else: a bug, or an input nobody foresaw
     # produced by the gateway, listed here so that all codes live in one place
     unknown_device = "unknown_device"
     unknown_topic = "unknown_topic"
     too_large = "too_large"
+    handler_error = "handler_error"  # rules, sink or publishing raised while handling the message
 
 
 class DecodeError(Exception):
@@ -30,3 +38,16 @@ class DecodeError(Exception):
         self.reason = RejectReason(reason)
         self.detail = detail
         super().__init__(f"{self.reason}: {detail}")
+
+
+def describe_exception(exc: BaseException) -> str:
+    """`Type: message (at file.py:line in function)`, the innermost frame: what broke and where."""
+    try:
+        text = str(exc)
+    except Exception:  # an argument whose repr recurses without end, or raises
+        text = "<message not printable>"
+    if len(text) > 200:
+        text = text[:197] + "..."
+    frames = traceback.extract_tb(exc.__traceback__)
+    at = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
+    return f"{type(exc).__name__}: {text}{at}"

@@ -33,7 +33,15 @@ def frame_bytes(payload: bytes) -> bytes:
     if len(payload) == FRAME_LEN:
         return bytes(payload)
     compact = bytes(payload).translate(None, _WHITESPACE)
-    if compact and _HEX.issuperset(compact):
+    is_hex = bool(compact) and _HEX.issuperset(compact)
+    if len(compact) == 2 * FRAME_LEN and not is_hex:
+        at, char = next((i, c) for i, c in enumerate(compact) if c not in _HEX)
+        raise DecodeError(
+            RejectReason.bad_hex,
+            f"payload: {len(compact)} characters, the size of a hex frame, but character {at} is "
+            f"{bytes([char])!r}, not a hex digit (0-9, a-f)",
+        )
+    if is_hex:
         if len(compact) != 2 * FRAME_LEN:
             raise DecodeError(
                 RejectReason.bad_length,
@@ -41,7 +49,10 @@ def frame_bytes(payload: bytes) -> bytes:
                 f"expected {2 * FRAME_LEN} ({FRAME_LEN} bytes)",
             )
         return bytes.fromhex(compact.decode("ascii"))
-    raise DecodeError(RejectReason.bad_length, f"payload: {len(payload)} bytes, expected exactly {FRAME_LEN}")
+    raise DecodeError(
+        RejectReason.bad_length,
+        f"payload: {len(payload)} bytes, expected exactly {FRAME_LEN} raw or {2 * FRAME_LEN} hex characters",
+    )
 
 
 def decode_manhole_binary(payload: bytes, device: Device, now: float) -> list[Reading]:

@@ -25,8 +25,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from devices.codecs.base import clean_values, loads_json, type_name
+from devices.codecs.base import loads_json
 from devices.codecs.errors import DecodeError, RejectReason
+from devices.codecs.fields import json_type, snippet
 from devices.types import KNOWN_READINGS, Device
 from gridgate.models import Reading
 
@@ -106,7 +107,8 @@ def _number(rec: dict[str, Any], key: str, where: str) -> float:
     value = rec[key]
     if type(value) not in (int, float):
         raise DecodeError(
-            RejectReason.wrong_type, f"{where}.{key}: expected a number, got {type_name(value)} {value!r}"
+            RejectReason.wrong_type,
+            f"{where}.{key}: expected a number, got {json_type(value)} {snippet(value)}",
         )
     return float(value)
 
@@ -115,17 +117,18 @@ def _string(rec: dict[str, Any], key: str, where: str) -> str:
     value = rec[key]
     if type(value) is not str:
         raise DecodeError(
-            RejectReason.wrong_type, f"{where}.{key}: expected a string, got {type_name(value)} {value!r}"
+            RejectReason.wrong_type,
+            f"{where}.{key}: expected a string, got {json_type(value)} {snippet(value)}",
         )
     return value
 
 
 def decode_senml(payload: bytes, device: Device, now: float) -> list[Reading]:
-    """A SenML pack -> one Reading per distinct resolved time."""
+    """A SenML pack -> one Reading per distinct resolved time (values not yet checked)."""
     pack = loads_json(payload)
     if type(pack) is not list:
         raise DecodeError(
-            RejectReason.wrong_type, f"payload: a SenML pack is a JSON array, got {type_name(pack)}"
+            RejectReason.wrong_type, f"payload: a SenML pack is a JSON array, got {json_type(pack)}"
         )
     if not pack:
         raise DecodeError(RejectReason.bad_payload, "payload: empty SenML pack (no records)")
@@ -135,7 +138,7 @@ def decode_senml(payload: bytes, device: Device, now: float) -> list[Reading]:
         where = f"[{i}]"
         if type(rec) is not dict:
             raise DecodeError(
-                RejectReason.wrong_type, f"{where}: a SenML record is an object, got {type_name(rec)}"
+                RejectReason.wrong_type, f"{where}: a SenML record is an object, got {json_type(rec)}"
             )
         if "bn" in rec:
             bn = _string(rec, "bn", where)
@@ -149,7 +152,7 @@ def decode_senml(payload: bytes, device: Device, now: float) -> list[Reading]:
         if value_key is None:
             if "n" not in rec and rec.keys() <= _BASE_KEYS:
                 continue  # a record that only sets base fields for the ones after it
-            label = f" ({rec['n']!r})" if "n" in rec else ""
+            label = f" ({snippet(rec['n'])})" if "n" in rec else ""
             raise DecodeError(
                 RejectReason.missing_field, f"{where}{label}: record has no value (v, vb or vs)"
             )
@@ -170,7 +173,7 @@ def decode_senml(payload: bytes, device: Device, now: float) -> list[Reading]:
             if type(value) not in (int, float):
                 raise DecodeError(
                     RejectReason.wrong_type,
-                    f"{where}.v ({name}): expected a number, got {type_name(value)} {value!r}",
+                    f"{where}.v ({name}): expected a number, got {json_type(value)} {snippet(value)}",
                 )
             value = value + bv
             if conv is not None:
@@ -178,16 +181,10 @@ def decode_senml(payload: bytes, device: Device, now: float) -> list[Reading]:
         elif value_key == "vb" and type(value) is not bool:
             raise DecodeError(
                 RejectReason.wrong_type,
-                f"{where}.vb ({name}): expected a boolean, got {type_name(value)} {value!r}",
+                f"{where}.vb ({name}): expected a boolean, got {json_type(value)} {snippet(value)}",
             )
         groups.setdefault(when, {})[name] = value
-    readings = []
-    for when, raw in groups.items():
-        values = clean_values(raw)
-        if values:
-            readings.append(Reading(device.id, device.type.value, when, values))
-    if not readings:
-        raise DecodeError(
-            RejectReason.missing_field, "payload: no SenML record carries a numeric or boolean value"
-        )
-    return readings
+    if not groups:
+        raise DecodeError(RejectReason.missing_field, "payload: no SenML record carries a value")
+    # raw values: `devices.codecs.decode` keeps the declared fields and coerces them
+    return [Reading(device.id, device.type.value, when, raw) for when, raw in groups.items()]

@@ -220,7 +220,7 @@ def good_messages() -> list[tuple[str, bytes | str, dict[str, Any] | None, str, 
 
 BAD = [
     ("gridgate/devices/bin/BIN-1/up", b"this is not json", "not_json"),
-    ("gridgate/devices/bin/BIN-1/up", j({"ts": T0, "fill_pct": "full"}), "wrong_type"),
+    ("gridgate/devices/bin/BIN-1/up", j({"ts": T0, "fill_pct": "full"}), "bad_field_type"),
     ("gridgate/devices/bin/BIN-1/up", j({"ts": T0}), "missing_field"),
     ("gridgate/devices/bin/NOPE-9/up", j({"fill_pct": 1}), "unknown_device"),
     ("gridgate/devices/bin", j({"fill_pct": 1}), "unknown_topic"),

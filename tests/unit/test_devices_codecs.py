@@ -84,9 +84,10 @@ def test_json_without_ts_uses_receive_time() -> None:
     assert r.ts == NOW + 5 and r.seq is None
 
 
-def test_json_bool_readings_may_be_numbers() -> None:
+def test_json_bool_readings_may_be_numbers_and_unknown_fields_are_dropped() -> None:
     [r] = dec(b'{"open": 1, "tamper": false, "custom_flag": true}')
-    assert r.values == {"open": 1, "tamper": False, "custom_flag": True}
+    assert r.values == {"open": True, "tamper": False} and type(r.values["open"]) is bool
+    assert r.dropped == ("custom_flag",)
 
 
 def test_unknown_codec_is_a_rejection_not_a_crash() -> None:
@@ -135,11 +136,11 @@ def test_json_null_reading_is_no_measurement() -> None:
         ('{"water_level_cm": Infinity}', RejectReason.not_finite),
         ('{"water_level_cm": -Infinity}', RejectReason.not_finite),
         ('{"water_level_cm": 1e999}', RejectReason.not_finite),
-        ('{"battery_pct": "full"}', RejectReason.wrong_type),
-        ('{"tilt_deg": [1, 2]}', RejectReason.wrong_type),
-        ('{"open": {"x": 1}}', RejectReason.wrong_type),
+        ('{"battery_pct": "full"}', RejectReason.bad_field_type),
+        ('{"tilt_deg": [1, 2]}', RejectReason.bad_field_type),
+        ('{"open": {"x": 1}}', RejectReason.bad_field_type),
         ('{"ts": true, "tilt_deg": 1}', RejectReason.wrong_type),
-        ('{"tilt_deg": true}', RejectReason.wrong_type),
+        ('{"tilt_deg": true}', RejectReason.bad_field_type),
         ('{"seq": "7", "tilt_deg": 1}', RejectReason.wrong_type),
         ('{"seq": 1.5, "tilt_deg": 1}', RejectReason.wrong_type),
         ("{}", RejectReason.missing_field),
@@ -163,10 +164,11 @@ def test_not_finite_detail_names_the_field() -> None:
     assert "water_level_cm" in info.value.detail
 
 
-def test_wrong_type_detail_names_field_and_type() -> None:
+def test_bad_field_type_detail_names_field_value_and_type() -> None:
     with pytest.raises(DecodeError) as info:
         dec('{"battery_pct": "full"}')
-    assert "battery_pct" in info.value.detail and "string" in info.value.detail
+    assert "battery_pct" in info.value.detail and "'full'" in info.value.detail
+    assert "declared float" in info.value.detail
 
 
 def test_json_codec_refuses_an_array() -> None:
@@ -234,13 +236,13 @@ def test_senml_unit_conversions() -> None:
         {"bn": "x:", "n": "distance", "u": "mm", "v": 550},
         {"n": "temperature", "u": "K", "v": 293.15},
         {"n": "tilt", "u": "rad", "v": math.pi / 2},
-        {"n": "ch4", "u": "%LEL", "v": 12},
     ]
     [r] = dec(orjson.dumps(pack), BIN)
     assert r.values["distance_cm"] == pytest.approx(55)
     assert r.values["temperature_c"] == pytest.approx(20)
     assert r.values["tilt_deg"] == pytest.approx(90)
-    assert r.values["gas_ch4_lel_pct"] == 12
+    [r] = dec(orjson.dumps([{"n": "ch4", "u": "%LEL", "v": 12}]), MH)
+    assert r.values == {"gas_ch4_lel_pct": 12.0}
 
 
 def test_reading_name_mapping() -> None:
@@ -260,7 +262,7 @@ def test_reading_name_mapping() -> None:
         ('[{"n": "level", "u": "cm"}]', RejectReason.missing_field),
         ('[{"v": 3}]', RejectReason.missing_field),
         ('[{"n": "level", "v": "high"}]', RejectReason.wrong_type),
-        ('[{"n": "level", "vs": "high"}]', RejectReason.wrong_type),
+        ('[{"n": "level", "vs": "high"}]', RejectReason.bad_field_type),
         ('[{"n": "open", "vb": 1}]', RejectReason.wrong_type),
         ('[{"n": 5, "v": 1}]', RejectReason.wrong_type),
         ('[{"bt": "now", "n": "level", "v": 1}]', RejectReason.wrong_type),
@@ -319,6 +321,8 @@ def test_binary_zero_clock_uses_receive_time() -> None:
         (b"", RejectReason.bad_length),
         (b"01020304", RejectReason.bad_length),
         (b"0" * 26, RejectReason.bad_length),
+        (b"zz" * 12, RejectReason.bad_hex),
+        (b"0100 0023 007b 40 9f 6a18a5zz", RejectReason.bad_hex),
         (bytes([3]) + bytes(11), RejectReason.bad_payload),
         (encode_manhole_binary(battery_pct=50, ts=int(NOW) + 200_000), RejectReason.ts_future),
         (encode_manhole_binary(battery_pct=50, ts=1), RejectReason.ts_past),
@@ -465,7 +469,7 @@ def test_hex_frame_bytes_arbitrary_hex_is_safe() -> None:
         try:
             dec(payload, codec="manhole_binary")
         except DecodeError as exc:
-            assert exc.reason in (RejectReason.bad_length, RejectReason.bad_payload)
+            assert exc.reason in (RejectReason.bad_hex, RejectReason.bad_payload)
 
 
 # ---- the plugin registry -------------------------------------------------------------------------
@@ -481,12 +485,12 @@ def test_codec_registry() -> None:
 
 def test_plugin_codec_values_are_checked() -> None:
     def bad(payload: bytes, device: Device, now: float) -> list[Reading]:
-        return [Reading(device.id, device.type.value, now, {"level": "x"})]  # type: ignore[dict-item]
+        return [Reading(device.id, device.type.value, now, {"tilt_deg": "x"})]
 
     def broken(payload: bytes, device: Device, now: float) -> list[Reading]:
         raise ValueError("boom")
 
     register_codec("test_bad", bad, replace=True)
     register_codec("test_broken", broken, replace=True)
-    assert reason(b"", codec="test_bad") == RejectReason.wrong_type
-    assert reason(b"", codec="test_broken") == RejectReason.bad_payload
+    assert reason(b"", codec="test_bad") == RejectReason.bad_field_type
+    assert reason(b"", codec="test_broken") == RejectReason.decoder_error

@@ -79,6 +79,7 @@ class Gateway:
         self._closing = False  # stopping: messages are journaled (for the next start), not handled
         self.checkpoint_seq = min(self._marks)
         self.journal_bytes = 0
+        self._checkpoint_at = time.monotonic()
         self.sink_name = "sqlite" if cfg.influx.api == "none" else f"influx-{cfg.influx.api} {cfg.influx.url}"
         self.runner = SinkRunner.from_config(
             cfg.influx,
@@ -92,6 +93,7 @@ class Gateway:
         subscriptions += [vt.subscription for vt in cfg.vendor_topics]
         self.shards: ShardPool | None = None
         self._shard_gauges: dict[int, dict[str, float]] = {}
+        self._shard_errors: dict[int, str | None] = {}
         if cfg.ingest.workers:
             self.shards = ShardPool(
                 cfg, saved_states, self._marks[1:], self._device_of, self._apply_report, log_level=log_level
@@ -111,6 +113,8 @@ class Gateway:
         self.metrics.gauge("broker_dropped_messages", lambda: float(self.mqtt.broker_dropped))
         self.metrics.gauge("journal_replayed", lambda: float(self.replayed))
         self.metrics.gauge("redeliveries_skipped", lambda: float(self.redeliveries_skipped))
+        self.metrics.gauge("journal_bytes", lambda: float(self.journal_bytes))
+        self.metrics.gauge("checkpoint_age_seconds", self.checkpoint_age_s)
         self.replayed = 0  # messages replayed from the journal at start
         self.redeliveries_skipped = 0  # DUP messages the journal already held
         self._listeners: list[Callable[[list[Event]], None]] = []
@@ -290,6 +294,7 @@ class Gateway:
         m.rejected.update(rep.rejected)
         m.events_out.update(rep.events_out)
         self._shard_gauges[shard] = rep.gauges
+        self._shard_errors[shard] = rep.sink_error
         if rep.snapshots:
             with self.pipeline.lock:
                 for device_id, state in rep.snapshots.items():
@@ -372,6 +377,7 @@ class Gateway:
         on_disk = self.journal.release(min(marks.values()))
         self.checkpoint_seq = min(marks.values())
         self.journal_bytes = on_disk
+        self._checkpoint_at = time.monotonic()
         return True
 
     def _tickets_applied(self, deadline: float) -> bool:
@@ -408,7 +414,8 @@ class Gateway:
         self.runner.start()
         if self.shards is not None:
             self.shards.start()
-            for name in ("buffer_depth", "points_dropped", "points_rejected"):
+            shared = ("buffer_depth", "points_dropped", "points_rejected", "points_spooled")
+            for name in (*shared, "sink_failed_attempts", "sink_dropped_recently"):
                 local = self.metrics.gauges.get(name)
                 self.metrics.gauge(name, lambda n=name, f=local: (f() if f else 0.0) + self.shard_gauge(n))
         if self.tickets is not None:
@@ -550,6 +557,7 @@ class Gateway:
             "worker_down": not workers_ok,
             "sink_backing_off": failed > 0,
             "sink_dropping": dropping,
+            "checkpoint_stale": self.checkpoint_age_s() > max(30.0, 20 * self.cfg.ingest.checkpoint_s),
         }
         problems = [name for name, bad in checks.items() if bad]
         # the configured URL may hold user:password; the sink's own is without credentials
@@ -563,12 +571,18 @@ class Gateway:
             sink=where,
             sink_state="backing_off" if failed else "healthy",
             sink_failed_attempts=failed,
-            sink_last_error=sink["last_error"],
+            sink_last_error=sink["last_error"] or next((e for e in self._shard_errors.values() if e), None),
             buffer_depth=self.runner.buffer_depth + int(self.shard_gauge("buffer_depth")),
             spooled=sink["spooled"] + int(self.shard_gauge("points_spooled")),
             points_dropped=sink["points_dropped"] + int(self.shard_gauge("points_dropped")),
             points_refused=self.metrics.points_refused,
+            checkpoint_age_s=round(self.checkpoint_age_s(), 1),
+            journal_bytes=self.journal_bytes,
         )
+
+    def checkpoint_age_s(self) -> float:
+        """Seconds since the last saved checkpoint (a restart would replay what came since)."""
+        return time.monotonic() - self._checkpoint_at
 
 
 def check_vendor_codecs(cfg: GatewayConfig) -> None:

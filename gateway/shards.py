@@ -68,6 +68,7 @@ class WorkerReport:
     events_out: Counter[tuple[str, str]] = field(default_factory=Counter)
     gauges: dict[str, float] = field(default_factory=dict)
     checkpoint: int | None = None  # every message up to this seq is durable, `snapshots` account for it
+    sink_error: str | None = None  # the worker's last time-series write error (no credentials)
     final: bool = False
 
 
@@ -84,7 +85,14 @@ class _Relay:
         self.report.events.extend(changed)
 
 
-_COUNTERS = ("messages_in", "messages_decoded", "readings", "points_written", "write_errors")
+_COUNTERS = (
+    "messages_in",
+    "messages_decoded",
+    "readings",
+    "points_written",
+    "write_errors",
+    "points_refused",
+)
 
 
 def worker_main(
@@ -147,6 +155,7 @@ def worker_main(
             rep.rejected, metrics.rejected = metrics.rejected, Counter()
             rep.events_out, metrics.events_out = metrics.events_out, Counter()
             rep.gauges = {name: read() for name, read in metrics.gauges.items()}
+            rep.sink_error = runner.status()["last_error"]
             rep.snapshots = snapshots or {}
             rep.checkpoint = checkpoint
             rep.final = final

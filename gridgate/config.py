@@ -141,7 +141,11 @@ class InfluxConfig(Strict):
     timeout_s: float = Field(10.0, gt=0)
     retry_max_s: float = Field(30.0, gt=0, description="cap of the exponential backoff between retries")
     buffer_max_points: int = Field(
-        2_000_000, ge=1000, description="points kept on disk while the server is away"
+        2_000_000,
+        ge=1000,
+        description="points kept (memory + disk spool) while the server is away, for the whole gateway: "
+        "each of its 1 + ingest.workers processes keeps an equal share; beyond it the oldest telemetry "
+        "is dropped first, events and tickets points last",
     )
 
     def password_secret(self) -> str | None:

@@ -17,8 +17,10 @@ if TYPE_CHECKING:
 class Health(BaseModel):
     """`degraded` (HTTP 503) names its `problems`: `mqtt_disconnected`, `worker_down`,
     `sink_backing_off` (writes to the time-series database failing), `sink_dropping` (the backlog
-    hit `buffer_max_points` within the last 5 minutes). Sink figures add up the gateway process
-    and its workers; `sink_last_error` is the gateway process's, without credentials."""
+    hit `buffer_max_points` within the last 5 minutes), `checkpoint_stale` (no checkpoint saved
+    for 30 s: the journal grows and a restart would replay all of it). Sink figures add up the
+    gateway process and its workers; `sink_last_error` is the gateway's, else a worker's, without
+    credentials."""
 
     status: Literal["ok", "degraded"]
     problems: list[str] = []
@@ -33,6 +35,8 @@ class Health(BaseModel):
     spooled: int = 0
     points_dropped: int = 0
     points_refused: int = 0
+    checkpoint_age_s: float = 0.0
+    journal_bytes: int = 0
 
 
 def router(view: GatewayView) -> APIRouter:
@@ -41,7 +45,7 @@ def router(view: GatewayView) -> APIRouter:
     @r.get(
         "/healthz",
         response_model=Health,
-        responses={503: {"model": Health, "description": "degraded: the broker is not connected"}},
+        responses={503: {"model": Health, "description": "degraded: see `problems`"}},
     )
     def healthz(response: Response) -> Health:
         health = view.health()

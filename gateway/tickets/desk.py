@@ -127,8 +127,10 @@ class TicketDesk:
         now: float,
         parent_of: Callable[[str], str | None] | None = None,
         team_hint: Callable[[Event], str | None] | None = None,
+        device_teams: frozenset[str] = frozenset(),
     ) -> None:
         self.store = store
+        self.device_teams = device_teams  # devices.yaml maintenance teams: faults go there too
         self.routing = routing
         self.grids = grids
         self.cfg = cfg
@@ -146,9 +148,9 @@ class TicketDesk:
         self.load(now)
 
     def known_teams(self) -> set[str]:
-        """Teams a ticket may go to: those routing.yaml names and the grids' own overrides."""
+        """Teams a ticket may go to: routing.yaml's, the grids' overrides, the devices' own."""
         overrides = {team for props in self.grids.grids.values() for team in props.teams.values()}
-        return self.routing.known_teams() | overrides
+        return self.routing.known_teams() | overrides | self.device_teams
 
     def load(self, now: float) -> None:
         """(Re)build the live tickets and their index from the store, e.g. after a restart."""
@@ -622,7 +624,8 @@ class TicketDesk:
                     raise TicketError(
                         f"ticket {t.id}: unknown team {team!r}; "
                         f"reassign to one of {', '.join(sorted(known))} "
-                        "(teams come from routing.yaml and the `teams` overrides of grids.geojson)"
+                        "(teams come from routing.yaml, the `teams` overrides of grids.geojson and the "
+                        "maintenance teams of devices.yaml)"
                     )
                 detail = {
                     "from_team": t.team,

@@ -147,6 +147,7 @@ class TicketService:
             now=clock.now(),
             parent_of=registry_parent_of(registry) if registry is not None else None,
             team_hint=registry_team_hint(registry) if registry is not None else None,
+            device_teams=frozenset(d.maintenance_team for d in registry or () if d.maintenance_team),
         )
         return cls(
             desk,

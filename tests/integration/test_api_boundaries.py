@@ -111,6 +111,11 @@ def test_a_team_that_cannot_be_a_topic_level_is_refused_and_the_gateway_stays_co
         )
         assert r.status_code == 200 and r.json()["team"] == "sanitation"
         seen.wait_for(lambda ms: any(m.topic == "gridgate/tickets/sanitation" for m in ms))
+        # a device's own maintenance team (devices.yaml) is a known team too
+        r = api.post(
+            f"/api/v1/tickets/{ids['bin_full']}/reassign", json={"team": "covers"}, headers=auth("cc")
+        )
+        assert r.status_code == 200 and r.json()["team"] == "covers"
         # an edge box's event kind is a level of {p}/alerts/{grid}/{kind}: refused as a dead letter
         doc = {
             "edge_id": "box-1",

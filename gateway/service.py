@@ -238,14 +238,15 @@ class Gateway:
     def _load_marks(self) -> list[int]:
         """The journal seq each consumer's saved state accounts for: the gateway process, then each worker.
 
-        A different worker count since the last run (another device split) falls back to the oldest
-        mark for all: the replay may then apply a few messages twice, but loses none.
+        After a change of `ingest.workers` (another split of the devices) every consumer starts from
+        the oldest mark of the old layout: the replay may apply a few messages twice, but loses none.
         """
-        saved = {name: self.store.load_mark(name) or 0 for name in self._mark_names}
-        if self.cfg.ingest.workers and not all(saved.values()) and any(saved.values()):
-            low = min(v for v in saved.values() if v)
-            return [low] * len(self._mark_names)
-        return [saved[name] for name in self._mark_names]
+        saved = {k: v for k, v in self.store.load_marks().items() if k == "main" or k.startswith("shard")}
+        self._stale_marks = sorted(set(saved) - set(self._mark_names))
+        if all(name in saved for name in self._mark_names):
+            return [saved[name] for name in self._mark_names]
+        low = min(saved.values(), default=0)
+        return [low] * len(self._mark_names)
 
     def _replay(self) -> None:
         """Handle what the journal holds beyond the last checkpoint (the gateway stopped before saving it)."""
@@ -360,7 +361,10 @@ class Gateway:
         try:
             if not durable:
                 raise TimeoutError(f"points or tickets not durable within {timeout_s:g} s")
-            self.store.save_checkpoint(states, batch, marks | broker_marks, self.clock.now())
+            self.store.save_checkpoint(
+                states, batch, marks | broker_marks, self.clock.now(), forget=self._stale_marks
+            )
+            self._stale_marks = []
         except Exception as exc:
             with self._pending_lock:
                 self._pending_events[:0] = batch

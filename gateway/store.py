@@ -115,18 +115,27 @@ class GatewayStore:
             seq = conn.scalar(select(ingest_mark.c.seq).where(ingest_mark.c.name == name))
         return None if seq is None else int(seq)
 
+    def load_marks(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            return {row.name: int(row.seq) for row in conn.execute(select(ingest_mark))}
+
     def save_checkpoint(
         self,
         states: dict[str, dict[str, Any]],
         batch: Iterable[Event],
         marks: dict[str, int],
         now: float,
+        forget: Iterable[str] = (),
     ) -> None:
-        """Device states, events and the journal positions they account for, in one transaction."""
+        """Device states, events and the journal positions they account for, in one transaction;
+        `forget`: marks to delete (another worker layout's)."""
         rows = self._event_rows(batch)
-        if not states and not rows and not marks:
+        forget = list(forget)
+        if not states and not rows and not marks and not forget:
             return
         with self.engine.begin() as conn:
+            if forget:
+                conn.execute(ingest_mark.delete().where(ingest_mark.c.name.in_(forget)))
             if rows:
                 upsert = self._insert(events)
                 conn.execute(

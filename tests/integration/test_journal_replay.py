@@ -22,17 +22,22 @@ def reading(ts: float, level: float) -> bytes:
     return json.dumps({"ts": ts, "water_level_cm": level}).encode()
 
 
+def crash_after_journaling(gw: Gateway, messages: list[tuple[int, float, float]]) -> None:
+    """What a gateway's network thread journals before a SIGKILL: (mid, ts, level) each."""
+    for mid, ts, level in messages:
+        gw.journal.append(ts, mid, TOPIC, reading(ts, level))
+    gw.journal.flush()  # the PUBACKs would leave now; then the kill
+    gw.store.close()
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_journaled_messages_are_replayed_once_and_redeliveries_skipped(
     mosquitto: Mosquitto, tmp_path: Path, workers: int
 ) -> None:
     cfg = gateway_config(tmp_path, mosquitto, {"api": "none"}, ingest={"workers": workers})
     t0 = time.time() - 60
-    crashed = Gateway(cfg)  # never started: what its network thread journaled, it never handled
-    for mid, level in enumerate((3.0, 20.0, 21.0), start=1):
-        crashed.journal.append(t0 + mid, mid, TOPIC, reading(t0 + mid, level))
-    crashed.journal.flush()  # the PUBACKs would leave now; then SIGKILL
-    crashed.store.close()
+    # never started: what its network thread journaled, it never handled
+    crash_after_journaling(Gateway(cfg), [(1, t0 + 1, 3.0), (2, t0 + 2, 20.0), (3, t0 + 3, 21.0)])
 
     with Gateway(cfg) as gw:
         assert gw.replayed == 3
@@ -50,3 +55,20 @@ def test_journaled_messages_are_replayed_once_and_redeliveries_skipped(
     with Gateway(cfg) as gw:
         assert gw.replayed == 0
         assert [e.id for e in gw.engine.active_events("WG-1") if e.kind == "water_high"] == [alarm.id]
+
+
+@pytest.mark.parametrize(("before", "after"), [(0, 2), (2, 0), (2, 3)])
+def test_a_crash_then_another_worker_count_still_handles_everything_once(
+    mosquitto: Mosquitto, tmp_path: Path, before: int, after: int
+) -> None:
+    t0 = time.time() - 60
+    first = gateway_config(tmp_path, mosquitto, {"api": "none"}, ingest={"workers": before})
+    with Gateway(first) as gw:
+        gw._on_message(TOPIC, reading(t0, 3.0), 1, False)
+        assert gw.flush(20)
+    second = gateway_config(tmp_path, mosquitto, {"api": "none"}, ingest={"workers": after})
+    crash_after_journaling(Gateway(second), [(2, t0 + 1, 4.0), (3, t0 + 2, 5.0)])
+    with Gateway(second) as gw:
+        assert gw.replayed == 2
+        assert gw.flush(20)
+        assert gw.metrics.messages_in == 2 and gw.metrics.readings == 2

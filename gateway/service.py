@@ -37,6 +37,7 @@ from gridgate.topics import Topics
 
 log = logging.getLogger("gridgate.gateway")
 
+WS_MAX_BYTES = 64 * 1024  # a WebSocket client sends only its auth and filters: uvicorn allows 16 MiB
 BROKER_DROPPED = "broker_dropped_seen"  # stored beside the journal marks: the broker's $SYS drop counter
 
 
@@ -464,6 +465,7 @@ class Gateway:
             port=self.cfg.api.port,
             log_level="warning",
             access_log=False,
+            ws_max_size=WS_MAX_BYTES,
         )
         self._api_server = uvicorn.Server(config)
         self._api_thread = threading.Thread(target=self._api_server.run, name="gridgate-api", daemon=True)

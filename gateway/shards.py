@@ -266,6 +266,7 @@ class ShardPool:
         self._ckpt_lock = threading.Lock()
         self._marks: list[int] = list(marks)
         self._ckpt_states: list[dict[str, dict[str, Any]]] = [{} for _ in range(self.n)]
+        self._stopped = False
 
     def start(self) -> None:
         for i, proc in enumerate(self._procs):
@@ -296,6 +297,8 @@ class ShardPool:
 
     def request_checkpoint(self, seq: int) -> None:
         """Ask every worker for a checkpoint at journal seq `seq` (every message up to it submitted)."""
+        if self._stopped:
+            return  # their final reports carry their last checkpoint
         self.flush()
         for i in range(self.n):
             self._post(i, ("ckpt", seq), 0)
@@ -358,6 +361,7 @@ class ShardPool:
     def stop(self, timeout_s: float = 30.0) -> None:
         """Flush, tell each worker to finish (they write or spool what they hold), wait for their reports."""
         self.flush()
+        self._stopped = True
         with self._lock:
             for conn in self._to:
                 with contextlib.suppress(OSError):  # already gone

@@ -16,6 +16,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
+    Connection,
     DateTime,
     Engine,
     Float,
@@ -136,33 +137,28 @@ class GatewayStore:
         with self.engine.begin() as conn:
             if forget:
                 conn.execute(ingest_mark.delete().where(ingest_mark.c.name.in_(forget)))
-            if rows:
-                upsert = self._insert(events)
-                conn.execute(
-                    upsert.on_conflict_do_update(
-                        index_elements=[events.c.id],
-                        set_={c.name: upsert.excluded[c.name] for c in events.columns if c.name != "id"},
-                    ),
-                    rows,
-                )
-            if states:
-                upsert = self._insert(device_state)
-                conn.execute(
-                    upsert.on_conflict_do_update(
-                        index_elements=[device_state.c.device_id],
-                        set_={"state": upsert.excluded.state, "saved_at": upsert.excluded.saved_at},
-                    ),
-                    [{"device_id": k, "state": v, "saved_at": now} for k, v in states.items()],
-                )
-            if marks:
-                upsert = self._insert(ingest_mark)
-                conn.execute(
-                    upsert.on_conflict_do_update(
-                        index_elements=[ingest_mark.c.name],
-                        set_={"seq": upsert.excluded.seq, "saved_at": upsert.excluded.saved_at},
-                    ),
-                    [{"name": name, "seq": seq, "saved_at": now} for name, seq in marks.items()],
-                )
+            self._upsert(conn, events, rows)
+            self._upsert(
+                conn,
+                device_state,
+                [{"device_id": k, "state": v, "saved_at": now} for k, v in states.items()],
+            )
+            mark_rows = [{"name": name, "seq": seq, "saved_at": now} for name, seq in marks.items()]
+            self._upsert(conn, ingest_mark, mark_rows)
+
+    def _upsert(self, conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+        """INSERT ... ON CONFLICT (primary key) DO UPDATE every other column."""
+        if not rows:
+            return
+        upsert = self._insert(table)
+        key = [c.name for c in table.primary_key.columns]
+        conn.execute(
+            upsert.on_conflict_do_update(
+                index_elements=key,
+                set_={c.name: upsert.excluded[c.name] for c in table.columns if c.name not in key},
+            ),
+            rows,
+        )
 
     # events ------------------------------------------------------------------------------
     @staticmethod

@@ -192,6 +192,7 @@ def worker_main(
     keeper = threading.Thread(target=housekeeping, name=f"gridgate-shard{index}-housekeeping", daemon=True)
     tune_gc()
     keeper.start()
+    report()  # "ready": the gateway waits for this before it takes messages from the broker
     try:
         while not stop.is_set():
             data = inbox.recv_bytes()
@@ -267,8 +268,10 @@ class ShardPool:
         self._marks: list[int] = list(marks)
         self._ckpt_states: list[dict[str, dict[str, Any]]] = [{} for _ in range(self.n)]
         self._stopped = False
+        self._ready = [threading.Event() for _ in range(self.n)]
 
-    def start(self) -> None:
+    def start(self, ready_timeout_s: float = 120.0) -> None:
+        """Start the workers and wait until each has loaded its share (imports, registry, spool)."""
         for i, proc in enumerate(self._procs):
             proc.start()
             # the child has its copies: closing ours lets a worker's exit reach the reader as EOF
@@ -277,6 +280,15 @@ class ShardPool:
             t = threading.Thread(target=self._read, args=(i,), name=f"gridgate-shard{i}-reader", daemon=True)
             t.start()
             self._readers.append(t)
+        deadline = time.monotonic() + ready_timeout_s
+        for i, ready in enumerate(self._ready):
+            if not ready.wait(max(0.0, deadline - time.monotonic())):
+                log.error(
+                    "event=shard_not_ready shard=%d pid=%s timeout_s=%s fix='see the worker's log'",
+                    i,
+                    self._procs[i].pid,
+                    ready_timeout_s,
+                )
         log.info("event=shards_started workers=%d", self.n)
 
     def submit(self, seq: int, received_at: float, topic: str, payload: bytes) -> None:
@@ -346,7 +358,9 @@ class ShardPool:
             try:
                 rep: WorkerReport = pickle.loads(conn.recv_bytes())
             except (EOFError, OSError):
+                self._ready[i].set()  # it died: `start` must not wait for it (health says worker_down)
                 return
+            self._ready[i].set()
             try:
                 self._apply(i, rep)
             except Exception:  # one bad report must not stop the stream of the others

@@ -18,6 +18,7 @@ import logging
 import ssl
 import threading
 import unicodedata
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -140,6 +141,12 @@ def publish_topic_problem(topic: str) -> str | None:
 
 SYS_DROPPED = "$SYS/broker/publish/messages/dropped"  # Mosquitto: messages dropped by queue limits
 
+# paho numbers QoS 1 publishes with 16-bit ids and overwrites a queued message whose id comes round
+# again: it must never hold more than 65,535. Beyond this many, publishes wait in our own backlog.
+PAHO_HELD_MAX = 50_000
+BACKLOG_MAX = 1_000_000  # alerts, faults, tickets waiting for paho: beyond it the oldest are dropped
+SHED_BACKLOG_MAX = 100_000  # dead letters: shed first, and kept fewer
+
 
 class GatewayMQTT:
     """Subscribes to the gateway's topics and publishes its alerts, faults and dead letters."""
@@ -154,12 +161,15 @@ class GatewayMQTT:
         before_send: Callable[[], None] | None = None,
         expect_session: bool = False,
         dropped_seen: int | None = None,
+        shed_first: str | None = None,
     ) -> None:
         """`on_message(topic, payload, mid, dup)` runs on the network thread before the PUBACK is sent;
         `before_send` before any bytes leave (so the journal is written before its PUBACKs);
         `expect_session`: an earlier run used this client id, so the broker should still hold its
         session (a warning says so when it does not); `dropped_seen`: the broker's dropped-message
-        counter as an earlier run last saw it (so drops while the gateway was down are noticed)."""
+        counter as an earlier run last saw it (so drops while the gateway was down are noticed);
+        `shed_first`: a topic (the dead letters) whose messages wait behind all others in a publish
+        backlog and are the first dropped when it is full."""
         self.cfg = cfg
         self.subscriptions = [
             f"$share/{cfg.shared_group}/{s}" if cfg.shared_group else s for s in subscriptions
@@ -173,7 +183,15 @@ class GatewayMQTT:
             clean_session=False,  # persistent session: the broker keeps our QoS 1 messages while we are away
             protocol=mqtt.MQTTv311,
         )
-        self.client.on_read_done = on_read_done
+        self._on_read_done_hook = on_read_done
+        self.client.on_read_done = self._read_done
+        self.shed_first = shed_first
+        self._held = 0  # our publishes paho holds (in flight or queued)
+        self._backlog: deque[tuple[str, bytes, int]] = deque()
+        self._shed_backlog: deque[tuple[str, bytes, int]] = deque()
+        self._backlog_lock = threading.Lock()
+        self.publishes_dropped = 0  # alerts, faults, tickets dropped from a full backlog
+        self.dead_letters_shed = 0  # dead letters dropped from a full backlog
         self.client.before_send = before_send
         self.expect_session = expect_session
         self.refused_publishes = 0  # publishes to topics a broker would refuse (never sent)
@@ -196,6 +214,7 @@ class GatewayMQTT:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_publish = self._on_publish
         self.connects = 0
         self._thread: threading.Thread | None = None
 
@@ -282,7 +301,68 @@ class GatewayMQTT:
                 self.refused_publishes,
             )
             return
-        self.client.publish(topic, payload, qos=qos)
+        with self._backlog_lock:
+            if self._backlog or self._shed_backlog or self._held >= PAHO_HELD_MAX:
+                self._hold(topic, payload, qos)
+                return
+            self._held += 1
+        self._send(topic, payload, qos)
+
+    def _send(self, topic: str, payload: bytes, qos: int) -> None:
+        info = self.client.publish(topic, payload, qos=qos)
+        if qos == 0 and info.rc != mqtt.MQTT_ERR_SUCCESS:  # not sent, never queued: no on_publish
+            with self._backlog_lock:
+                self._held -= 1
+
+    def _hold(self, topic: str, payload: bytes, qos: int) -> None:
+        """Queue a publish behind paho's (under `_backlog_lock`); a full backlog drops its oldest."""
+        shed = topic == self.shed_first
+        backlog, limit = (self._shed_backlog, SHED_BACKLOG_MAX) if shed else (self._backlog, BACKLOG_MAX)
+        if not (self._backlog or self._shed_backlog):
+            log.warning(
+                "event=mqtt_publish_backlog broker=%s held_by_client=%d reason='the broker acknowledges our "
+                "publishes slower than we make them: they wait here, in order'",
+                self.where,
+                self._held,
+            )
+        if len(backlog) >= limit:
+            backlog.popleft()
+            if shed:
+                self.dead_letters_shed += 1
+            else:
+                self.publishes_dropped += 1
+            n = self.dead_letters_shed if shed else self.publishes_dropped
+            if n == 1 or n % 10_000 == 0:
+                log.error(
+                    "event=mqtt_publish_dropped broker=%s what=%s dropped_total=%d backlog_max=%d",
+                    self.where,
+                    "dead_letters" if shed else "alerts_and_tickets",
+                    n,
+                    limit,
+                )
+        backlog.append((topic, payload, qos))
+
+    def _on_publish(self, *_args: object) -> None:
+        with self._backlog_lock:
+            self._held -= 1
+
+    def _read_done(self) -> None:
+        """After each batch read (PUBACKs among it): hand paho what waits in the backlog, then the hook."""
+        if self._backlog or self._shed_backlog:
+            batch: list[tuple[str, bytes, int]] = []
+            with self._backlog_lock:
+                while self._held < PAHO_HELD_MAX and (self._backlog or self._shed_backlog):
+                    batch.append((self._backlog or self._shed_backlog).popleft())
+                    self._held += 1
+            for topic, payload, qos in batch:  # outside our lock: paho's on_publish takes it
+                self._send(topic, payload, qos)
+        if self._on_read_done_hook is not None:
+            self._on_read_done_hook()
+
+    @property
+    def backlog(self) -> int:
+        """Publishes waiting for room in paho (beyond PAHO_HELD_MAX held by it)."""
+        return len(self._backlog) + len(self._shed_backlog)
 
     def start(self, wait_s: float = 10.0) -> None:
         """Connect and start the network thread; raise BrokerUnavailable if not connected in time."""

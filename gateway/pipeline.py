@@ -237,9 +237,11 @@ class Pipeline:
         text = payload.strip().lower()
         if text.startswith(b"{"):
             try:
-                text = str(orjson.loads(payload).get("status", "")).lower().encode()
-            except (orjson.JSONDecodeError, AttributeError):
-                text = b""
+                doc = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                doc = None
+            status = doc.get("status") if isinstance(doc, dict) else None  # only a string is read
+            text = status.strip().lower().encode() if isinstance(status, str) else b""
         if text not in (b"online", b"offline"):
             raise DecodeError(RejectReason.bad_payload, "status payload must be `online` or `offline`")
         with self.lock:

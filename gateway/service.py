@@ -108,8 +108,12 @@ class Gateway:
             before_send=self.journal.flush,
             expect_session=self.journal.last_seq > 0 and not fresh_broker,
             dropped_seen=self.store.load_mark(BROKER_DROPPED),
+            shed_first=self.topics.dead_letter,
         )
         self.metrics.gauge("mqtt_refused_publishes", lambda: float(self.mqtt.refused_publishes))
+        self.metrics.gauge("mqtt_publish_backlog", lambda: float(self.mqtt.backlog))
+        self.metrics.gauge("mqtt_publishes_dropped", lambda: float(self.mqtt.publishes_dropped))
+        self.metrics.gauge("mqtt_dead_letters_shed", lambda: float(self.mqtt.dead_letters_shed))
         self.metrics.gauge("mqtt_sessions_lost", lambda: float(self.mqtt.sessions_lost))
         self.metrics.gauge("broker_dropped_messages", lambda: float(self.mqtt.broker_dropped))
         self.metrics.gauge("journal_replayed", lambda: float(self.replayed))

@@ -92,6 +92,7 @@ _COUNTERS = (
     "points_written",
     "write_errors",
     "points_refused",
+    "fields_dropped",
 )
 
 

@@ -5,10 +5,9 @@ decoded or rejected (`messages_in == messages_decoded + rejected`, each rejectio
 dead-letter topic); InfluxDB holds only declared telemetry fields, each with its one declared type;
 and the sink had no point refused.
 
-The publisher is paced (2,000 messages/s, GRIDGATE_FUZZ_RATE; 0 for a burst): two thirds of the
-payloads come back as dead letters, and in a burst the gateway's paho client queues them faster
-than it sends them while the inbound flood lasts; past 65,535 queued, paho reuses message ids and
-overwrites queued publishes (a gateway/mqtt.py matter, reported with issue 8).
+The publisher is not paced (GRIDGATE_FUZZ_RATE sets a rate): two thirds of the payloads come back
+as dead letters faster than the broker acknowledges them while the inbound flood lasts, so the
+gateway's publish backlog (past paho's 65,535 message ids) is attacked too: every one must arrive.
 """
 
 from __future__ import annotations
@@ -41,7 +40,7 @@ N_MESSAGES = int(os.environ.get("GRIDGATE_FUZZ_MESSAGES", 100_000))
 SEED = 8
 MOSQUITTO_SUB = shutil.which("mosquitto_sub") or "/usr/bin/mosquitto_sub"
 WINDOW = 1000  # messages in flight from the publisher
-PUBLISH_RATE = float(os.environ.get("GRIDGATE_FUZZ_RATE", 2000))  # messages/s; 0: as fast as it goes
+PUBLISH_RATE = float(os.environ.get("GRIDGATE_FUZZ_RATE", 0))  # messages/s; 0: as fast as it goes
 INFLUX_TYPE = {
     FieldType.bool: "boolean",
     FieldType.float: "float",
@@ -390,10 +389,7 @@ def test_fuzz_100k_payloads_through_broker_gateway_and_influxdb(
         assert m.messages_decoded > N_MESSAGES // 10 and rejected > N_MESSAGES // 2  # the fuzz bites
         letters = dead.wait(rejected, 60)
         assert Counter(d["reason"] for d in letters) == m.rejected
-        # Known, reported: Pipeline._status (not the codecs) str()s a `{"status": ...}` nested without
-        # end and hits RecursionError; handle() turns it into handler_error, counted and dead-lettered.
-        slips = [d for d in letters if d["reason"] == "handler_error"]
-        assert all(d["topic"].endswith("/status") and "in _status" in d["detail"] for d in slips), slips[:3]
+        assert "handler_error" not in m.rejected, [d for d in letters if d["reason"] == "handler_error"][:3]
         # the database: declared fields only, one type each, nothing refused or lost by the sink
         keys = influxdb1.rows('SHOW FIELD KEYS FROM "telemetry"', influx_db)
         types: dict[str, set[str]] = {}

@@ -7,17 +7,14 @@ Pydantic objects are built only when an event actually changes, so the per-readi
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ulid import ULID
-
 from devices.registry import DeviceRegistry
 from devices.rules import Change, Direction, Rule, RuleSet, RuleState, step
 from devices.types import OFFLINE_FACTOR, PHYSICAL_LIMITS, PHYSICAL_LIMITS_ITEMS, Device, DeviceType
-from gridgate.models import Event, EventClass, EventState, Location, Reading, Severity, utc
+from gridgate.models import Event, EventClass, EventState, Location, Reading, Severity, event_id_for, utc
 
 OFFLINE = "device_offline"
 SENSOR_FAULT = "sensor_fault"
@@ -68,17 +65,6 @@ def _rule_message(rule: Rule, change: Change, value: Any, severity: Severity | N
 
 def _num(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) else None
-
-
-def event_id_for(source: str, kind: str, t: float) -> str:
-    """The ULID of the event `kind` raised by `source` at `t`: the same every time it is raised.
-
-    A gateway that crashed replays its journal from the last checkpoint; an alarm raised again by
-    that replay keeps the id it was first published and ticketed with, so nobody sees it twice.
-    """
-    ms = round(t * 1000)
-    rand = hashlib.blake2b(f"{source}|{kind}|{ms}".encode(), digest_size=10).digest()
-    return str(ULID.from_bytes(max(ms, 0).to_bytes(6, "big") + rand))
 
 
 class DeviceEngine:

@@ -29,6 +29,8 @@ from gridgate.models import (
     Point,
     Rejection,
     Severity,
+    event_id_for,
+    ns_from_s,
     utc,
 )
 from gridgate.topics import EdgeTopic, topic_level_problem
@@ -166,6 +168,7 @@ class EdgeIngest:
         key = (msg.event_id, msg.phase.value, msg.at.isoformat())
         if key in self._seen:
             self.duplicates += 1  # QoS 1 redelivery or a replayed disk queue: already handled
+            self.pipeline.metrics.messages_decoded += 1  # decoded, and applied once
             return
         self._seen[key] = None
         if len(self._seen) > SEEN_MAX:
@@ -220,7 +223,7 @@ class EdgeIngest:
         status = doc.get("status")
         if status in ("online", "offline"):
             self._online(et.edge_id, status == "online", now)
-        points = stats_points(et.edge_id, doc, int(now * 1e9))
+        points = stats_points(et.edge_id, doc, ns_from_s(now))
         for point in points:
             self.pipeline.sink.add(point)
         self.pipeline.metrics.messages_decoded += 1
@@ -241,6 +244,7 @@ class EdgeIngest:
             self.pipeline.emit([cleared])
         elif not online and current is None:
             ev = Event(
+                id=event_id_for(f"edge:{edge_id}", "device_offline", now),  # the same if replayed
                 kind="device_offline",
                 event_class=EventClass.fault,
                 source=f"edge:{edge_id}",

@@ -6,6 +6,7 @@ cross process boundaries (MQTT, API, storage) and are pydantic models.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -89,6 +90,17 @@ class Location(BaseModel):
 
 def new_event_id() -> str:
     return str(ULID())
+
+
+def event_id_for(source: str, kind: str, t: float) -> str:
+    """The ULID of the event `kind` raised by `source` at `t`: the same every time it is raised.
+
+    A gateway that crashed replays its journal from the last checkpoint; an alarm raised again by
+    that replay keeps the id it was first published and ticketed with, so nobody sees it twice.
+    """
+    ms = round(t * 1000)
+    rand = hashlib.blake2b(f"{source}|{kind}|{ms}".encode(), digest_size=10).digest()
+    return str(ULID.from_bytes(max(ms, 0).to_bytes(6, "big") + rand))
 
 
 def utc(ts: float) -> datetime:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gateway.tickets.models import AuditEntry, Ticket
-from gridgate.models import Point
+from gridgate.models import Point, ns_from_s
 
 
 def transition_point(ticket: Ticket, entry: AuditEntry) -> Point:
@@ -13,5 +13,5 @@ def transition_point(ticket: Ticket, entry: AuditEntry) -> Point:
         "tickets",
         {"category": ticket.category, "grid_id": ticket.grid_id, "team": ticket.team, "status": status},
         {"ticket_id": ticket.id, "seconds_since_created": float(max(0.0, entry.at - ticket.created_at))},
-        int(entry.at * 1e9),
+        ns_from_s(entry.at),
     )

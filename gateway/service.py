@@ -393,13 +393,7 @@ class Gateway:
         """Wait until the ticket desk has applied every event handed to it so far."""
         if self.tickets is None:
             return True
-        stats = self.tickets.stats
-        target = stats.events_in
-        while stats.events_done < target:
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.005)
-        return True
+        return self.tickets.wait_applied(self.tickets.stats.events_in, deadline - time.monotonic())
 
     def _housekeeping(self) -> None:
         next_silence = next_checkpoint = 0.0

@@ -267,6 +267,7 @@ class ShardPool:
         # checkpoints the workers answered, not yet saved: per worker (seq, device states since the last save)
         self._ckpt_lock = threading.Lock()
         self._marks: list[int] = list(marks)
+        self._skip = list(marks)  # a replay up to here is in worker i's saved state already
         self._ckpt_states: list[dict[str, dict[str, Any]]] = [{} for _ in range(self.n)]
         self._stopped = False
         self._ready = [threading.Event() for _ in range(self.n)]
@@ -293,10 +294,14 @@ class ShardPool:
         log.info("event=shards_started workers=%d", self.n)
 
     def submit(self, seq: int, received_at: float, topic: str, payload: bytes) -> None:
-        """From the MQTT thread: queue one message for the worker that owns its device."""
-        self.submitted += 1
+        """From the MQTT thread: queue one message for the worker that owns its device.
+
+        A replayed message the worker's saved state already accounts for is not sent at all."""
         device_id = self._route_device(topic)
         i = shard_of(device_id, self.n) if device_id else 0
+        if seq <= self._skip[i]:
+            return
+        self.submitted += 1
         pending = self._pending[i]
         pending.append((seq, received_at, topic, payload, device_id))
         if len(pending) >= BATCH_MESSAGES:

@@ -260,7 +260,7 @@ class SinkRunner:
         self._last_drop: float | None = None
         self._drop_logged = 0.0
         self._kick = False
-        self._force = False
+        self._force_upto = 0  # points with a lower seq are written now, not at the next flush interval
         self._stopping = False
         self._closed = False
         self._last_flush = time.monotonic()
@@ -490,20 +490,28 @@ class SinkRunner:
                 return True
         writer = self._thread is not None and self._thread.is_alive() and not self._stopping
         if writer and self._attempt == 0:
-            self._force = True
-            self._wake.set()
+            self._force(target)
             prompt = min(deadline, time.monotonic() + self.flush_interval_s)
             if self._await(target, prompt, while_healthy=True):
                 return True
         if self._spool is not None:
             self._spill()
         elif writer:
-            self._force = True
             self._kick = True
-            self._wake.set()
+            self._force(target)
         else:
             return self.durable >= target
         return self._await(target, deadline)
+
+    def _force(self, target: int) -> None:
+        """Have the writer write every point below seq `target` now (only those: later points wait
+        for a full batch or the flush interval, so a checkpoint does not shrink every batch)."""
+        self._force_upto = max(self._force_upto, target)
+        self._wake.set()
+
+    def _forced(self) -> bool:
+        """The oldest point in memory is one a caller is waiting for (under `_lock`)."""
+        return bool(self._buf) and self._buf[0][0] < self._force_upto
 
     def _await(self, target: int, deadline: float, while_healthy: bool = False) -> bool:
         """Wait until `durable >= target`; False at the deadline (or, `while_healthy`, on a failure)."""
@@ -548,8 +556,7 @@ class SinkRunner:
                 return True
             if self._thread is None or not self._thread.is_alive() or time.monotonic() >= deadline:
                 return False
-            self._force = True
-            self._wake.set()
+            self._force(self._added)
             time.sleep(0.01)
 
     def close(self, timeout: float = 30.0) -> None:
@@ -588,7 +595,8 @@ class SinkRunner:
         while not self._stopping:
             with self._lock:
                 waiting = len(self._buf)
-            if self._spooled or waiting >= self.batch_size or (waiting and self._force):
+                forced = self._forced()
+            if self._spooled or waiting >= self.batch_size or forced:
                 timeout = 0.0
             elif waiting:
                 timeout = max(0.0, self._last_flush + self.flush_interval_s - time.monotonic())
@@ -643,11 +651,11 @@ class SinkRunner:
                 if not from_spool:
                     n = len(self._buf)
                     force = (
-                        final or self._force or time.monotonic() - self._last_flush >= self.flush_interval_s
+                        final
+                        or self._forced()
+                        or time.monotonic() - self._last_flush >= self.flush_interval_s
                     )
                     if n == 0 or (n < self.batch_size and not force):
-                        if n == 0:
-                            self._force = False
                         return
                     take = min(n, self.batch_size)
                     popleft = self._buf.popleft

@@ -199,6 +199,11 @@ class TicketService:
                 self._done.wait(left)
         return True
 
+    def wait_applied(self, count: int, timeout: float) -> bool:
+        """Wait until the first `count` events handed to `on_events` have been applied."""
+        with self._done:
+            return self._done.wait_for(lambda: self.stats.events_done >= count, max(0.0, timeout))
+
     def process(self, events: Iterable[Event], now: float | None = None) -> Outcome:
         """Apply events at once on the caller's thread (tests, replays), and notify."""
         now = self.clock.now() if now is None else now

@@ -623,8 +623,7 @@ def test_persist_while_backing_off_spools_at_once(tmp_path: Path) -> None:
         sink, batch_size=100, flush_interval_s=5, retry_base_s=30, spool_path=tmp_path / "s.db"
     ) as r:
         r.add(pt(0))
-        r._force = True
-        r._wake.set()
+        r._force(1)
         wait_for(lambda: not r.healthy)
         r.add_many(pt(i) for i in range(1, 50))
         t0 = time.monotonic()
@@ -723,3 +722,16 @@ def wait_for(predicate: Callable[[], object], timeout: float = 5.0) -> None:
         if time.monotonic() >= deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.01)
+
+
+def test_persist_forces_only_the_points_it_waits_for() -> None:
+    """A checkpoint's persist() must not make the writer send every later point on its own: batches
+    would shrink to a few points and the database would take many more requests."""
+    sink = FakeSink()
+    with SinkRunner(sink, batch_size=1000, flush_interval_s=2) as r:
+        r.add_many(pt(i) for i in range(10))
+        assert r.persist(5)
+        r.add_many(pt(i) for i in range(10, 20))
+        time.sleep(0.3)
+        assert sink.lines == lines(10)  # the later ones wait for a full batch or the flush interval
+    assert sink.lines == lines(20)

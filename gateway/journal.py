@@ -69,6 +69,13 @@ class Journal:
                 self.last_seq = rec.seq
         self.flushed_seq = self.last_seq
 
+    def advance_to(self, seq: int) -> None:
+        """Number the next message after `seq` at least: saved state that accounts for messages up to
+        `seq` must never make a new message look already handled (a journal folder deleted by hand)."""
+        with self._lock:
+            if seq > self.last_seq:
+                self.last_seq = self.flushed_seq = seq
+
     # ---- writing ------------------------------------------------------------------------------
     def append(self, received_at: float, mid: int, topic: str, payload: bytes) -> int:
         """Buffer one message; it is written at the next `flush()`. Returns its sequence number."""

@@ -73,6 +73,7 @@ class Gateway:
         self.journal = Journal(cfg.storage.journal_dir, fsync=cfg.storage.journal_fsync)
         self._mark_names = ["main"] + [f"shard{i}of{cfg.ingest.workers}" for i in range(cfg.ingest.workers)]
         self._marks = self._load_marks()
+        self.journal.advance_to(max(self._marks))
         self._ingest_lock = threading.Lock()  # held while one message is handled: checkpoints see whole ones
         self._redelivered: set[tuple[int, str, int]] = set()
         self._carry: set[str] = set()  # devices whose captured state a failed checkpoint did not save

@@ -4,6 +4,7 @@ and the broker's redelivery of those messages (DUP set, their PUBACK never left)
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -72,3 +73,21 @@ def test_a_crash_then_another_worker_count_still_handles_everything_once(
         assert gw.replayed == 2
         assert gw.flush(20)
         assert gw.metrics.messages_in == 2 and gw.metrics.readings == 2
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_journal_deleted_by_hand_never_hides_new_messages(
+    mosquitto: Mosquitto, tmp_path: Path, workers: int
+) -> None:
+    """state.sqlite says messages up to seq N are applied; a fresh journal must not number from 1."""
+    cfg = gateway_config(tmp_path, mosquitto, {"api": "none"}, ingest={"workers": workers})
+    t0 = time.time() - 60
+    with Gateway(cfg) as gw:
+        for mid in range(1, 6):
+            gw._on_message(TOPIC, reading(t0 + mid, 3.0), mid, False)
+        assert gw.flush(20)
+    shutil.rmtree(cfg.storage.journal_dir)
+    with Gateway(cfg) as gw:
+        gw._on_message(TOPIC, reading(t0 + 10, 4.0), 1, False)
+        assert gw.flush(20)
+        assert gw.metrics.messages_in == 1 and gw.metrics.readings == 1

@@ -153,8 +153,14 @@ class Pipeline:
     # the hot path ------------------------------------------------------------------------
     def handle(self, topic: str, payload: bytes, now: float) -> None:
         """Process one message; never raises. Every message ends counted once, as decoded (status
-        messages included) or as rejected: `messages_in == messages_decoded + sum(rejected)`."""
-        self.metrics.messages_in += 1
+        messages included) or as rejected: `messages_in == messages_decoded + sum(rejected)`.
+        `messages_in` is counted last, so a reader that sees it has seen the outcome too."""
+        try:
+            self._handle(topic, payload, now)
+        finally:
+            self.metrics.messages_in += 1
+
+    def _handle(self, topic: str, payload: bytes, now: float) -> None:
         route: Route | None = None
         try:
             if len(payload) > self.max_payload:

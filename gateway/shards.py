@@ -139,6 +139,7 @@ def worker_main(
     pipeline = Pipeline(cfg, registry, engine, grids, runner, relay, relay.on_events, metrics)
     sent = dict.fromkeys(_COUNTERS, 0)
     send_lock = threading.Lock()
+    batch_lock = threading.Lock()  # held while a batch is handled (never while waiting for one)
     handled = skip_through  # the newest journal seq handled here
     # checkpoints asked for and captured, waiting for their points to be durable: (seq, points added, states)
     captured: list[tuple[int, int, dict[str, dict[str, Any]]]] = []
@@ -147,7 +148,7 @@ def worker_main(
         final: bool = False, snapshots: dict[str, dict[str, Any]] | None = None, checkpoint: int | None = None
     ) -> None:
         """Send what happened since the last report, with device snapshots and a checkpoint if given."""
-        with send_lock, pipeline.lock:
+        with batch_lock, send_lock, pipeline.lock:  # between batches: every counter tells one story
             rep, relay.report = relay.report, WorkerReport()
             for name in _COUNTERS:
                 value = getattr(metrics, name)
@@ -205,10 +206,11 @@ def worker_main(
                 capture(handled)
                 continue
             handle = pipeline.handle
-            for seq, received_at, topic, payload, _ in body:
-                if seq > handled:
-                    handle(topic, payload, received_at)
-                    handled = seq
+            with batch_lock:
+                for seq, received_at, topic, payload, _ in body:
+                    if seq > handled:
+                        handle(topic, payload, received_at)
+                        handled = seq
     except (EOFError, OSError):
         # the gateway process is gone: write what we hold, then leave (its journal replays the rest)
         log.warning("event=shard_orphaned shard=%d handled_seq=%d", index, handled)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -216,21 +217,19 @@ def _ffmpeg_writer(path: Path, width: int, height: int, fps: int) -> subprocess.
         return None
 
 
-def write_clip(
-    out: Path, duration_s: float = DURATION_S, width: int = WIDTH, height: int = HEIGHT, fps: int = FPS
-) -> str:
-    """Write the demo clip as MP4 (H.264 through ffmpeg, else OpenCV's writer); returns the codec."""
+def write_frames(out: Path, frames: Iterable[np.ndarray], width: int, height: int, fps: int) -> str:
+    """Write BGR frames as MP4 (H.264 through ffmpeg, else OpenCV's writer); returns the codec."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    clip = DemoClip(width, height)
-    frames = round(duration_s * fps)
+    frames = iter(frames)
     proc = _ffmpeg_writer(out, width, height, fps)
     if proc is not None and proc.stdin is not None:
-        for i in range(frames):
-            proc.stdin.write(clip.frame(i / fps)[0].tobytes())
+        for frame in frames:
+            proc.stdin.write(frame.tobytes())
         proc.stdin.close()
         if proc.wait() == 0:
             return "h264"
+        raise RuntimeError(f"ffmpeg could not write {out}")
     codec = "mp4v"
     for fourcc in ("avc1", "H264"):
         probe = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
@@ -242,8 +241,17 @@ def write_clip(
     if not writer.isOpened():
         raise RuntimeError(f"cannot write {out}: neither ffmpeg nor OpenCV's writer is usable")
     try:
-        for i in range(frames):
-            writer.write(clip.frame(i / fps)[0])
+        for frame in frames:
+            writer.write(frame)
     finally:
         writer.release()
     return codec
+
+
+def write_clip(
+    out: Path, duration_s: float = DURATION_S, width: int = WIDTH, height: int = HEIGHT, fps: int = FPS
+) -> str:
+    """Write the demo clip as MP4 (H.264 through ffmpeg, else OpenCV's writer); returns the codec."""
+    clip = DemoClip(width, height)
+    frames = round(duration_s * fps)
+    return write_frames(out, (clip.frame(i / fps)[0] for i in range(frames)), width, height, fps)

@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from detectors.evaluate import load_thresholds
+
 log = logging.getLogger("gridgate.detectors.model")
 
 Backend = Literal["pytorch", "onnx", "openvino"]
@@ -203,7 +205,9 @@ class Detector:
         self.model = YOLO(str(self.path), task="detect")
         self.imgsz = self._input_size(imgsz)
         self.device = device
-        self.policy = LabelPolicy(class_map, min_score, min_area_ratio)
+        # per-label thresholds calibrated for these weights (detectors.evaluate), then the config's own
+        self.thresholds = load_thresholds(Path(weights))
+        self.policy = LabelPolicy(class_map, {**self.thresholds, **(min_score or {})}, min_area_ratio)
         self.max_batch = max_batch
         self.tracker_yaml = Path(tracker)
         self._trackers: dict[str, Any] = {}

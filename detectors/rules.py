@@ -117,10 +117,20 @@ class ParkingState:
     overflowed: int = 0  # vehicles ignored because max_candidates was reached
 
 
+def scores(o: TrackedObject, min_score: float | None) -> bool:
+    """Whether an object's smoothed score counts: a zone's own bar, else the detector's threshold
+    (calibrated per label), which every detection reaching the rules has already passed."""
+    return min_score is None or o.score >= min_score
+
+
 def _eligible_vehicles(zone: NoParkingZone, objects: Sequence[TrackedObject]) -> list[TrackedObject]:
     out = []
     for o in objects:
-        if o.label not in zone.labels or o.score < zone.min_score or box_area(o.box) < zone.min_area_ratio:
+        if (
+            o.label not in zone.labels
+            or not scores(o, zone.min_score)
+            or box_area(o.box) < zone.min_area_ratio
+        ):
             continue
         if point_in_polygon(bottom_centre(o.box), zone.points):
             out.append(o)
@@ -328,7 +338,7 @@ def ponding_step(
 ) -> RuleResult:
     """Fraction of the road region covered by water (mask union, else box union)."""
     out = RuleResult()
-    water = [o for o in objects if o.label in zone.labels and o.score >= zone.debounce.min_score]
+    water = [o for o in objects if o.label in zone.labels and scores(o, zone.debounce.min_score)]
     ratio = coverage_ratio(zone.points, (detection_shape(o) for o in water))
     confidence = round(max((o.score for o in water), default=0.0), 3)
     highlights = tuple(Highlight(o.box, o.label, o.track_id) for o in water)
@@ -400,7 +410,7 @@ def bin_step(
         o
         for o in objects
         if (o.label in zone.garbage_labels or o.label in zone.overflow_labels)
-        and o.score >= zone.debounce.min_score
+        and scores(o, zone.debounce.min_score)
         and overlap_fraction(o.box, zone.points) >= zone.min_overlap
     ]
     overflowing = bool(hits)

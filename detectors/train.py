@@ -81,22 +81,32 @@ def train(
     patience: int = 100,
     time_h: float = 0.0,
     data: Path | None = None,
+    scenes: str = "street3d",
+    flat_share: float = 0.15,
 ) -> TrainResult:
     """Train a YOLO: on synthetic scenes rendered into `out`, or on your own labelled `data`.
 
     `model` is a YAML (trained from scratch) or a `.pt` (fine-tuned from those weights, e.g. a
     COCO model for vehicles); `data` is an ultralytics dataset YAML of labelled street images.
+    `scenes`: "street3d" renders any camera's view (`detectors.scene3d`, its TRAIN domain, with
+    `flat_share` of the flat demo street), "flat" only the demo street's side view (`detectors.synth`).
     """
-    from detectors.synth import write_dataset
+    from detectors import scene3d, synth
 
     out = Path(out).resolve()
     offline_env()
     if data is None:
         data = out / "dataset" / "data.yaml"
-        stamp = out / "dataset" / f".done-{seed}-{images}-{val_images}"
+        stamp = out / "dataset" / f".done-{scenes}-{seed}-{images}-{val_images}-{flat_share}"
         if not stamp.exists():
             shutil.rmtree(out / "dataset", ignore_errors=True)
-            write_dataset(out / "dataset", images, val_images, seed=seed, jobs=max(1, workers))
+            jobs = max(1, workers)
+            if scenes == "flat":
+                synth.write_dataset(out / "dataset", images, val_images, seed=seed, jobs=jobs)
+            else:
+                scene3d.write_dataset(
+                    out / "dataset", images, val_images, seed, flat_share=flat_share, jobs=jobs
+                )
             stamp.touch()
     elif not Path(data).is_file():
         raise FileNotFoundError(
@@ -104,6 +114,10 @@ def train(
         )
     from ultralytics import YOLO
 
+    if device == "cpu":  # ultralytics trains on cpu_count - 1 threads: one of two cores idles
+        import ultralytics.utils.torch_utils as tu
+
+        tu.NUM_THREADS = max(tu.NUM_THREADS, os.cpu_count() or 1)
     t0 = time.time()
     yolo = YOLO(model)
     metrics = yolo.train(
@@ -122,6 +136,7 @@ def train(
         plots=False,
         amp=False,
         patience=patience,
+        close_mosaic=max(1, min(10, epochs // 5)),  # the last epochs on whole frames, as cameras see them
         verbose=False,
         **({"time": time_h} if time_h else {}),
     )
@@ -306,10 +321,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--time-h", type=float, default=0.0, help="stop training after this many hours (0: epochs)"
     )
+    ap.add_argument("--scenes", choices=("street3d", "flat"), default="street3d", help="what to render")
+    ap.add_argument(
+        "--flat-share", type=float, default=0.15, help="street3d: share of flat demo-street views"
+    )
+    ap.add_argument(
+        "--data", type=Path, help="train on this labelled dataset (data.yaml) instead of rendering"
+    )
     ap.add_argument("--out", type=Path, default=Path("var/detectors/train"))
     ap.add_argument("--ship", action="store_true", help="copy best weights into detectors/weights with ONNX")
     a = ap.parse_args(argv)
-    args = {k: v for k, v in vars(a).items() if k not in ("out", "ship")}
+    args = {k: v for k, v in vars(a).items() if k not in ("out", "ship", "data")}
     res = train(
         a.out,
         a.images,
@@ -322,6 +344,9 @@ def main(argv: list[str] | None = None) -> int:
         a.model,
         a.workers,
         time_h=a.time_h,
+        data=a.data,
+        scenes=a.scenes,
+        flat_share=a.flat_share,
     )
     print(f"best {res.best_pt}: mAP50 {res.map50:.3f} mAP50-95 {res.map50_95:.3f} in {res.seconds:.0f}s")
     if a.ship:

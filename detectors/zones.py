@@ -217,8 +217,13 @@ class DebounceConfig(BaseModel):
     consecutive: int = Field(
         3, ge=1, le=100, description="analyses in a row that must agree before the state changes"
     )
-    min_score: float = Field(
-        0.6, ge=0, le=1, description="smoothed (median) detection score an object needs to count"
+    min_score: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="smoothed (median) detection score an object needs to count; default: the "
+        "model's calibrated threshold for its label (`<weights>.thresholds.json`), which the "
+        "detector already applied",
     )
 
 
@@ -249,7 +254,13 @@ class NoParkingZone(_ZoneBase):
     min_area_ratio: float = Field(
         0.002, ge=0, le=1, description="smallest vehicle box counted, as a fraction of the frame area"
     )
-    min_score: float = Field(0.5, ge=0, le=1, description="smoothed detection score a vehicle needs")
+    min_score: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="smoothed detection score a vehicle needs; default: the model's calibrated "
+        "vehicle threshold",
+    )
     absent_grace_s: float = Field(
         30.0,
         ge=0,

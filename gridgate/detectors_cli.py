@@ -45,6 +45,11 @@ def train(
         Path | None,
         typer.Option(help="your own labelled dataset (ultralytics data.yaml); no synthetic scenes then"),
     ] = None,
+    scenes: Annotated[
+        str,
+        typer.Option(help="`street3d`: any camera's view (detectors/scene3d.py); `flat`: the demo street"),
+    ] = "street3d",
+    flat_share: Annotated[float, typer.Option(help="street3d: share of flat demo-street views")] = 0.15,
     workers: Annotated[int, typer.Option(help="data loader and scene rendering processes")] = 2,
     time_h: Annotated[float, typer.Option(help="stop after this many hours (0: run all epochs)")] = 0.0,
     out: Annotated[Path, typer.Option(help="dataset and run directory")] = Path("var/detectors/train"),
@@ -56,7 +61,7 @@ def train(
         ),
     ] = False,
 ) -> None:
-    """Render synthetic street scenes and train a small YOLO on them (offline, from a YAML)."""
+    """Render synthetic street scenes (any camera) and train a small YOLO on them, offline; or `--data`."""
     _need_edge()
     from detectors.train import ship as ship_model
     from detectors.train import train as run
@@ -64,11 +69,12 @@ def train(
     args = {
         "images": images, "val_images": val_images, "seed": seed, "epochs": epochs, "imgsz": imgsz,
         "batch": batch, "device": device, "model": model, "workers": workers, "time_h": time_h,
-        "data": str(data) if data else "synthetic",
+        "data": str(data) if data else scenes, "flat_share": flat_share,
     }  # fmt: skip
     res = run(
-        out, images, val_images, seed, epochs, imgsz, batch, device, model, workers, time_h=time_h, data=data
-    )
+        out, images, val_images, seed, epochs, imgsz, batch, device, model, workers, time_h=time_h, data=data,
+        scenes=scenes, flat_share=flat_share,
+    )  # fmt: skip
     console.print(
         f"best {res.best_pt}: mAP50 {res.map50:.3f}, mAP50-95 {res.map50_95:.3f} ({res.seconds / 60:.1f} min)"
     )

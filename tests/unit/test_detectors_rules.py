@@ -336,13 +336,26 @@ def test_ponding_one_bad_frame_never_raises() -> None:
     assert actions(res) == ["raise"]
 
 
-def test_ponding_low_scores_ignored() -> None:
-    zone = PondingZone(name="road", points=SQUARE, persist_s=0)
+def test_ponding_low_scores_ignored_below_a_zone_bar() -> None:
+    zone = PondingZone(name="road", points=SQUARE, persist_s=0, debounce={"min_score": 0.6})
     st = Debounced()
     res = RuleResult()
     for i in range(5):
         res.extend(ponding_step(zone, st, [water(1, (0.0, 0.5, 0.5, 1.0), score=0.4)], T0 + i))
     assert res.signals == []
+
+
+def test_ponding_counts_what_passed_the_calibrated_threshold_by_default() -> None:
+    """Without a zone bar, the detector's calibrated per-label threshold is the bar: a detection
+    that reached the rules counts, K analyses in a row still needed."""
+    zone = PondingZone(name="road", points=SQUARE, persist_s=0)
+    st = Debounced()
+    res = RuleResult()
+    for i in range(2):
+        res.extend(ponding_step(zone, st, [water(1, (0.0, 0.5, 0.5, 1.0), score=0.3)], T0 + i))
+    assert res.signals == []
+    res.extend(ponding_step(zone, st, [water(1, (0.0, 0.5, 0.5, 1.0), score=0.3)], T0 + 2))
+    assert actions(res) == ["raise"]
 
 
 # -- bins ------------------------------------------------------------------------------------------

@@ -55,7 +55,8 @@ NEW_WEIGHTS = REPO / "detectors" / "weights" / "street.pt"
 def _render(args: tuple[int, int]) -> list[tuple[Any, list[Truth], dict[str, str]]]:
     import cv2
 
-    from detectors.scene3d import EVAL, sample
+    from detectors.scene3d import sample
+    from detectors.street3d import EVAL
 
     cv2.setNumThreads(1)
     seed, start = args

@@ -18,23 +18,8 @@ from typing import Any
 import numpy as np
 
 from detectors.clip import write_frames
-from detectors.scene3d import (
-    EVAL,
-    Camera,
-    Lighting,
-    Puddle3,
-    Road,
-    Scene3,
-    Thing,
-    building,
-    garbage_heap,
-    person,
-    pole,
-    render,
-    tree,
-    vehicle,
-    wheelie_bin,
-)
+from detectors.render3d import Camera, Lighting, Puddle3, Road, Scene3, Thing, render
+from detectors.street3d import EVAL, building, garbage_heap, person, pole, tree, vehicle, wheelie_bin
 from detectors.synth import Label
 
 WIDTH, HEIGHT, FPS = 640, 360, 5

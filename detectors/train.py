@@ -268,9 +268,9 @@ def write_model_card(
     )
     path.write_text(
         "# Model card: detectors/weights/street.pt\n\n"
-        "A small YOLO trained from scratch (no pretrained weights) on synthetic street scenes rendered by\n"
-        "`detectors/synth.py`. It knows the demo street and scenes like it; it is not a model for real\n"
-        "cameras (see the README for real weights).\n\n"
+        f"A small YOLO ({args.get('model', '?')}) trained on {_trained_on(args)}. It has never seen a real "
+        "photograph: see the README for real weights, and `bench/detect_eval.py` for how it does on\n"
+        "cameras it was not trained on.\n\n"
         f"Classes: `car`, `truck` (-> vehicle), `water`, `bin`, `garbage`.\n\n"
         f"## How it was made\n\n```\n{command}\n```\n\n| setting | value |\n| --- | --- |\n{rows}\n"
         f"| ultralytics | {v['ultralytics']} |\n| torch | {v['torch']} |\n| python | {v['python']} |\n"
@@ -284,6 +284,18 @@ def write_model_card(
         "- OpenVINO: `gridgate detectors export --format openvino` writes it to var/models on demand\n"
         '  (`Detector(..., backend="openvino")` does the same by itself, cached by the weights\' hash).\n'
     )
+
+
+def _trained_on(args: dict[str, Any]) -> str:
+    data = str(args.get("data", args.get("scenes", "street3d")))
+    if data == "street3d":
+        return (
+            "synthetic street scenes from any camera (`detectors/scene3d.py`, TRAIN domain) with "
+            f"{float(args.get('flat_share', 0.15)):.0%} flat demo-street views (`detectors/synth.py`)"
+        )
+    if data in ("flat", "synthetic"):
+        return "the flat demo street's synthetic side views (`detectors/synth.py`)"
+    return f"the labelled dataset `{data}`"
 
 
 def ship(

@@ -78,3 +78,24 @@ def test_fine_tune_on_a_labelled_dataset(tmp_path: Path) -> None:
     )  # fmt: skip
     assert res.best_pt.is_file() and set(res.per_class_map50_95) >= {"car", "water", "bin"}
     assert not (tmp_path / "run" / "dataset").exists()  # nothing synthetic was rendered
+
+
+@pytest.mark.parametrize("photo", ["bus.jpg", "zidane.jpg"])
+def test_no_street_class_fires_on_the_real_photos_inside_ultralytics(photo: str) -> None:
+    """Real photos of people, a bus and a pavement: no water, garbage or bin at the shipped thresholds
+    (`street.thresholds.json`); what the vehicle class scores on the bus is printed."""
+    import cv2
+    import ultralytics
+
+    from detectors.evaluate import load_thresholds
+
+    thresholds = load_thresholds(DEFAULT_WEIGHTS)
+    assert set(thresholds) == {"vehicle", "water", "bin", "garbage"}, (
+        "calibrated thresholds ship with the model"
+    )
+    img = cv2.imread(str(Path(ultralytics.__file__).parent / "assets" / photo))
+    det = Detector(DEFAULT_WEIGHTS, imgsz=640)
+    assert det.policy.min_score["water"] == thresholds["water"]
+    found = det.detect([img])[0]
+    print(photo, [(d.label, round(d.score, 2)) for d in found])
+    assert not [d for d in found if d.label in ("water", "garbage", "bin")], found

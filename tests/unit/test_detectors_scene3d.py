@@ -10,20 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detectors.clip3d import POLE_ZONES, PoleClip
-from detectors.scene3d import (
-    EVAL,
-    TRAIN,
-    Camera,
-    Renderer,
-    Scene3,
-    View,
-    lighting,
-    random_road,
-    render,
-    sample,
-    vehicle,
-    wheelie_bin,
-)
+from detectors.render3d import Camera, Renderer, Scene3, render
+from detectors.scene3d import View, random_road, sample
+from detectors.street3d import EVAL, TRAIN, lighting, vehicle, wheelie_bin
 from detectors.synth import CLASSES
 
 

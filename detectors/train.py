@@ -307,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         "--time-h", type=float, default=0.0, help="stop training after this many hours (0: epochs)"
     )
     ap.add_argument("--out", type=Path, default=Path("var/detectors/train"))
+    ap.add_argument("--data", type=Path, help="your data.yaml (`gridgate detectors dataset`): no rendering")
     ap.add_argument("--ship", action="store_true", help="copy best weights into detectors/weights with ONNX")
     a = ap.parse_args(argv)
     args = {k: v for k, v in vars(a).items() if k not in ("out", "ship")}
@@ -322,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         a.model,
         a.workers,
         time_h=a.time_h,
+        data=a.data,
     )
     print(f"best {res.best_pt}: mAP50 {res.map50:.3f} mAP50-95 {res.map50_95:.3f} in {res.seconds:.0f}s")
     if a.ship:

@@ -1,0 +1,137 @@
+"""The feedback loop across real parts: an edge event through Mosquitto becomes a ticket, a person
+cancels it as a false alarm, the edge box hears the change and marks its kept frames; the shipped
+model yields borderline detections through the feedback policy; an export fine-tunes a model."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from detectors.dataset import FeedbackFrame, export_dataset
+from detectors.model import Detection
+from detectors.rules import Highlight, Signal
+from detectors.tracking import TrackedObject
+from edge.config import EdgeConfig
+from edge.events import EventEmitter
+from edge.feedback import BorderlineDetection, Feedback
+from gateway.service import Gateway
+from gateway.tickets.states import TicketStatus
+from gridgate.models import Location, Severity
+from tests.integration.spine_helpers import gateway_config
+from tests.servers import Mosquitto, pub, wait_until
+from tests.ticket_helpers import ROUTING_FILE
+
+pytestmark = pytest.mark.integration
+
+CAR = (0.10, 0.50, 0.30, 0.80)
+KERB = Location(lat=30.2400, lon=120.1500)
+
+
+def test_a_ticket_cancelled_as_false_alarm_marks_the_edge_frames(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    tickets = {"routing_file": ROUTING_FILE, "offline_grace_s": 0, "tick_s": 0.1, "update_coalesce_s": 0}
+    (tmp_path / "gw").mkdir()
+    gw_cfg = gateway_config(tmp_path / "gw", mosquitto, {"api": "none"}, tickets=tickets)
+    edge = EdgeConfig(
+        edge_id="edge-fb",
+        data_dir=tmp_path / "edge",
+        broker={"host": "127.0.0.1", "port": mosquitto.port},
+        feedback={"enabled": True, "borderline_low": None},
+    )
+    feedback = Feedback.for_worker(edge, object())
+    assert feedback.store is not None and feedback.listener is not None
+    emitter = EventEmitter()
+    now = time.time()
+    drafts = [
+        emitter.on_signal(
+            Signal(
+                "illegal_parking", "kerb", key, "raise", now, now - 60, Severity.major, 0.9, {},
+                highlights=(Highlight(CAR, "vehicle", 3),),
+            )
+        )
+        for key in ("kerb:1", "kerb:2")
+    ]  # fmt: skip
+    frame = np.full((180, 320, 3), 80, np.uint8)
+    car = Detection("vehicle", 0.9, CAR, "car")
+    track = TrackedObject(3, "vehicle", 0.9, 0.9, CAR, None, "car", now, 60.0)
+    kept = []
+    for d in drafts:
+        assert d is not None
+        kept.append(feedback.observe("cam-1", now, frame, [car], [track], [], [d]))
+    false_id = drafts[0].event.event_id  # type: ignore[union-attr]
+    feedback.start()
+    try:
+        wait_until(feedback.listener.connected.is_set, 10, "the edge's ticket listener connected")
+        with Gateway(gw_cfg) as gw:
+            assert gw.tickets is not None
+            msg = drafts[0].build(1, edge.edge_id, "cam-1", KERB)  # type: ignore[union-attr]
+            pub(mosquitto, f"gridgate/edge/{edge.edge_id}/events", msg.model_dump_json())
+            wait_until(lambda: gw.tickets.store.count_tickets() == 1, 15, "the ticket of the edge event")
+            (ticket,) = gw.tickets.store.list_tickets()
+            assert [e.event_id for e in gw.tickets.events(ticket.id)] == [false_id]
+            gw.tickets.cancel(ticket.id, "centre", "nobody parked there", resolution="false_alarm")
+            assert gw.tickets.get(ticket.id).status is TicketStatus.cancelled
+
+            def marked() -> bool:
+                return bool(json.loads(kept[0].read_text())["false_alarm"])  # type: ignore[union-attr]
+
+            wait_until(marked, 10, "the edge frames marked false alarm")
+    finally:
+        feedback.stop()
+    first = FeedbackFrame.model_validate_json(kept[0].read_bytes())  # type: ignore[union-attr]
+    assert first.false_alarm_tickets == [ticket.id] and first.false_alarm_events == [false_id]
+    assert json.loads(kept[1].read_text())["false_alarm"] is False  # type: ignore[union-attr]
+    s = export_dataset(feedback.store.root, tmp_path / "ds")
+    labels = sorted(p.read_text() for p in (tmp_path / "ds" / "labels").rglob("*.txt"))
+    assert labels == ["", "0 0.200000 0.650000 0.200000 0.300000\n"] and s.removed_boxes == 1
+
+
+def test_the_shipped_model_gives_borderline_detections_through_the_feedback_policy(tmp_path: Path) -> None:
+    from detectors.model import Detector
+    from detectors.synth import synth_sample
+
+    img, truth = synth_sample(0, 3, 640, 360)
+    assert truth
+    # thresholds nothing reaches: every detection the model makes is borderline for the rules
+    det = Detector(min_score=dict.fromkeys(("vehicle", "water", "bin", "garbage"), 0.999))
+    edge = EdgeConfig(data_dir=tmp_path, feedback={"enabled": True, "listen_tickets": False})
+    feedback = Feedback.for_worker(edge, det)
+    assert feedback.model_version is not None and feedback.model_version.startswith("street.pt@sha256:")
+    (dets,) = det.detect([img])
+    real, borderline = feedback.split(dets)
+    assert real == [] and borderline and all(isinstance(d, BorderlineDetection) for d in borderline)
+    path = feedback.observe("cam-1", 1_780_000_000.0, img, real, [], borderline, [])
+    assert path is not None
+    doc = FeedbackFrame.model_validate_json(path.read_bytes())
+    assert len(doc.detections) == len(borderline) and all(d.borderline for d in doc.detections)
+    assert doc.model_version == feedback.model_version and doc.taken_at == datetime.fromtimestamp(
+        1_780_000_000.0, UTC
+    )
+
+
+@pytest.mark.slow
+def test_fine_tune_one_epoch_on_an_exported_dataset(tmp_path: Path) -> None:
+    from detectors.synth import synth_sample
+    from detectors.train import SHIPPED_PT, main
+
+    edge = EdgeConfig(data_dir=tmp_path, feedback={"enabled": True, "listen_tickets": False})
+    feedback = Feedback.for_worker(edge, object())
+    emitter = EventEmitter()
+    for i in range(6):
+        img, _ = synth_sample(0, i, 320, 180)
+        dets = [Detection("vehicle", 0.9, CAR, "car")]
+        sig = Signal("illegal_parking", "kerb", f"k:{i}", "raise", 1e9 + i, 1e9, Severity.major, 0.9, {})
+        feedback.observe("cam-1", 1e9 + i, img, dets, [], [], [emitter.on_signal(sig)])  # type: ignore[list-item]
+    s = export_dataset(tmp_path / "feedback", tmp_path / "ds")
+    started = time.monotonic()
+    argv = ["--data", str(s.data_yaml), "--model", str(SHIPPED_PT), "--out", str(tmp_path / "run")]
+    assert main([*argv, "--epochs", "1", "--imgsz", "64", "--batch", "4", "--workers", "0"]) == 0
+    assert (tmp_path / "run" / "run" / "weights" / "best.pt").is_file()
+    assert time.monotonic() - started < 60
+    assert not (tmp_path / "run" / "dataset").exists()  # nothing rendered: trained on the export

@@ -367,14 +367,15 @@ class Feedback:
         self.enabled = cfg.enabled
         self.listener: Any = None
         self.store: FeedbackStore | None = None
+        self.sampler = BorderlineSampler(cfg.borderline_every_s)
+        self.model_version: str | None = None
+        self.failures = 0
+        self.borderline = False
         if not self.enabled:
             return
         root = cfg.dir if cfg.dir is not None else Path(edge.data_dir) / "feedback"
         self.store = FeedbackStore(root, cfg.max_files, int(cfg.max_mb * 1024 * 1024))
-        self.sampler = BorderlineSampler(cfg.borderline_every_s)
         self.model_version = model_version(detector)
-        self.failures = 0
-        self.borderline = False
         if cfg.borderline_low is not None:
             policy = getattr(detector, "policy", None)
             if isinstance(policy, LabelPolicy):

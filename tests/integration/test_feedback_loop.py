@@ -135,3 +135,31 @@ def test_fine_tune_one_epoch_on_an_exported_dataset(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "run" / "weights" / "best.pt").is_file()
     assert time.monotonic() - started < 60
     assert not (tmp_path / "run" / "dataset").exists()  # nothing rendered: trained on the export
+
+
+def test_the_worker_keeps_the_frames_of_its_parking_event(tmp_path: Path) -> None:
+    from edge.config import FeedbackConfig
+    from edge.worker import EdgeWorker
+    from tests.integration.test_edge_worker import PARKED, T0, BlobDetector, H, W, edge_config, make_clip
+
+    clip = make_clip(tmp_path / "street.mp4")
+    cfg = edge_config(tmp_path, None, clip)
+    cfg = cfg.model_copy(update={"feedback": FeedbackConfig(enabled=True, listen_tickets=False)})
+    worker = EdgeWorker(cfg, BlobDetector()).start(publisher=False)
+    worker.run_in_thread()
+    try:
+        wait_until(lambda: worker.cameras[0].capture.ended, 60, "the clip played to its end")
+        wait_until(lambda: worker.cameras[0].emitter.open == {}, 10, "the stay ended")
+    finally:
+        worker.stop()
+    assert worker.feedback.store is not None
+    sidecars = sorted(worker.feedback.store.root.rglob("*.json"))
+    frames = [FeedbackFrame.model_validate_json(p.read_bytes()) for p in sidecars]
+    assert [f.reasons for f in frames] == [["event_new"], ["event_end"]]
+    start, end = frames
+    assert start.events[0].event_id == end.events[0].event_id and start.events[0].kind == "illegal_parking"
+    assert 27.5 <= start.taken_at.timestamp() - T0 <= 30.0 and (start.width, start.height) == (W, H)
+    (car,) = start.detections
+    expected = (PARKED[0] * W, PARKED[1] * H, PARKED[2] * W, PARKED[3] * H)
+    assert all(abs(a - b) <= 2 for a, b in zip(car.box_px, expected, strict=True)), car.box_px
+    assert car.events == [start.events[0].event_id] and car.track_id is not None

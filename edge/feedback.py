@@ -233,6 +233,7 @@ class FeedbackStore:
         self._lock = threading.Lock()
         self.budget = Budget(max_files, max_bytes)
         self.by_event: dict[str, set[Path]] = {}
+        self._events_of: dict[Path, list[str]] = {}
         # false alarms heard before their event's last frame was kept (a ticket cancelled mid-event)
         self._false: OrderedDict[str, tuple[str, datetime]] = OrderedDict()
         self._recent_false = recent_false
@@ -241,6 +242,11 @@ class FeedbackStore:
         self.marked = 0
         self._serial = 0
         found = []
+        for leftover in self.root.glob("*/*.tmp"):  # a write cut short by a crash
+            leftover.unlink(missing_ok=True)
+        for jpeg in self.root.glob("*/*.jpg"):  # a frame whose sidecar never got written
+            if not jpeg.with_suffix(".json").exists():
+                jpeg.unlink(missing_ok=True)
         for sidecar in self.root.glob("*/*.json"):
             try:
                 frame = FeedbackFrame.model_validate_json(sidecar.read_bytes())
@@ -261,14 +267,16 @@ class FeedbackStore:
             return 0
 
     def _index(self, sidecar: Path, frame: FeedbackFrame) -> None:
+        self._events_of[sidecar] = frame.event_ids
         for eid in frame.event_ids:
             self.by_event.setdefault(eid, set()).add(sidecar)
 
     def _delete(self, sidecar: Path) -> None:
-        for eid in [e for e, paths in self.by_event.items() if sidecar in paths]:
-            self.by_event[eid].discard(sidecar)
-            if not self.by_event[eid]:
-                del self.by_event[eid]
+        for eid in self._events_of.pop(sidecar, []):
+            paths = self.by_event.get(eid, set())
+            paths.discard(sidecar)
+            if not paths:
+                self.by_event.pop(eid, None)
         for p in (sidecar.with_suffix(".jpg"), sidecar):
             try:
                 p.unlink()

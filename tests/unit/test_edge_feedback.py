@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from detectors.dataset import (
     DatasetError,
     FeedbackFrame,
+    FrameEvent,
     assign_splits,
     export_dataset,
     read_frames,
@@ -103,6 +104,23 @@ def test_store_on_disk_stays_bounded_and_reloads_in_order(tmp_path: Path) -> Non
     assert len(again) == 2 and not paths[2].exists() and paths[4].exists()
     by_bytes = FeedbackStore(tmp_path, max_files=100, max_bytes=2 * len(jpeg) + 100)
     assert len(by_bytes) == 1 and paths[4].exists()  # two frames with sidecars are over the bytes
+    # a crash between the two writes leaves a frame without its sidecar, or a .tmp: both go
+    (tmp_path / "cam-1" / "orphan.jpg").write_bytes(jpeg)
+    (tmp_path / "cam-1" / "cut.json.tmp").write_bytes(b"{")
+    FeedbackStore(tmp_path, max_files=100, max_bytes=10**9)
+    assert sorted(p.name for p in (tmp_path / "cam-1").iterdir()) == [
+        paths[4].with_suffix(".jpg").name,
+        paths[4].name,
+    ]
+
+
+def test_an_evicted_frame_is_no_longer_marked(tmp_path: Path) -> None:
+    store = FeedbackStore(tmp_path, max_files=1, max_bytes=10**9)
+    ev = FrameEvent(event_id="EV-1", kind="illegal_parking", zone="kerb", phase="new")
+    store.save(frame("cam-1", T0).model_copy(update={"events": [ev]}), b"\xff\xd8")
+    assert store.by_event.keys() == {ev.event_id}
+    store.save(frame("cam-1", T0 + 1), b"\xff\xd8")  # pushes the first one out
+    assert store.by_event == {} and store.mark_false_alarm([ev.event_id], "T", datetime.now(UTC)) == 0
 
 
 # ---- borderline -----------------------------------------------------------------------------------

@@ -191,11 +191,7 @@ def build_frame(
             score=round(min(1.0, max(0.0, float(det.score))), 4),
             track_id=track,
             borderline=is_borderline,
-            events=[
-                eid
-                for eid, boxes in subjects.items()
-                if any(box_iou(b, det.box) >= SUBJECT_IOU for b in boxes)
-            ],
+            events=[eid for eid, boxes in subjects.items() if _same_object(det.box, boxes)],
         )
 
     return FeedbackFrame(
@@ -372,14 +368,13 @@ class Feedback:
     def __init__(self, cfg: FeedbackConfig, edge: EdgeConfig, detector: Any) -> None:
         self.cfg = cfg
         self.edge_id = edge.edge_id
-        self.enabled = cfg.enabled
         self.listener: Any = None
         self.store: FeedbackStore | None = None
         self.sampler = BorderlineSampler(cfg.borderline_every_s)
         self.model_version: str | None = None
         self.failures = 0
         self.borderline = False
-        if not self.enabled:
+        if not cfg.enabled:
             return
         root = cfg.dir if cfg.dir is not None else Path(edge.data_dir) / "feedback"
         self.store = FeedbackStore(root, cfg.max_files, int(cfg.max_mb * 1024 * 1024))

@@ -9,6 +9,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
@@ -37,7 +38,14 @@ def test_a_ticket_cancelled_as_false_alarm_marks_the_edge_frames(
 ) -> None:
     tickets = {"routing_file": ROUTING_FILE, "offline_grace_s": 0, "tick_s": 0.1, "update_coalesce_s": 0}
     (tmp_path / "gw").mkdir()
-    gw_cfg = gateway_config(tmp_path / "gw", mosquitto, {"api": "none"}, tickets=tickets)
+    token = "centre-token-0123456789abcdef"
+    gw_cfg = gateway_config(
+        tmp_path / "gw",
+        mosquitto,
+        {"api": "none"},
+        tickets=tickets,
+        auth={"tokens": [{"name": "centre", "token": token, "role": "command_centre"}]},
+    )
     edge = EdgeConfig(
         edge_id="edge-fb",
         data_dir=tmp_path / "edge",
@@ -75,8 +83,15 @@ def test_a_ticket_cancelled_as_false_alarm_marks_the_edge_frames(
             wait_until(lambda: gw.tickets.store.count_tickets() == 1, 15, "the ticket of the edge event")
             (ticket,) = gw.tickets.store.list_tickets()
             assert [e.event_id for e in gw.tickets.events(ticket.id)] == [false_id]
-            gw.tickets.cancel(ticket.id, "centre", "nobody parked there", resolution="false_alarm")
-            assert gw.tickets.get(ticket.id).status is TicketStatus.cancelled
+            api = httpx.Client(base_url=gw.api_url or "", headers={"Authorization": f"Bearer {token}"})
+            url = f"/api/v1/tickets/{ticket.id}"
+            refused = api.post(f"{url}/accept", json={"resolution": "false_alarm"})
+            assert refused.status_code == 422 and "is for resolve, close or cancel" in refused.text
+            assert api.post(f"{url}/cancel", json={"resolution": "nonsense"}).status_code == 422
+            done = api.post(
+                f"{url}/cancel", json={"note": "nobody parked there", "resolution": "false_alarm"}
+            )
+            assert done.status_code == 200 and done.json()["status"] == TicketStatus.cancelled
 
             def marked() -> bool:
                 return bool(json.loads(kept[0].read_text())["false_alarm"])  # type: ignore[union-attr]

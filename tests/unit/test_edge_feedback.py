@@ -222,7 +222,7 @@ def labels_of(out: Path) -> dict[str, list[str]]:
 
 
 def test_export_is_a_dataset_ultralytics_accepts_with_the_stored_labels(tmp_path: Path) -> None:
-    offline_env(tmp_path / "yolo")
+    offline_env()  # before ultralytics is imported: no downloads, no update checks
     from ultralytics.data.utils import check_det_dataset
 
     src, ids = kept_frames(tmp_path)

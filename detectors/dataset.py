@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field, ValidationError
 log = logging.getLogger("gridgate.detectors.dataset")
 
 SIDECAR_VERSION = 1
-Reason = Literal["event_new", "event_end", "borderline"]
+Reason = Literal["event_start", "event_new", "event_end", "borderline"]
 Split = Literal["train", "val"]
 ClassChoice = Literal["shipped", "found"]
 
@@ -52,7 +52,10 @@ class FrameEvent(BaseModel):
     event_id: str
     kind: str
     zone: str
-    phase: Literal["new", "end"]
+    phase: Literal["start", "new", "end"] = Field(
+        description="`start`: the moment it began (a vehicle came to rest), kept once it became an event; "
+        "`new`: raised (for parking: the dwell exceeded); `end`: cleared"
+    )
 
 
 class FeedbackFrame(BaseModel):

@@ -20,7 +20,7 @@ import hashlib
 import logging
 import os
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,10 +33,11 @@ from pydantic import ValidationError
 
 from detectors.dataset import FeedbackFrame, FrameDetection, FrameEvent, Reason
 from detectors.model import Box, Detection, LabelPolicy
-from detectors.rules import Highlight
+from detectors.rules import Highlight, RuleResult
 from detectors.zones import DetectionLike, box_iou
 from edge.config import EdgeConfig, FeedbackConfig
 from edge.events import Draft
+from edge.evidence import FrameRing
 from gridgate.models import EdgePhase, utc
 
 log = logging.getLogger("gridgate.edge.feedback")
@@ -168,14 +169,18 @@ def build_frame(
     borderline: Sequence[DetectionLike],
     drafts: Sequence[Draft],
     model_version: str | None,
+    start: bool = False,
 ) -> FeedbackFrame:
-    """The sidecar of a frame: every detection in pixels, with its track and the events it caused."""
+    """The sidecar of a frame: every detection in pixels, with its track and the events it caused.
+
+    `start`: the frame is from the moment the drafts' occurrences began, not from the drafts' own.
+    """
     events = [
         FrameEvent(
             event_id=d.event.event_id,
             kind=d.signal.kind,
             zone=d.signal.zone,
-            phase="new" if d.phase == EdgePhase.new else "end",
+            phase="start" if start else "new" if d.phase == EdgePhase.new else "end",
         )
         for d in drafts
     ]
@@ -362,6 +367,25 @@ def model_version(detector: Any) -> str | None:
     return path.name
 
 
+@dataclass(slots=True)
+class Moment:
+    """An analysed frame, encoded, with what was detected on it: kept until its event exists."""
+
+    ts: float
+    jpeg: bytes
+    width: int
+    height: int
+    detections: list[DetectionLike]
+    objects: list[Any]
+    borderline: list[DetectionLike]
+
+
+# pictures the rules ask for before an event exists (the worker holds the same ones as evidence)
+START_SNAPSHOTS = frozenset({"stopped"})
+RECENT_ANALYSES = 16  # per camera: detections of the frames the evidence ring still holds
+MAX_HELD = 64  # start moments waiting for their event, per box (the rest of a stay is cheap to lose)
+
+
 class Feedback:
     """What the edge worker calls: `split` detections, `observe` each analysis, `start`/`stop`."""
 
@@ -374,6 +398,8 @@ class Feedback:
         self.model_version: str | None = None
         self.failures = 0
         self.borderline = False
+        self._recent: dict[str, deque[tuple[float, list[DetectionLike], list[Any], list[DetectionLike]]]] = {}
+        self._held: OrderedDict[tuple[str, str], Moment] = OrderedDict()
         if not cfg.enabled:
             return
         root = cfg.dir if cfg.dir is not None else Path(edge.data_dir) / "feedback"
@@ -431,41 +457,101 @@ class Feedback:
         objects: Sequence[Any],
         borderline: Sequence[DetectionLike],
         drafts: Sequence[Draft],
-    ) -> Path | None:
-        """Keep this analysed frame if an event started or ended on it, or a borderline sample is due."""
+        rules: RuleResult | None = None,
+        ring: FrameRing | None = None,
+    ) -> list[Path]:
+        """Keep what this analysis calls for; returns the sidecars written.
+
+        - the frame, when an event started (`new`) or ended on it, or a borderline sample is due;
+        - the frame of the moment an event's occurrence began (a vehicle came to rest: the rules'
+          `stopped` picture, taken from `ring`), held until the occurrence becomes an event.
+        """
         if self.store is None:
-            return None
+            return []
+        recent = self._recent.setdefault(camera_id, deque(maxlen=RECENT_ANALYSES))
+        recent.append((ts, list(detections), list(objects), list(borderline)))
         events = [d for d in drafts if d.phase != EdgePhase.update] if self.cfg.events else []
-        reasons: list[Reason] = []
-        if any(d.phase == EdgePhase.new for d in events):
-            reasons.append("event_new")
-        if any(d.phase == EdgePhase.end for d in events):
-            reasons.append("event_end")
-        if borderline and self.sampler.take(camera_id, ts):
-            reasons.append("borderline")
-        if not reasons:
-            return None
+        saved: list[Path] = []
         try:
-            ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.cfg.jpeg_quality])
-            if not ok:
-                raise ValueError("JPEG encoding failed")
-            h, w = image.shape[:2]
-            frame = build_frame(
-                edge_id=self.edge_id,
-                camera_id=camera_id,
-                ts=ts,
-                width=w,
-                height=h,
-                image="",
-                reasons=reasons,
-                detections=detections,
-                objects=objects,
-                borderline=borderline,
-                drafts=events,
-                model_version=self.model_version,
-            )
-            return self.store.save(frame, buf.tobytes())
+            if self.cfg.events and rules is not None and ring is not None:
+                self._hold_starts(camera_id, rules, ring, recent)
+            for d in events:
+                m = self._held.pop((camera_id, d.signal.key), None) if d.phase == EdgePhase.new else None
+                if m is not None:
+                    saved += self._save(camera_id, m, ["event_start"], [d], start=True)
+            reasons: list[Reason] = []
+            if any(d.phase == EdgePhase.new for d in events):
+                reasons.append("event_new")
+            if any(d.phase == EdgePhase.end for d in events):
+                reasons.append("event_end")
+            if borderline and self.sampler.take(camera_id, ts):
+                reasons.append("borderline")
+            if reasons:
+                h, w = image.shape[:2]
+                now = Moment(ts, _jpeg(image, self.cfg.jpeg_quality), w, h, *recent[-1][1:])
+                saved += self._save(camera_id, now, reasons, events)
         except Exception:  # the feedback loop must never stop the analysis
             self.failures += 1
-            log.exception("event=feedback_save_failed camera=%s ts=%.3f reasons=%s", camera_id, ts, reasons)
-            return None
+            log.exception("event=feedback_save_failed camera=%s ts=%.3f", camera_id, ts)
+        for key in rules.forget if rules is not None else ():
+            self._held.pop((camera_id, key), None)
+        return saved
+
+    def _hold_starts(
+        self,
+        camera_id: str,
+        rules: RuleResult,
+        ring: FrameRing,
+        recent: deque[tuple[float, list[DetectionLike], list[Any], list[DetectionLike]]],
+    ) -> None:
+        for snap in rules.snapshots:
+            if snap.name not in START_SNAPSHOTS:
+                continue
+            found = ring.at(snap.at)
+            seen = next((r for r in recent if found is not None and r[0] == found[0]), None)
+            if found is None or seen is None:
+                continue  # that frame or its detections are gone: nothing honest to keep
+            h, w = found[1].shape[:2]
+            self._held[(camera_id, snap.key)] = Moment(
+                found[0], _jpeg(found[1], self.cfg.jpeg_quality), w, h, *seen[1:]
+            )
+            self._held.move_to_end((camera_id, snap.key))
+            while len(self._held) > MAX_HELD:
+                self._held.popitem(last=False)
+
+    def _save(
+        self, camera_id: str, m: Moment, reasons: list[Reason], drafts: Sequence[Draft], start: bool = False
+    ) -> list[Path]:
+        assert self.store is not None
+        frame = build_frame(
+            edge_id=self.edge_id,
+            camera_id=camera_id,
+            ts=m.ts,
+            width=m.width,
+            height=m.height,
+            image="",
+            reasons=reasons,
+            detections=m.detections,
+            objects=m.objects,
+            borderline=m.borderline,
+            drafts=drafts,
+            model_version=self.model_version,
+            start=start,
+        )
+        path = self.store.save(frame, m.jpeg)
+        log.debug(
+            "event=feedback_frame_kept camera=%s reasons=%s events=%s detections=%d path=%s",
+            camera_id,
+            ",".join(reasons),
+            ",".join(frame.event_ids),
+            len(frame.detections),
+            path,
+        )
+        return [path]
+
+
+def _jpeg(image: np.ndarray, quality: int) -> bytes:
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return buf.tobytes()

@@ -211,7 +211,9 @@ class EdgeWorker:
             self._emit(rt, draft, pics, frame)
         for key in res.forget:
             rt.held.forget(key)
-        self.feedback.observe(rt.cfg.id, frame.ts, frame.image, dets, upd.objects, borderline, drafts)
+        self.feedback.observe(
+            rt.cfg.id, frame.ts, frame.image, dets, upd.objects, borderline, drafts, res, rt.ring
+        )
         rt.counters.record(inference_ms, (time.monotonic() - frame.received) * 1000.0)
 
     def _picture(self, rt: CameraRuntime, snap: SnapshotRequest, frame: Frame) -> Picture | None:

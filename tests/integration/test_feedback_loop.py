@@ -17,6 +17,7 @@ from detectors.dataset import FeedbackFrame, export_dataset
 from detectors.model import Detection
 from detectors.rules import Highlight, Signal
 from detectors.tracking import TrackedObject
+from detectors.zones import box_iou
 from edge.config import EdgeConfig
 from edge.events import EventEmitter
 from edge.feedback import BorderlineDetection, Feedback
@@ -71,14 +72,14 @@ def test_a_ticket_cancelled_as_false_alarm_marks_the_edge_frames(
     kept = []
     for d in drafts:
         assert d is not None
-        kept.append(feedback.observe("cam-1", now, frame, [car], [track], [], [d]))
-    false_id = drafts[0].event.event_id  # type: ignore[union-attr]
+        kept += feedback.observe("cam-1", now, frame, [car], [track], [], [d])
+    false_id = drafts[0].event.event_id
     feedback.start()
     try:
         wait_until(feedback.listener.connected.is_set, 10, "the edge's ticket listener connected")
         with Gateway(gw_cfg) as gw:
             assert gw.tickets is not None
-            msg = drafts[0].build(1, edge.edge_id, "cam-1", KERB)  # type: ignore[union-attr]
+            msg = drafts[0].build(1, edge.edge_id, "cam-1", KERB)
             pub(mosquitto, f"gridgate/edge/{edge.edge_id}/events", msg.model_dump_json())
             wait_until(lambda: gw.tickets.store.count_tickets() == 1, 15, "the ticket of the edge event")
             (ticket,) = gw.tickets.store.list_tickets()
@@ -94,14 +95,14 @@ def test_a_ticket_cancelled_as_false_alarm_marks_the_edge_frames(
             assert done.status_code == 200 and done.json()["status"] == TicketStatus.cancelled
 
             def marked() -> bool:
-                return bool(json.loads(kept[0].read_text())["false_alarm"])  # type: ignore[union-attr]
+                return bool(json.loads(kept[0].read_text())["false_alarm"])
 
             wait_until(marked, 10, "the edge frames marked false alarm")
     finally:
         feedback.stop()
-    first = FeedbackFrame.model_validate_json(kept[0].read_bytes())  # type: ignore[union-attr]
+    first = FeedbackFrame.model_validate_json(kept[0].read_bytes())
     assert first.false_alarm_tickets == [ticket.id] and first.false_alarm_events == [false_id]
-    assert json.loads(kept[1].read_text())["false_alarm"] is False  # type: ignore[union-attr]
+    assert json.loads(kept[1].read_text())["false_alarm"] is False
     s = export_dataset(feedback.store.root, tmp_path / "ds")
     labels = sorted(p.read_text() for p in (tmp_path / "ds" / "labels").rglob("*.txt"))
     assert labels == ["", "0 0.200000 0.650000 0.200000 0.300000\n"] and s.removed_boxes == 1
@@ -121,8 +122,7 @@ def test_the_shipped_model_gives_borderline_detections_through_the_feedback_poli
     (dets,) = det.detect([img])
     real, borderline = feedback.split(dets)
     assert real == [] and borderline and all(isinstance(d, BorderlineDetection) for d in borderline)
-    path = feedback.observe("cam-1", 1_780_000_000.0, img, real, [], borderline, [])
-    assert path is not None
+    (path,) = feedback.observe("cam-1", 1_780_000_000.0, img, real, [], borderline, [])
     doc = FeedbackFrame.model_validate_json(path.read_bytes())
     assert len(doc.detections) == len(borderline) and all(d.borderline for d in doc.detections)
     assert doc.model_version == feedback.model_version and doc.taken_at == datetime.fromtimestamp(
@@ -170,11 +170,18 @@ def test_the_worker_keeps_the_frames_of_its_parking_event(tmp_path: Path) -> Non
     assert worker.feedback.store is not None
     sidecars = sorted(worker.feedback.store.root.rglob("*.json"))
     frames = [FeedbackFrame.model_validate_json(p.read_bytes()) for p in sidecars]
-    assert [f.reasons for f in frames] == [["event_new"], ["event_end"]]
-    start, end = frames
-    assert start.events[0].event_id == end.events[0].event_id and start.events[0].kind == "illegal_parking"
-    assert 27.5 <= start.taken_at.timestamp() - T0 <= 30.0 and (start.width, start.height) == (W, H)
-    (car,) = start.detections
+    frames.sort(key=lambda f: f.taken_at)
+    assert [f.reasons for f in frames] == [["event_start"], ["event_new"], ["event_end"]]
+    start, new, _ = frames
+    assert len({f.events[0].event_id for f in frames}) == 1 and new.events[0].kind == "illegal_parking"
+    # it came to rest at ~8 s of the clip and stood there for the 20 s dwell
+    assert 7.5 <= start.taken_at.timestamp() - T0 <= 9.0
+    assert 27.5 <= new.taken_at.timestamp() - T0 <= 30.0 and (new.width, new.height) == (W, H)
     expected = (PARKED[0] * W, PARKED[1] * H, PARKED[2] * W, PARKED[3] * H)
+    (car,) = new.detections
     assert all(abs(a - b) <= 2 for a, b in zip(car.box_px, expected, strict=True)), car.box_px
-    assert car.events == [start.events[0].event_id] and car.track_id is not None
+    (arriving,) = start.detections  # still rolling the last metres into its place
+    rel = (arriving.box_px[0] / W, arriving.box_px[1] / H, arriving.box_px[2] / W, arriving.box_px[3] / H)
+    assert box_iou(rel, PARKED) > 0.5
+    for f, c in ((start, arriving), (new, car)):
+        assert c.events == [f.events[0].event_id] and c.track_id == car.track_id is not None

@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -20,11 +21,12 @@ from detectors.dataset import (
     read_frames,
 )
 from detectors.model import Detection, LabelPolicy
-from detectors.rules import Highlight, Signal
+from detectors.rules import Highlight, RuleResult, Signal, SnapshotRequest
 from detectors.tracking import TrackedObject
 from detectors.train import offline_env
 from edge.config import EdgeConfig
 from edge.events import Draft, EventEmitter
+from edge.evidence import FrameRing
 from edge.feedback import (
     BorderlineDetection,
     BorderlinePolicy,
@@ -159,9 +161,8 @@ def test_observe_keeps_event_frames_and_rate_limited_borderline_ones(tmp_path: P
         real, borderline = fb.split([car, weak_bin])
         drafts = [raise_draft(emitter, t)] if i == 2 else []
         kept.append(fb.observe("cam-1", t, image(), real, [car_object()], borderline, drafts))
-    assert [p is not None for p in kept] == [True, False, True, True, False, False]
-    sidecar = kept[2]
-    assert sidecar is not None
+    assert [len(p) for p in kept] == [1, 0, 1, 1, 0, 0]
+    (sidecar,) = kept[2]
     doc = FeedbackFrame.model_validate_json(sidecar.read_bytes())
     assert doc.reasons == ["event_new"] and doc.events[0].phase == "new"
     eid = doc.events[0].event_id
@@ -172,7 +173,7 @@ def test_observe_keeps_event_frames_and_rate_limited_borderline_ones(tmp_path: P
     assert car_det.events == [eid] and not car_det.borderline
     assert (doc.camera_id, doc.edge_id, doc.width, doc.height) == ("cam-1", "edge-t", W, H)
     assert doc.model_version is None  # this detector names no weights
-    first = FeedbackFrame.model_validate_json(kept[0].read_bytes())  # type: ignore[union-attr]
+    first = FeedbackFrame.model_validate_json(kept[0][0].read_bytes())
     assert first.reasons == ["borderline"] and [d.borderline for d in first.detections] == [False, True]
     assert (sidecar.parent / doc.image).read_bytes()[:2] == b"\xff\xd8"
 
@@ -182,9 +183,10 @@ def test_false_alarm_marks_frames_kept_before_and_after(tmp_path: Path) -> None:
     assert fb.store is not None
     emitter = EventEmitter()
     car = Detection("vehicle", 0.9, CAR, "car")
-    start = fb.observe("cam-1", T0, image(), [car], [car_object()], [], [raise_draft(emitter, T0)])
-    other = fb.observe("cam-1", T0 + 1, image(), [car], [car_object()], [], [raise_draft(emitter, T0, "k:2")])
-    assert start is not None and other is not None
+    (start,) = fb.observe("cam-1", T0, image(), [car], [car_object()], [], [raise_draft(emitter, T0)])
+    (other,) = fb.observe(
+        "cam-1", T0 + 1, image(), [car], [car_object()], [], [raise_draft(emitter, T0, "k:2")]
+    )
     eid = FeedbackFrame.model_validate_json(start.read_bytes()).event_ids[0]
     assert fb.store.mark_false_alarm([eid, "not-ours"], "TICKET-1", datetime.now(UTC)) == 1
     marked = json.loads(start.read_text())
@@ -194,8 +196,36 @@ def test_false_alarm_marks_frames_kept_before_and_after(tmp_path: Path) -> None:
     end_sig = Signal("illegal_parking", "kerb", "kerb:1", "clear", T0 + 90, T0, Severity.major, 0.9, {})
     end = emitter.on_signal(end_sig)
     assert end is not None
-    after = fb.observe("cam-1", T0 + 90, image(), [], [], [], [end])
-    assert after is not None and json.loads(after.read_text())["false_alarm_events"] == [eid]
+    (after,) = fb.observe("cam-1", T0 + 90, image(), [], [], [], [end])
+    assert json.loads(after.read_text())["false_alarm_events"] == [eid]
+
+
+def test_the_moment_a_vehicle_stopped_is_kept_once_its_event_exists(tmp_path: Path) -> None:
+    fb = Feedback.for_worker(edge_cfg(tmp_path), PolicyDetector())
+    emitter = EventEmitter()
+    ring = FrameRing(4)
+    car = Detection("vehicle", 0.9, CAR, "car")
+    stopped = image()
+    stopped[0, 0] = (1, 2, 3)  # tell the frames apart
+    hl = (Highlight(CAR, "vehicle", 7),)
+
+    def analyse(t: float, img: np.ndarray, rules: RuleResult, drafts: list[Draft]) -> list[Path]:
+        ring.add(t, img)
+        return fb.observe("cam-1", t, img, [car], [car_object()], [], drafts, rules, ring)
+
+    assert analyse(T0, stopped, RuleResult(), []) == []
+    one_later = RuleResult(snapshots=[SnapshotRequest("kerb:1", "kerb", "stopped", T0, hl)])
+    one_later.snapshots.append(SnapshotRequest("kerb:2", "kerb", "stopped", T0, hl))
+    assert analyse(T0 + 1, image(), one_later, []) == []  # held: no event yet
+    assert analyse(T0 + 2, image(), RuleResult(forget=["kerb:2"]), []) == []  # that one drove off
+    start, new = analyse(T0 + 60, image(), RuleResult(), [raise_draft(emitter, T0 + 60)])
+    doc = FeedbackFrame.model_validate_json(start.read_bytes())
+    assert doc.reasons == ["event_start"] and doc.taken_at.timestamp() == T0
+    assert doc.events[0].phase == "start" and doc.detections[0].events == [doc.events[0].event_id]
+    assert FeedbackFrame.model_validate_json(new.read_bytes()).events[0].phase == "new"
+    kept = cv2.imread(str(start.with_suffix(".jpg")))
+    assert kept is not None and tuple(kept[0, 0]) != tuple(image()[0, 0])  # the frame it stopped on
+    assert fb._held == {}  # kerb:2 was forgotten, kerb:1 written
 
 
 # ---- export ----------------------------------------------------------------------------------------

@@ -105,7 +105,11 @@ class FeedbackConfig(Strict):
         1024.0, gt=0, description="disk the frames and sidecars may take; the oldest are deleted beyond it"
     )
     max_files: int = Field(5000, ge=1, description="frames kept at most; the oldest are deleted beyond it")
-    events: bool = Field(True, description="keep the frame at each event's start (`new`) and end")
+    events: bool = Field(
+        True,
+        description="keep the frames around each event: where it began (a vehicle came to rest), "
+        "where it was raised (`new`, a parking dwell exceeded) and where it ended",
+    )
     borderline_low: float | None = Field(
         0.15,
         ge=0,

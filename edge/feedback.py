@@ -1,7 +1,7 @@
 """The feedback loop on the edge box: keep the frames a person should label, and learn from tickets.
 
-Kept (`feedback:` in cameras.yaml): the clean frame (nothing drawn) at each event's start and end,
-and now and then (`borderline_every_s` per camera) a frame holding a borderline detection, one
+Kept (`feedback:` in cameras.yaml): the clean frames (nothing drawn) where each event began (a
+vehicle came to rest: held until its stay becomes an event), was raised and ended, and now and then (`borderline_every_s` per camera) a frame holding a borderline detection, one
 scoring between `borderline_low` and its label's `model.min_score`, which the rules never see.
 Each is a JPEG beside a JSON sidecar (`detectors.dataset.FeedbackFrame`: boxes in pixels, label,
 model class, score, track id, camera, time, events, model version) under

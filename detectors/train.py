@@ -337,10 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--flat-share", type=float, default=0.15, help="street3d: share of flat demo-street views"
     )
-    ap.add_argument(
-        "--data", type=Path, help="train on this labelled dataset (data.yaml) instead of rendering"
-    )
     ap.add_argument("--out", type=Path, default=Path("var/detectors/train"))
+    ap.add_argument("--data", type=Path, help="your data.yaml (`gridgate detectors dataset`): no rendering")
     ap.add_argument("--ship", action="store_true", help="copy best weights into detectors/weights with ONNX")
     a = ap.parse_args(argv)
     args = {k: v for k, v in vars(a).items() if k not in ("out", "ship", "data")}

@@ -92,6 +92,44 @@ class EvidenceConfig(Strict):
     send: bool = Field(True, description="publish the pictures over MQTT (else only their references)")
 
 
+class FeedbackConfig(Strict):
+    """`feedback:`: frames kept on the box to correct and retrain the model (`gridgate detectors dataset`)."""
+
+    enabled: bool = Field(
+        False,
+        description="keep frames around events and borderline detections, each with its detections in a "
+        "JSON sidecar, and mark those of tickets ended as false alarms",
+    )
+    dir: Path | None = Field(None, description="where the frames go; default `{data_dir}/feedback`")
+    max_mb: float = Field(
+        1024.0, gt=0, description="disk the frames and sidecars may take; the oldest are deleted beyond it"
+    )
+    max_files: int = Field(5000, ge=1, description="frames kept at most; the oldest are deleted beyond it")
+    events: bool = Field(
+        True,
+        description="keep the frames around each event: where it began (a vehicle came to rest), "
+        "where it was raised (`new`, a parking dwell exceeded) and where it ended",
+    )
+    borderline_low: float | None = Field(
+        0.15,
+        ge=0,
+        le=1,
+        description="least score of a borderline detection: one between this and its label's "
+        "`model.min_score`, which the rules never see; null: keep no borderline frames",
+    )
+    borderline_every_s: float = Field(
+        60.0, gt=0, description="keep at most one borderline frame per camera this often (frame time)"
+    )
+    jpeg_quality: int = Field(
+        92, ge=50, le=100, description="of the kept frames, drawn on nothing: they are training images"
+    )
+    listen_tickets: bool = Field(
+        True,
+        description="subscribe to `{topic_prefix}/tickets/#` and mark the frames of events whose ticket "
+        "ended with `resolution: false_alarm` (sidecar `false_alarm: true`)",
+    )
+
+
 class ModelConfig(Strict):
     """`model:`: one detector shared by every camera of the box."""
 
@@ -246,6 +284,7 @@ class EdgeConfig(EnvFirstSettings):
     publisher: PublisherConfig = PublisherConfig()
     evidence: EvidenceConfig = EvidenceConfig()
     model: ModelConfig = ModelConfig()
+    feedback: FeedbackConfig = FeedbackConfig()
     cameras: list[CameraConfig] = Field([], description="the streams this box watches")
 
     @field_validator("timezone")

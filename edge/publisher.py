@@ -30,6 +30,28 @@ from gridgate.topics import Topics
 log = logging.getLogger("gridgate.edge.publisher")
 
 
+def make_client(broker: EdgeBrokerConfig, client_id: str, clean_session: bool = True) -> mqtt.Client:
+    """A paho client for the box's broker: credentials, TLS and reconnect backoff from `broker:`."""
+    c = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        clean_session=clean_session,
+        protocol=mqtt.MQTTv311,
+    )
+    c.reconnect_delay_set(min_delay=1, max_delay=int(max(1, broker.reconnect_max_s)))
+    if broker.username:
+        c.username_pw_set(broker.username, broker.secret())
+    if broker.tls.enabled:
+        c.tls_set(
+            ca_certs=str(broker.tls.ca_file) if broker.tls.ca_file else None,
+            certfile=str(broker.tls.cert_file) if broker.tls.cert_file else None,
+            keyfile=str(broker.tls.key_file) if broker.tls.key_file else None,
+            cert_reqs=ssl.CERT_REQUIRED,
+        )
+        c.tls_insecure_set(broker.tls.insecure)
+    return c
+
+
 class EdgePublisher:
     def __init__(
         self, broker: EdgeBrokerConfig, edge_id: str, client_id: str, queue: DiskQueue, inflight: int = 50
@@ -50,23 +72,10 @@ class EdgePublisher:
         self._sender: threading.Thread | None = None
         status = self.topics.edge_status(edge_id)
         self.status_topic = status
-        c = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True, protocol=mqtt.MQTTv311
-        )
+        c = make_client(broker, client_id)
         c.max_inflight_messages_set(max(inflight, 20) + 10)  # + room for status messages
         c.max_queued_messages_set(0)
-        c.reconnect_delay_set(min_delay=1, max_delay=int(max(1, broker.reconnect_max_s)))
         c.will_set(status, b"offline", qos=1, retain=True)
-        if broker.username:
-            c.username_pw_set(broker.username, broker.secret())
-        if broker.tls.enabled:
-            c.tls_set(
-                ca_certs=str(broker.tls.ca_file) if broker.tls.ca_file else None,
-                certfile=str(broker.tls.cert_file) if broker.tls.cert_file else None,
-                keyfile=str(broker.tls.key_file) if broker.tls.key_file else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
-            c.tls_insecure_set(broker.tls.insecure)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish

@@ -24,6 +24,7 @@ from edge.capture import Capture, Frame
 from edge.config import CameraConfig, EdgeConfig
 from edge.events import Draft, EventEmitter
 from edge.evidence import EvidenceStore, FrameRing, HeldPictures, Picture, caption_for, render
+from edge.feedback import Feedback
 from edge.motion import MotionGate
 from edge.publisher import EdgePublisher
 from edge.queue import DiskQueue, Outgoing
@@ -80,6 +81,7 @@ class EdgeWorker:
             cfg.broker, cfg.edge_id, cfg.client_id, self.queue, cfg.publisher.inflight
         )
         self.evidence = EvidenceStore(data / "evidence", cfg.evidence)
+        self.feedback = Feedback.for_worker(cfg, detector)  # frames to label; false alarms from tickets
         self.on_message = on_message
         self.event_latency_ms: list[float] = []  # frame received -> event queued, last 1000
         self.cameras: list[CameraRuntime] = []
@@ -112,6 +114,7 @@ class EdgeWorker:
     def start(self, publisher: bool = True) -> EdgeWorker:
         if publisher:
             self.publisher.start()
+        self.feedback.start(listen=publisher)
         for rt in self.cameras:
             rt.capture.start()
         log.info(
@@ -150,6 +153,7 @@ class EdgeWorker:
         for t in self._threads:
             t.join(timeout=10)
         self.publisher.stop()
+        self.feedback.stop()
         self.queue.close()
 
     # -- one scheduling pass ----------------------------------------------------------------------
@@ -182,12 +186,14 @@ class EdgeWorker:
 
     def analyse(self, rt: CameraRuntime, frame: Frame, dets: Any, inference_ms: float) -> None:
         rt.last_ts = frame.ts
+        dets, borderline = self.feedback.split(dets)
         upd = rt.tracker.update(dets, frame.ts)
         if upd.removed:
             rt.rules.evict_tracks(upd.removed)
         rt.ring.add(frame.ts, frame.image)
         res = rt.rules.step(upd.objects, frame.ts)
         now_pics: dict[str, list[Picture]] = {}
+        drafts: list[Draft] = []
         for snap in res.snapshots:
             pic = self._picture(rt, snap, frame)
             if pic is None:
@@ -200,10 +206,14 @@ class EdgeWorker:
             draft = rt.emitter.on_signal(sig)
             if draft is None:
                 continue
+            drafts.append(draft)
             pics = rt.held.pop(sig.key) + now_pics.pop(sig.key, []) if draft.phase != "update" else []
             self._emit(rt, draft, pics, frame)
         for key in res.forget:
             rt.held.forget(key)
+        self.feedback.observe(
+            rt.cfg.id, frame.ts, frame.image, dets, upd.objects, borderline, drafts, res, rt.ring
+        )
         rt.counters.record(inference_ms, (time.monotonic() - frame.received) * 1000.0)
 
     def _picture(self, rt: CameraRuntime, snap: SnapshotRequest, frame: Frame) -> Picture | None:

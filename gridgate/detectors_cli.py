@@ -84,6 +84,46 @@ def train(
 
 
 @app.command()
+def dataset(
+    src: Annotated[
+        Path, typer.Option("--from", help="the edge box's kept frames (feedback.dir, e.g. var/edge/feedback)")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="the dataset folder to write (new or empty)")],
+    val_fraction: Annotated[float, typer.Option(help="share of events (or frames) put in val")] = 0.2,
+    classes: Annotated[
+        str,
+        typer.Option(help="`shipped`: the shipped model's classes (+ any other found); `found`: only those"),
+    ] = "shipped",
+    overwrite: Annotated[bool, typer.Option(help="replace images/ and labels/ of an earlier export")] = False,
+) -> None:
+    """Export kept frames as a YOLO dataset to correct in a labeller, then `train --data` on it."""
+    _need_edge()
+    from detectors.dataset import DatasetError, export_dataset
+
+    if classes not in ("shipped", "found"):
+        console.print(f"[red]--classes {classes!r}: use `shipped` or `found`[/red]")
+        raise typer.Exit(2)
+    try:
+        s = export_dataset(
+            src,
+            out,
+            val_fraction=val_fraction,
+            classes=classes,
+            overwrite=overwrite,  # type: ignore[arg-type]
+        )
+    except DatasetError as exc:
+        console.print(f"[red]{exc}[/red]", highlight=False)
+        raise typer.Exit(2) from exc
+    console.print(
+        f"wrote {s.data_yaml}: {s.images['train']} train + {s.images['val']} val images, {s.boxes} boxes "
+        f"({s.borderline_boxes} borderline), {s.false_alarm_frames} false-alarm frames "
+        f"({s.removed_boxes} boxes removed); correct the labels (see {out / 'README.txt'}), then\n"
+        f"  gridgate detectors train --data {s.data_yaml} --model detectors/weights/street.pt",
+        highlight=False,
+    )
+
+
+@app.command()
 def export(
     weights: Weights = Path("detectors/weights/street.pt"),
     fmt: Annotated[list[str], typer.Option("--format", help="onnx and/or openvino")] = ["onnx", "openvino"],  # noqa: B006

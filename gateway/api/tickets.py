@@ -18,7 +18,7 @@ from gateway.api.params import Limit, Offset, Timestamp
 from gateway.tickets.desk import Action
 from gateway.tickets.models import AuditEntry, CitizenContact, Ticket, TicketEvent
 from gateway.tickets.service import TicketService
-from gateway.tickets.states import IllegalTransition, TicketError, TicketStatus
+from gateway.tickets.states import IllegalTransition, Resolution, TicketError, TicketStatus
 from gateway.tickets.store import StaleTicket, TicketNotFound
 from gridgate.topics import TopicLevel
 
@@ -35,6 +35,11 @@ class ActionRequest(BaseModel):
         None,
         max_length=128,
         description="the person acting, when a shared team token is used; audited as `by@token-name`",
+    )
+    resolution: Resolution | None = Field(
+        None,
+        description="why the ticket ended, with resolve, close or cancel only: `false_alarm` (nothing "
+        "was there) tells the edge boxes to keep the event's frames as negatives for retraining",
     )
 
 
@@ -112,7 +117,7 @@ def act(
     if refusal is not None:
         raise HTTPException(403, refusal)
     try:
-        return svc.act(ticket_id, action, actor_of(who, body), body.note, **kw)
+        return svc.act(ticket_id, action, actor_of(who, body), body.note, resolution=body.resolution, **kw)
     except TicketNotFound as exc:
         raise HTTPException(404, str(exc)) from exc
     except (IllegalTransition, StaleTicket) as exc:
@@ -203,9 +208,15 @@ def router(view: GatewayView) -> APIRouter:
     simple(Action.accept, "Take the order: dispatched (or reopened) -> accepted.")
     simple(Action.arrive, "On site: accepted (or dispatched) -> on_site.")
     simple(Action.resolve, "The problem is fixed: -> resolved, awaiting verification.")
-    simple(Action.close, "Verify a resolved ticket: resolved -> closed (command centre).")
+    simple(
+        Action.close,
+        "Verify a resolved ticket: resolved -> closed (command centre); `resolution: false_alarm` "
+        "when there was nothing to fix.",
+    )
     simple(Action.reopen, "The problem is back: resolved, closed or cancelled -> reopened.")
-    simple(Action.cancel, "Call a ticket off (command centre).")
+    simple(
+        Action.cancel, "Call a ticket off (command centre); `resolution: false_alarm` if nothing was there."
+    )
 
     @r.post("/{ticket_id}/reassign", response_model=Ticket, responses=responses(400, 403, 404, 409, 413))
     def reassign(ticket_id: str, who: Writer, body: ReassignRequest) -> Ticket:

@@ -35,7 +35,16 @@ from gateway.tickets.models import (
 )
 from gateway.tickets.routing import Route, RoutingConfig, people
 from gateway.tickets.sla import deadlines, due_breaches, next_level
-from gateway.tickets.states import ENDED, NOT_ACCEPTED, OPEN, TicketError, TicketStatus, transition
+from gateway.tickets.states import (
+    ENDED,
+    NOT_ACCEPTED,
+    OPEN,
+    Resolution,
+    TicketError,
+    TicketStatus,
+    check_resolution,
+    transition,
+)
 from gateway.tickets.store import TicketNotFound, TicketStore
 from gateway.tickets.storm import StormControl
 from gridgate.config import TicketsConfig
@@ -94,6 +103,8 @@ class _Pending:
     from_status: TicketStatus | None = None
     to_status: TicketStatus | None = None
     transitions: list[AuditEntry] = field(default_factory=list)
+    resolution: Resolution | None = None
+    event_ids: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -590,9 +601,15 @@ class TicketDesk:
         note: str = "",
         assignee: str | None = None,
         team: str | None = None,
+        resolution: Resolution | str | None = None,
     ) -> tuple[Ticket, Outcome]:
-        """Do an action for a person; raises IllegalTransition, TicketNotFound or TicketError."""
+        """Do an action for a person; raises IllegalTransition, TicketNotFound or TicketError.
+
+        `resolution` (resolve, close, cancel only) says why it ended; `false_alarm` sends the
+        ticket's event ids with the change, so the edge boxes mark those frames as negatives.
+        """
         action = Action(action)
+        resolution = Resolution(resolution) if resolution is not None else None
         with self.lock:
             t = self.tickets.get(ticket_id)
             if t is None:
@@ -603,6 +620,7 @@ class TicketDesk:
                 self.index.add(t)
             b = _Batch()
             b.touch(t)
+            check_resolution(t.id, ACTION_TARGET.get(action), resolution)
             if action in ACTION_TARGET:
                 frm = t.status
                 to = ACTION_TARGET[action]
@@ -611,11 +629,14 @@ class TicketDesk:
                     self._reopen(t, now, actor, note or "reopened by hand", "reopen", b)
                 else:
                     entry = self._move(t, to, actor, now, note, b)
-                    b.pending.append(
-                        _Pending(
-                            ChangeKind.updated, t.id, now, action.value, self._target(t), frm, to, [entry]
-                        )
+                    pending = _Pending(
+                        ChangeKind.updated, t.id, now, action.value, self._target(t), frm, to, [entry]
                     )
+                    if resolution is not None:
+                        entry.detail["resolution"] = resolution.value
+                        pending.resolution = resolution
+                        pending.event_ids = [e.event_id for e in self.store.events(t.id)]
+                    b.pending.append(pending)
             elif action is Action.reassign:
                 if assignee is None and team is None:
                     raise TicketError(f"ticket {t.id}: reassign needs an assignee, a team or both")
@@ -695,6 +716,8 @@ class TicketDesk:
                 to_status=p.to_status,
                 reason=p.reason,
                 transitions=p.transitions,
+                resolution=p.resolution,
+                event_ids=p.event_ids,
             )
             for p in b.pending
         ]

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 from ulid import ULID
 
-from gateway.tickets.states import TicketStatus
+from gateway.tickets.states import Resolution, TicketStatus
 
 
 def new_id() -> str:
@@ -189,10 +189,14 @@ class TicketChange(BaseModel):
     to_status: TicketStatus | None = None
     reason: str = Field("", description="why: event_raised, events_cleared, sla_accept, accept, ...")
     transitions: list[AuditEntry] = Field(default_factory=list, description="the transitions it covers")
+    resolution: Resolution | None = Field(None, description="why it ended, when the person said so")
+    event_ids: list[str] = Field(
+        default_factory=list, description="with a resolution: the ticket's events (edge boxes mark them)"
+    )
 
     def to_json(self) -> dict[str, Any]:
-        """The payload channels send: the change and the ticket summary."""
-        return {
+        """The payload channels send: the change and the ticket summary (+ resolution, event ids)."""
+        out: dict[str, Any] = {
             "change_id": self.id,
             "kind": self.kind.value,
             "at": self.at,
@@ -202,3 +206,7 @@ class TicketChange(BaseModel):
             "target": self.target.model_dump(mode="json"),
             "ticket": self.ticket.summary(),
         }
+        if self.resolution is not None:  # only then: every other payload stays as it was
+            out["resolution"] = self.resolution.value
+            out["event_ids"] = list(self.event_ids)
+        return out

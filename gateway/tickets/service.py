@@ -24,6 +24,7 @@ from gateway.tickets.models import AuditEntry, ChangeKind, Ticket, TicketChange,
 from gateway.tickets.notify import FanOut, MQTTNotifier, Notifier
 from gateway.tickets.points import transition_point
 from gateway.tickets.routing import DEFAULT_ROUTING_FILE, RoutingConfig, load_routing
+from gateway.tickets.states import Resolution
 from gateway.tickets.store import TicketStore
 from gridgate.clock import Clock
 from gridgate.config import StorageConfig, TicketsConfig
@@ -353,11 +354,19 @@ class TicketService:
         *,
         assignee: str | None = None,
         team: str | None = None,
+        resolution: Resolution | str | None = None,
     ) -> Ticket:
         """Do `action` as `actor`; notifies; raises IllegalTransition, TicketNotFound, TicketError."""
         now = self.clock.now()
         ticket, out = self.desk.act(
-            ticket_id, action, actor=actor, now=now, note=note, assignee=assignee, team=team
+            ticket_id,
+            action,
+            actor=actor,
+            now=now,
+            note=note,
+            assignee=assignee,
+            team=team,
+            resolution=resolution,
         )
         self._dispatch(out, now)
         return ticket
@@ -371,15 +380,19 @@ class TicketService:
     def resolve(self, ticket_id: str, actor: str, note: str = "") -> Ticket:
         return self.act(ticket_id, Action.resolve, actor, note)
 
-    def close(self, ticket_id: str, actor: str, note: str = "") -> Ticket:
-        """Verify a resolved ticket: the fix is confirmed."""
-        return self.act(ticket_id, Action.close, actor, note)
+    def close(
+        self, ticket_id: str, actor: str, note: str = "", resolution: Resolution | str | None = None
+    ) -> Ticket:
+        """Verify a resolved ticket: the fix is confirmed (or, `false_alarm`, there was nothing)."""
+        return self.act(ticket_id, Action.close, actor, note, resolution=resolution)
 
     def reopen(self, ticket_id: str, actor: str, note: str = "") -> Ticket:
         return self.act(ticket_id, Action.reopen, actor, note)
 
-    def cancel(self, ticket_id: str, actor: str, note: str = "") -> Ticket:
-        return self.act(ticket_id, Action.cancel, actor, note)
+    def cancel(
+        self, ticket_id: str, actor: str, note: str = "", resolution: Resolution | str | None = None
+    ) -> Ticket:
+        return self.act(ticket_id, Action.cancel, actor, note, resolution=resolution)
 
     def reassign(
         self,

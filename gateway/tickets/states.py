@@ -47,6 +47,13 @@ NOT_ACCEPTED: frozenset[TicketStatus] = frozenset({S.new, S.dispatched, S.reopen
 INITIAL = S.new
 
 
+class Resolution(StrEnum):
+    """Why a ticket ended, when a person says so (`resolution` of an action)."""
+
+    false_alarm = "false_alarm"
+    """Nothing was there: the camera's frames of its events become negatives for retraining."""
+
+
 class TicketError(Exception):
     """Base of the errors the ticket desk raises for a request it refuses."""
 
@@ -74,6 +81,15 @@ def transition(ticket_id: str, current: TicketStatus, target: TicketStatus) -> T
     if target not in TRANSITIONS[current]:
         raise IllegalTransition(ticket_id, current, target)
     return target
+
+
+def check_resolution(ticket_id: str, target: TicketStatus | None, resolution: Resolution | None) -> None:
+    """A resolution goes only with an action that ends the ticket (resolve, close, cancel)."""
+    if resolution is not None and target not in ENDED:
+        doing = f"going to {target}" if target is not None else "this action"
+        raise TicketError(
+            f"ticket {ticket_id}: resolution {resolution} is for resolve, close or cancel, not {doing}"
+        )
 
 
 def replay(

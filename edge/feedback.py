@@ -2,7 +2,8 @@
 
 Kept (`feedback:` in cameras.yaml): the clean frames (nothing drawn) where each event began (a
 vehicle came to rest: held until its stay becomes an event), was raised and ended, and now and then
-(`borderline_every_s` per camera) a frame holding a borderline detection, one scoring between `borderline_low` and its label's `model.min_score`, which the rules never see.
+(`borderline_every_s` per camera) a frame holding a borderline detection, one scoring between
+`borderline_low` and its label's `model.min_score`, which the rules never see.
 Each is a JPEG beside a JSON sidecar (`detectors.dataset.FeedbackFrame`: boxes in pixels, label,
 model class, score, track id, camera, time, events, model version) under
 `{feedback.dir}/{camera_id}/`, bounded by `max_files` and `max_mb` (oldest first).

@@ -50,7 +50,7 @@ def run(config: EdgeConfigOpt = Path("config/cameras.yaml"), log_level: LogLevel
     setup_logging(log_level)
     try:
         from edge.config import load_edge_config
-        from edge.scheduler import ModelMissing, load_detector
+        from edge.scheduler import ModelMissing, load_models
         from edge.worker import EdgeWorker
     except ImportError as exc:
         _fail(f"the edge worker needs its extras: pip install -e '.[edge]' ({exc})")
@@ -61,7 +61,7 @@ def run(config: EdgeConfigOpt = Path("config/cameras.yaml"), log_level: LogLevel
     if not cfg.cameras:
         _fail(f"{config}: no cameras: add at least one under `cameras:`")
     try:
-        detector = load_detector(cfg.model)
+        detector = load_models(cfg)
     except ModelMissing as exc:
         _fail(f"{config}: {exc}")
     worker = EdgeWorker(cfg, detector)

@@ -49,6 +49,7 @@ def _text(img: np.ndarray, text: str, x: int, y: int, colour: tuple[int, int, in
     thick = max(1, round(scale * 2))
     (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
     y = max(th + base, y)
+    x = max(0, min(x, img.shape[1] - tw - 2))
     cv2.rectangle(img, (x, y - th - base), (x + tw + 2, y), colour, -1)
     ink = (0, 0, 0) if sum(colour) > 380 else (255, 255, 255)
     cv2.putText(img, text, (x + 1, y - base), cv2.FONT_HERSHEY_SIMPLEX, scale, ink, thick, cv2.LINE_AA)
@@ -71,8 +72,9 @@ def annotate(
         colour = ZONE_COLOURS.get(z.type, (0, 200, 255))
         pts = np.array([[x * w, y * h] for x, y in z.points], np.int32)
         cv2.polylines(img, [pts], True, colour, thick + 1, cv2.LINE_AA)
-        x0, y0 = int(pts[:, 0].min()), int(pts[:, 1].min())
-        _text(img, f"{z.name} ({z.type})", x0 + 2, y0 + int(24 * scale) + 4, colour, scale)
+        # the name inside the lower left corner: box captions sit above boxes, so they rarely meet
+        x0, y1 = int(pts[:, 0].min()), int(pts[:, 1].max())
+        _text(img, f"{z.name} ({z.type})", x0 + 2, y1 - 2, colour, scale)
     for i, det in enumerate(detections):
         colour = colour_of(det.label)
         if det.polygon is not None and len(det.polygon) >= 3:

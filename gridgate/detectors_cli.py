@@ -236,12 +236,13 @@ def predict(
 ) -> None:
     """Run the models on SOURCE; write annotated pictures (an MP4 for a video or stream) and a summary."""
     _need_edge()
-    from detectors.predict import SourceError
+    from detectors.predict import SourceError, source_type
     from detectors.predict import predict as run
     from edge.capture import redact
 
-    loaded = load_models_for(config, camera, weights)
     try:
+        source_type(source)  # before the models load: a wrong path fails at once
+        loaded = load_models_for(config, camera, weights)
         summary = run(source, loaded.models, out, loaded.zones, frames, loaded.tracking)
     except SourceError as exc:
         console.print(f"[red]{redact(str(exc))}[/red]", highlight=False)

@@ -145,6 +145,7 @@ def check_cmd(config: EdgeConfigOpt = Path("config/cameras.yaml")) -> None:
         _fail(err.render())
     zones = sum(len(c.zones) for c in cfg.cameras)
     console.print(
-        f"[green]{config}: ok[/green], edge {cfg.edge_id}, {len(cfg.cameras)} cameras, {zones} zones",
+        f"[green]{config}: ok[/green], edge {cfg.edge_id}, {len(cfg.cameras)} cameras, {zones} zones, "
+        f"models {', '.join(m.label for m in cfg.model_list)}",
         highlight=False,
     )

@@ -152,3 +152,12 @@ def test_models_mistakes_name_the_field(tmp_path: Path, data: dict[str, object],
     with pytest.raises(ConfigError) as exc:
         load_edge_config(write(tmp_path, data))
     assert expected in exc.value.render()
+
+
+def test_the_commented_multi_model_example_loads(tmp_path: Path) -> None:
+    lines = (Path(__file__).resolve().parents[2] / "config" / "cameras.yaml").read_text().splitlines()
+    start = lines.index("# models:")
+    end = next(i for i in range(start, len(lines)) if lines[i].startswith("# merge_iou"))
+    example = yaml.safe_load("\n".join(line.removeprefix("# ") for line in lines[start : end + 1]))
+    cfg = load_edge_config(write(tmp_path, {**example, "cameras": [cam(models=["coco", "street"])]}))
+    assert [(m.label, m.unmapped) for m in cfg.model_list] == [("coco", "ignore"), ("street", "keep")]

@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import numpy as np
+
 from detectors.annotate import annotate, to_jpeg
 from detectors.model import is_demo_model
 from detectors.rules import CameraRules, SnapshotRequest
 from detectors.tracking import Tracker
-from detectors.zones import Zone
+from detectors.zones import DetectionLike, Zone
 from edge.capture import Capture, Frame, source_kind
 from edge.config import CameraConfig, EdgeConfig
 from edge.events import Draft, EventEmitter
@@ -45,8 +47,8 @@ class Seen:
     """A camera's latest analysis: the frame and what was found on it (references, nothing drawn)."""
 
     ts: float
-    image: Any
-    detections: list[Any]
+    image: np.ndarray
+    detections: list[DetectionLike]
     track_ids: list[int | None]
 
 

@@ -32,11 +32,12 @@ class ModelMissing(Exception):
     """No weights at model.path; the message says how to get some."""
 
 
-def load_detector(cfg: ModelConfig) -> DetectorLike:
-    """Build `detectors.model.Detector` from `model:` (passing the options its signature accepts)."""
+def load_detector(cfg: ModelConfig, where: str = "model") -> DetectorLike:
+    """Build `detectors.model.Detector` from `model:` or an entry of `models:` (named by `where` in
+    errors), passing the options its signature accepts."""
     if not cfg.path.exists():
         raise ModelMissing(
-            f"model {cfg.label}: path {cfg.path} does not exist: copy the weights there (a COCO "
+            f"{where}.path {cfg.path} (model {cfg.label}) does not exist: copy the weights there (a COCO "
             "checkpoint such as yolo11n.pt works as it is), train one with `gridgate detectors train`, "
             "or point path at .pt/.onnx/OpenVINO weights"
         )
@@ -72,7 +73,9 @@ def load_detector(cfg: ModelConfig) -> DetectorLike:
 
 def load_models(cfg: EdgeConfig) -> ModelSet:
     """Every model of cameras.yaml as one `ModelSet` (one model: no merging)."""
-    return ModelSet([load_detector(m) for m in cfg.model_list], cfg.merge_iou)
+    if not cfg.models:
+        return ModelSet([load_detector(cfg.model)])
+    return ModelSet([load_detector(m, f"models[{i}]") for i, m in enumerate(cfg.models)], cfg.merge_iou)
 
 
 @dataclass(slots=True)

@@ -184,12 +184,15 @@ def load_models_for(config: Path | None, camera: str | None, weights: Path | Non
             known = ", ".join(c.id for c in cfg.cameras) or "none"
             console.print(f"[red]{config}: no camera {camera!r} (cameras: {known}); pass --config too[/red]")
             raise typer.Exit(2)
+    if weights is not None and not weights.exists():
+        console.print(f"[red]--weights {weights} does not exist (a .pt, .onnx or OpenVINO folder)[/red]")
+        raise typer.Exit(2)
     try:
         if weights is not None:
             models = ModelSet([load_detector(ModelConfig(path=weights))])
         elif cam is not None and cam.models:
-            chosen = [m for m in cfg.model_list if m.label in cam.models]
-            models = ModelSet([load_detector(m) for m in chosen], cfg.merge_iou)
+            chosen = [(i, m) for i, m in enumerate(cfg.model_list) if m.label in cam.models]
+            models = ModelSet([load_detector(m, f"models[{i}]") for i, m in chosen], cfg.merge_iou)
         else:
             models = load_models(cfg)
     except ModelMissing as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -83,3 +84,21 @@ def test_predict_names_a_missing_source(tmp_path: Path) -> None:
         app, ["detectors", "predict", str(tmp_path / "nope.jpg"), "-w", str(DEFAULT_WEIGHTS)]
     )
     assert res.exit_code == 1 and "nope.jpg: no such file or folder" in " ".join(res.output.split())
+
+
+def test_probe_detect_prints_what_the_models_found(tmp_path: Path) -> None:
+    clip = tmp_path / "street.mp4"
+    write_clip(clip, duration_s=1, width=640, height=360)
+    cameras = tmp_path / "cameras.yaml"
+    cameras.write_text(DEMO_CAMERA_YAML + f"model:\n  path: {DEFAULT_WEIGHTS}\n")
+    out = tmp_path / "probe.jpg"
+    args = ["edge", "probe", str(clip), "--detect", "-c", str(cameras), "--camera", "demo-street"]
+    res = CliRunner().invoke(app, [*args, "--frames", "2", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.stdout.strip().splitlines()[-1])
+    assert info["width"] == 640 and info["frames_analysed"] == 2
+    assert info["detections"]["bin"]["count"] == 2 and info["models"]["street"].startswith("street.pt@")
+    annotated = cv2.imread(info["annotated"])
+    assert (
+        annotated.shape == (360, 640, 3) and np.abs(annotated.astype(int) - cv2.imread(str(out))).max() > 60
+    )

@@ -218,7 +218,6 @@ class Detector:
     def __init__(
         self,
         weights: Path | str = DEFAULT_WEIGHTS,
-        name: str | None = None,
         backend: Backend | None = None,
         imgsz: int | Sequence[int] | None = None,
         device: str = "cpu",
@@ -230,6 +229,7 @@ class Detector:
         tracker: Path = TRACKER_YAML,
         cache_dir: Path = Path("var/models"),
         unmapped: Unmapped = "keep",
+        name: str | None = None,
     ) -> None:
         from detectors.train import offline_env
 

@@ -87,13 +87,13 @@ def main() -> None:
         cfg = edge_config(tmp, None, clip, loop=True)
         detector: Any = BlobDetector()
     else:
-        from edge.scheduler import load_detector
+        from edge.scheduler import load_models
 
         base = load_edge_config(args.config)
         if not base.cameras or args.clip is None:
             sys.exit("give --clip and a cameras.yaml with at least one camera")
         cfg = base.model_copy(update={"data_dir": tmp, "broker": base.broker.model_copy(update={"port": 1})})
-        detector = load_detector(cfg.model)
+        detector = load_models(cfg)
     cam = cfg.cameras[0]
     cam = cam.model_copy(
         update={

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,12 +19,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import yaml
 
 from detectors.evaluate import load_thresholds
 
 log = logging.getLogger("gridgate.detectors.model")
 
 Backend = Literal["pytorch", "onnx", "openvino"]
+Unmapped = Literal["keep", "ignore"]
 Box = tuple[float, float, float, float]
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -73,6 +76,7 @@ class Detection:
     class_name: str
     polygon: tuple[tuple[float, float], ...] | None = None  # water masks from segmentation models
     track_id: int | None = None
+    model: str = ""  # name of the model that found it (several may run on one box)
 
     @property
     def area_ratio(self) -> float:
@@ -91,14 +95,19 @@ class LabelPolicy:
         class_map: Mapping[str, str] | None = None,
         min_score: Mapping[str, float] | None = None,
         min_area_ratio: Mapping[str, float] | None = None,
+        unmapped: Unmapped = "keep",
     ) -> None:
         self.class_map = {**DEFAULT_CLASS_MAP, **(class_map or {})}
         self.min_score = {**DEFAULT_MIN_SCORE, **(min_score or {})}
         self.min_area_ratio = {**DEFAULT_MIN_AREA_RATIO, **(min_area_ratio or {})}
+        self.unmapped = unmapped
 
     def label(self, class_name: str) -> str | None:
-        """The gridgate label of a model class; unknown classes keep their name, `ignore` drops them."""
-        label = self.class_map.get(class_name, self.class_map.get(class_name.lower(), class_name))
+        """The gridgate label of a model class; `ignore` drops it, and so does `unmapped: ignore` for a
+        class in no map (else it keeps its name)."""
+        label = self.class_map.get(class_name, self.class_map.get(class_name.lower()))
+        if label is None:
+            label = IGNORE if self.unmapped == IGNORE else class_name
         return None if label == IGNORE else label
 
     def lowest_score(self) -> float:
@@ -118,12 +127,13 @@ class LabelPolicy:
         box: Box,
         polygon: tuple[tuple[float, float], ...] | None = None,
         track_id: int | None = None,
+        model: str = "",
     ) -> Detection | None:
         """A Detection if the class is wanted and passes its filters, else None."""
         label = self.label(class_name)
         if label is None or not self.accept(label, score, box):
             return None
-        return Detection(label, float(score), box, class_name, polygon, track_id)
+        return Detection(label, float(score), box, class_name, polygon, track_id, model)
 
 
 def backend_of(path: Path) -> Backend:
@@ -131,6 +141,34 @@ def backend_of(path: Path) -> Backend:
     if path.is_dir() or path.name.endswith("_openvino_model"):
         return "openvino"
     return "onnx" if path.suffix == ".onnx" else "pytorch"
+
+
+def is_demo_model(weights: Path) -> bool:
+    """The shipped synthetic-scene model (or an export of it cached as `street-<digest>`)."""
+    stem = Path(weights).name.removesuffix("_openvino_model").split(".")[0]
+    return (
+        stem == DEFAULT_WEIGHTS.stem
+        or re.fullmatch(rf"{DEFAULT_WEIGHTS.stem}-[0-9a-f]{{10}}", stem) is not None
+    )
+
+
+def model_version(weights: Path) -> str:
+    """`name@sha12` of a weights file (an OpenVINO directory: its .bin), plus `+version` when a
+    `{stem}.json` or `{stem}.yaml` beside it says `version:` (what a person who trained it wrote)."""
+    weights = Path(weights)
+    data = next(iter(sorted(weights.glob("*.bin"))), None) if weights.is_dir() else weights
+    digest = hashlib.sha256(data.read_bytes()).hexdigest()[:12] if data and data.is_file() else "missing"
+    text = f"{weights.name}@{digest}"
+    for meta in (weights.with_suffix(".json"), weights.with_suffix(".yaml")):
+        if meta.is_file() and meta != weights:
+            try:
+                version = (yaml.safe_load(meta.read_text(encoding="utf-8")) or {}).get("version")
+            except (yaml.YAMLError, AttributeError, UnicodeDecodeError) as exc:
+                log.warning("event=model_metadata_unreadable file=%s error=%s", meta, exc)
+                continue
+            if version is not None:
+                return f"{text}+{version}"
+    return text
 
 
 def set_threads(threads: int | None = None) -> int:
@@ -192,6 +230,8 @@ class Detector:
         max_batch: int = 8,
         tracker: Path = TRACKER_YAML,
         cache_dir: Path = Path("var/models"),
+        unmapped: Unmapped = "keep",
+        name: str | None = None,
     ) -> None:
         from detectors.train import offline_env
 
@@ -200,6 +240,8 @@ class Detector:
         from ultralytics import YOLO
 
         size_hint = imgsz if isinstance(imgsz, int) else None
+        self.name = name or Path(weights).stem
+        self.version = model_version(Path(weights))
         self.path = resolve_weights(Path(weights), backend, size_hint, cache_dir)
         self.backend: Backend = backend_of(self.path)
         self.model = YOLO(str(self.path), task="detect")
@@ -207,7 +249,9 @@ class Detector:
         self.device = device
         # per-label thresholds calibrated for these weights (detectors.evaluate), then the config's own
         self.thresholds = load_thresholds(Path(weights))
-        self.policy = LabelPolicy(class_map, {**self.thresholds, **(min_score or {})}, min_area_ratio)
+        self.policy = LabelPolicy(
+            class_map, {**self.thresholds, **(min_score or {})}, min_area_ratio, unmapped
+        )
         self.max_batch = max_batch
         self.tracker_yaml = Path(tracker)
         self._trackers: dict[str, Any] = {}
@@ -216,6 +260,8 @@ class Detector:
     def from_config(cls, cfg: Any) -> Detector:
         """Build from an edge `model:` section (path, imgsz, device, class_map, min_score, ...)."""
         keys = (
+            "name",
+            "unmapped",
             "backend",
             "imgsz",
             "device",
@@ -285,7 +331,8 @@ class Detector:
             name = res.names[int(cls[i])]
             box = tuple(float(v) for v in np.clip(xyxyn[i], 0.0, 1.0))
             poly = tuple((float(x), float(y)) for x, y in polys[i]) if polys is not None else None
-            det = self.policy.make(name, float(conf[i]), box, poly, int(ids[i]) if ids is not None else None)  # type: ignore[arg-type]
+            tid = int(ids[i]) if ids is not None else None
+            det = self.policy.make(name, float(conf[i]), box, poly, tid, self.name)  # type: ignore[arg-type]
             if det is not None:
                 out.append(det)
         return out
@@ -314,7 +361,7 @@ class Detector:
                 float(np.clip(x1 / w, 0, 1)), float(np.clip(y1 / h, 0, 1)),
                 float(np.clip(x2 / w, 0, 1)), float(np.clip(y2 / h, 0, 1)),
             )  # fmt: skip
-            det = self.policy.make(res.names[int(c)], float(score), box, None, int(tid))
+            det = self.policy.make(res.names[int(c)], float(score), box, None, int(tid), self.name)
             if det is not None:
                 out.append(det)
         return out

@@ -71,6 +71,13 @@ class PublisherConfig(Strict):
     stats_interval_s: float = Field(
         30.0, gt=0, description="how often per-camera stats go to the status topic"
     )
+    snapshot_every_s: float = Field(
+        10.0,
+        ge=0,
+        description="send each camera's latest analysed frame, with what the detector saw drawn on it, "
+        "at most this often (retained JPEG on `{p}/edge/{edge_id}/frames/{camera_id}`; the gateway "
+        "serves it at /api/v1/cameras/{camera_id}/frame); 0: never",
+    )
 
 
 class EvidenceConfig(Strict):
@@ -131,8 +138,15 @@ class FeedbackConfig(Strict):
 
 
 class ModelConfig(Strict):
-    """`model:`: one detector shared by every camera of the box."""
+    """`model:` (one detector shared by every camera of the box), or one entry of `models:`."""
 
+    name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="names the model in `cameras[].models`, stats and logs; default the file's stem",
+    )
     path: Path = Field(
         Path("detectors/weights/street.pt"),
         description="weights ultralytics loads: .pt (PyTorch), .onnx (ONNX Runtime), "
@@ -151,8 +165,13 @@ class ModelConfig(Strict):
     max_batch: int = Field(4, ge=1, le=64, description="frames from different cameras inferred in one call")
     class_map: dict[str, str] = Field(
         {},
-        description="model class name -> gridgate label (vehicle, water, bin, garbage, bin_overflow); "
-        "classes not listed keep their name; map to `ignore` to drop one",
+        description="model class name -> gridgate label (vehicle, water, bin, garbage, bin_overflow), "
+        "over the built-in map (COCO car/truck/bus/motorcycle -> vehicle, ...); map to `ignore` to drop one",
+    )
+    unmapped: Literal["keep", "ignore"] = Field(
+        "keep",
+        description="classes in neither map: `keep` them under their own name, or `ignore` them "
+        "(a COCO model's person, dog, ...)",
     )
     min_score: dict[str, float] = Field({}, description="per-label least score, e.g. {vehicle: 0.4}")
     min_area_ratio: dict[str, float] = Field(
@@ -161,6 +180,11 @@ class ModelConfig(Strict):
     threads: int | None = Field(
         None, ge=1, le=256, description="CPU threads for inference; default all cores"
     )
+
+    @property
+    def label(self) -> str:
+        """The model's name: `name`, else the weights file's stem."""
+        return self.name or self.path.stem
 
 
 class CaptureConfig(Strict):
@@ -249,6 +273,11 @@ class CameraConfig(Strict):
     capture: CaptureConfig = CaptureConfig()
     motion: MotionConfig = MotionConfig()
     tracking: TrackerConfig = TrackerConfig()
+    models: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="names of the `models:` this camera's frames go through; default all of them",
+    )
     zones: list[Zone] = Field([], description="no_parking, ponding and bin_overflow regions")
 
     @field_validator("zones")
@@ -283,7 +312,22 @@ class EdgeConfig(EnvFirstSettings):
     broker: EdgeBrokerConfig = EdgeBrokerConfig()
     publisher: PublisherConfig = PublisherConfig()
     evidence: EvidenceConfig = EvidenceConfig()
-    model: ModelConfig = ModelConfig()
+    model: ModelConfig = Field(
+        ModelConfig(), description="the one detector of the box; for several use `models:` instead"
+    )
+    models: list[ModelConfig] = Field(
+        [],
+        description="several detectors, each with its own weights, class map, thresholds and size, run "
+        "on the same frames; their detections are merged before tracking (e.g. a COCO model for "
+        "vehicles beside a model for water, bins and garbage)",
+    )
+    merge_iou: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="with several models: boxes of the same label overlapping this much (IoU) are one "
+        "object, the higher score kept",
+    )
     feedback: FeedbackConfig = FeedbackConfig()
     cameras: list[CameraConfig] = Field([], description="the streams this box watches")
 
@@ -302,7 +346,33 @@ class EdgeConfig(EnvFirstSettings):
         for c in self.cameras:
             if c.timezone is not None:
                 _zone(c.timezone)
+        if self.models and "model" in self.model_fields_set:
+            raise ValueError("give either `model:` (one model) or `models:` (a list), not both: move the "
+                             "`model:` section into the `models:` list")  # fmt: skip
+        names = [m.label for m in self.model_list]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(
+                f"models[].name must be unique: {', '.join(dup)} repeated (set `name:` on each model)"
+            )
+        for i, c in enumerate(self.cameras):
+            unknown = [m for m in c.models or [] if m not in names]
+            if unknown:
+                raise ValueError(
+                    f"cameras[{i}].models: {', '.join(unknown)} is not a model of this box "
+                    f"(the models are: {', '.join(names)})"
+                )
         return self
+
+    @property
+    def model_list(self) -> list[ModelConfig]:
+        """Every model of the box: `models:`, else the one `model:`."""
+        return self.models or [self.model]
+
+    @property
+    def max_batch(self) -> int:
+        """Frames from different cameras analysed together (each model batches within it)."""
+        return max(m.max_batch for m in self.model_list)
 
     @property
     def client_id(self) -> str:
@@ -335,7 +405,18 @@ def load_edge_config(path: str | Path | None, **overrides: Any) -> EdgeConfig:
         raise describe_validation_error(path or "environment", exc) from exc
     if path is not None:
         base = Path(path).resolve().parent.parent
-        mp = cfg.model.path
-        if not mp.is_absolute() and not mp.exists() and (base / mp).exists():
-            cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": base / mp})})
+        cfg = cfg.model_copy(
+            update={
+                "model": _beside(cfg.model, base),
+                "models": [_beside(m, base) for m in cfg.models],
+            }
+        )
     return cfg
+
+
+def _beside(model: ModelConfig, base: Path) -> ModelConfig:
+    """A relative weights path that is not found from here but is from the repo root (config/..)."""
+    mp = model.path
+    if not mp.is_absolute() and not mp.exists() and (base / mp).exists():
+        return model.model_copy(update={"path": base / mp})
+    return model

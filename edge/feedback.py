@@ -17,7 +17,6 @@ clock; `FeedbackStore` does the files and `Feedback` joins them for the worker.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
@@ -34,6 +33,7 @@ from pydantic import ValidationError
 
 from detectors.dataset import FeedbackFrame, FrameDetection, FrameEvent, Reason
 from detectors.model import Box, Detection, LabelPolicy
+from detectors.model import model_version as detectors_model_version
 from detectors.rules import Highlight, RuleResult
 from detectors.zones import DetectionLike, box_iou
 from edge.config import EdgeConfig, FeedbackConfig
@@ -62,7 +62,7 @@ class BorderlinePolicy(LabelPolicy):
     """
 
     def __init__(self, inner: LabelPolicy, low: float) -> None:
-        super().__init__(inner.class_map, inner.min_score, inner.min_area_ratio)
+        super().__init__(inner.class_map, inner.min_score, inner.min_area_ratio, inner.unmapped)
         self.low = low
 
     def lowest_score(self) -> float:
@@ -75,8 +75,9 @@ class BorderlinePolicy(LabelPolicy):
         box: Box,
         polygon: tuple[tuple[float, float], ...] | None = None,
         track_id: int | None = None,
+        model: str = "",
     ) -> Detection | None:
-        det = super().make(class_name, score, box, polygon, track_id)
+        det = super().make(class_name, score, box, polygon, track_id, model)
         if det is not None:
             return det
         label = self.label(class_name)
@@ -85,7 +86,7 @@ class BorderlinePolicy(LabelPolicy):
         area = max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
         if area < self.min_area_ratio.get(label, 0.0):
             return None
-        return BorderlineDetection(label, float(score), box, class_name, polygon, track_id)
+        return BorderlineDetection(label, float(score), box, class_name, polygon, track_id, model)
 
 
 def split(dets: Sequence[DetectionLike]) -> tuple[list[DetectionLike], list[BorderlineDetection]]:
@@ -355,17 +356,20 @@ def _marked(frame: FeedbackFrame, event_ids: Sequence[str], ticket_id: str, at: 
 
 
 def model_version(detector: Any) -> str | None:
-    """`street.pt@sha256:1a2b3c4d5e6f` for the detector's weights file, its name for a folder."""
-    version = getattr(detector, "model_version", None)
+    """The version of what detected: `street.pt@1a2b3c4d5e6f` (`detectors.model.model_version`),
+    `name=version` pairs for a box with several models, None for a stand-in without weights."""
+    versions = getattr(detector, "versions", None)
+    if isinstance(versions, dict) and versions:
+        return (
+            versions[next(iter(versions))]
+            if len(versions) == 1
+            else ",".join(f"{k}={v}" for k, v in versions.items())
+        )
+    version = getattr(detector, "version", None) or getattr(detector, "model_version", None)
     if version:
         return str(version)
     path = getattr(detector, "path", None)
-    if path is None:
-        return None
-    path = Path(path)
-    if path.is_file():
-        return f"{path.name}@sha256:{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
-    return path.name
+    return detectors_model_version(Path(path)) if path is not None else None
 
 
 @dataclass(slots=True)
@@ -407,11 +411,12 @@ class Feedback:
         self.store = FeedbackStore(root, cfg.max_files, int(cfg.max_mb * 1024 * 1024))
         self.model_version = model_version(detector)
         if cfg.borderline_low is not None:
-            policy = getattr(detector, "policy", None)
-            if isinstance(policy, LabelPolicy):
-                detector.policy = BorderlinePolicy(policy, cfg.borderline_low)
-                self.borderline = True
-            else:
+            for model in getattr(detector, "models", None) or [detector]:  # each model of a ModelSet
+                policy = getattr(model, "policy", None)
+                if isinstance(policy, LabelPolicy):
+                    model.policy = BorderlinePolicy(policy, cfg.borderline_low)
+                    self.borderline = True
+            if not self.borderline:
                 log.warning(
                     "event=feedback_borderline_unavailable detector=%s reason=no_label_policy "
                     "fix='borderline frames need detectors.model.Detector'",

@@ -10,6 +10,8 @@
   dedups on `event_id` + `seq`).
 - Status: LWT `offline` (retained), `online` (retained) on each connect, `offline` on a clean stop,
   and `EdgeStats` JSON (QoS 0, not retained, not queued: stale health is not worth replaying).
+- Camera frames (`{p}/edge/{edge_id}/frames/{camera_id}`, the latest annotated JPEG): QoS 0,
+  retained (a gateway that connects later gets the last one), not queued, like stats.
 """
 
 from __future__ import annotations
@@ -161,6 +163,12 @@ class EdgePublisher:
         if not self.connected.is_set():
             return False
         return self.client.publish(self.status_topic, payload, qos=0).rc == mqtt.MQTT_ERR_SUCCESS
+
+    def publish_frame(self, topic: str, jpeg: bytes) -> bool:
+        """A camera's latest annotated frame: QoS 0, retained, only while connected (never queued)."""
+        if not self.connected.is_set():
+            return False
+        return self.client.publish(topic, jpeg, qos=0, retain=True).rc == mqtt.MQTT_ERR_SUCCESS
 
     # -- lifecycle --------------------------------------------------------------------------------
 

@@ -11,14 +11,15 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
+from detectors.ensemble import ModelSet
 from detectors.zones import DetectionLike
-from edge.config import ModelConfig
+from edge.config import EdgeConfig, ModelConfig
 
 log = logging.getLogger("gridgate.edge.scheduler")
 
@@ -31,17 +32,21 @@ class ModelMissing(Exception):
     """No weights at model.path; the message says how to get some."""
 
 
-def load_detector(cfg: ModelConfig) -> DetectorLike:
-    """Build `detectors.model.Detector` from `model:` (passing the options its signature accepts)."""
+def load_detector(cfg: ModelConfig, where: str = "model") -> DetectorLike:
+    """Build `detectors.model.Detector` from `model:` or an entry of `models:` (named by `where` in
+    errors), passing the options its signature accepts."""
     if not cfg.path.exists():
         raise ModelMissing(
-            f"model.path {cfg.path} does not exist: train one with `gridgate detectors train`, "
-            "or point model.path at .pt/.onnx/OpenVINO weights"
+            f"{where}.path {cfg.path} (model {cfg.label}) does not exist: copy the weights there (a COCO "
+            "checkpoint such as yolo11n.pt works as it is), train one with `gridgate detectors train`, "
+            "or point path at .pt/.onnx/OpenVINO weights"
         )
     from detectors import model as model_mod
 
     detector_cls: Any = model_mod.Detector
     wanted = {
+        "name": cfg.label,
+        "unmapped": cfg.unmapped,
         "path": cfg.path,
         "weights": cfg.path,
         "model": cfg.path,
@@ -66,16 +71,26 @@ def load_detector(cfg: ModelConfig) -> DetectorLike:
     return detector_cls(**kwargs)  # type: ignore[no-any-return]
 
 
+def load_models(cfg: EdgeConfig) -> ModelSet:
+    """Every model of cameras.yaml as one `ModelSet` (one model: no merging)."""
+    if not cfg.models:
+        return ModelSet([load_detector(cfg.model)])
+    return ModelSet([load_detector(m, f"models[{i}]") for i, m in enumerate(cfg.models)], cfg.merge_iou)
+
+
 @dataclass(slots=True)
 class BatchResult:
     detections: list[Sequence[DetectionLike]]
     ms_per_frame: float
 
 
-def run_batch(detector: DetectorLike, images: list[np.ndarray]) -> BatchResult:
-    """Run one batch; the time per frame is the batch's time shared equally."""
+def run_batch(
+    detector: DetectorLike, images: list[np.ndarray], use: Sequence[Collection[str] | None] | None = None
+) -> BatchResult:
+    """Run one batch (`use`: the models each frame goes through, for a ModelSet); the time per frame
+    is the batch's time shared equally."""
     t0 = time.perf_counter()
-    out = list(detector.detect(images))
+    out = list(detector.detect(images) if use is None else detector.detect(images, use))  # type: ignore[call-arg]
     ms = (time.perf_counter() - t0) * 1000.0
     if len(out) != len(images):
         raise RuntimeError(f"detector returned {len(out)} results for {len(images)} frames")

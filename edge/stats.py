@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Literal
 
@@ -35,6 +36,12 @@ class CameraStats(BaseModel):
     analysed: int = Field(description="frames analysed since start")
     tracks: int = Field(description="objects tracked now")
     active_events: int = Field(description="events of this camera now active")
+    detections: dict[str, int] = Field(
+        default_factory=dict, description="detections per label since start (after merging the models)"
+    )
+    detections_period: dict[str, int] = Field(
+        default_factory=dict, description="detections per label since the previous stats message"
+    )
     last_error: str = ""
 
 
@@ -50,6 +57,10 @@ class EdgeStats(BaseModel):
     queue_dropped: int = Field(description="messages dropped unsent because the queue cap was reached")
     evidence_bytes: int = Field(description="pictures kept on the edge box")
     broker_connected: bool
+    models: dict[str, str] = Field(
+        default_factory=dict,
+        description="model name -> `file@sha256[:12]` (+`+version` from a {stem}.json/.yaml beside it)",
+    )
     cameras: list[CameraStats]
 
 
@@ -61,12 +72,22 @@ class CameraCounters:
         self.latency_ms: deque[float] = deque(maxlen=window)
         self.analysed_at: deque[float] = deque(maxlen=window)  # monotonic
         self.analysed = 0
+        self.labels: Counter[str] = Counter()  # bounded by the models' label sets
+        self.labels_period: Counter[str] = Counter()
 
     def record(self, inference_ms: float, latency_ms: float) -> None:
         self.inference_ms.append(inference_ms)
         self.latency_ms.append(latency_ms)
         self.analysed_at.append(time.monotonic())
         self.analysed += 1
+
+    def count(self, labels: Iterable[str]) -> None:
+        for label in labels:
+            self.labels[label] += 1
+            self.labels_period[label] += 1
+
+    def new_period(self) -> None:
+        self.labels_period = Counter()
 
     def fps(self, window_s: float = 10.0) -> float:
         now = time.monotonic()

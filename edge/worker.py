@@ -1,5 +1,6 @@
-"""The edge worker: capture -> motion gate -> one shared detector (batched) -> tracker -> zone rules
--> evidence -> events through the disk queue to MQTT, with per-camera stats on the status topic.
+"""The edge worker: capture -> motion gate -> the box's models (batched, merged) -> tracker -> zone
+rules -> evidence -> events through the disk queue to MQTT, with per-camera stats on the status
+topic and each camera's latest annotated frame on its frames topic every `snapshot_every_s`.
 
 Threads: a reader (and its watchdog) per camera, the analysis loop (`run`), the stats loop, the
 publisher's sender and paho's network thread.
@@ -17,10 +18,14 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import numpy as np
+
+from detectors.annotate import annotate, to_jpeg
+from detectors.model import is_demo_model
 from detectors.rules import CameraRules, SnapshotRequest
 from detectors.tracking import Tracker
-from detectors.zones import Zone
-from edge.capture import Capture, Frame
+from detectors.zones import DetectionLike, Zone
+from edge.capture import Capture, Frame, source_kind
 from edge.config import CameraConfig, EdgeConfig
 from edge.events import Draft, EventEmitter
 from edge.evidence import EvidenceStore, FrameRing, HeldPictures, Picture, caption_for, render
@@ -35,6 +40,18 @@ from gridgate.topics import Topics
 
 log = logging.getLogger("gridgate.edge.worker")
 
+DETECTION_LOG_EVERY_S = 5.0  # debug lines of what a camera's analysis found, at most one this often
+
+
+@dataclass(slots=True)
+class Seen:
+    """A camera's latest analysis: the frame and what was found on it (references, nothing drawn)."""
+
+    ts: float
+    image: np.ndarray
+    detections: list[DetectionLike]
+    track_ids: list[int | None]
+
 
 @dataclass(slots=True)
 class CameraRuntime:
@@ -48,9 +65,13 @@ class CameraRuntime:
     held: HeldPictures
     tz: ZoneInfo
     zones: dict[str, Zone]
+    models: frozenset[str] | None = None  # the models its frames go through; None: all
     counters: CameraCounters = field(default_factory=CameraCounters)
     gated_out: int = 0
     last_ts: float = 0.0  # frame time of the last analysis
+    seen: Seen | None = None
+    frame_sent_at: float = float("-inf")  # monotonic
+    detections_logged_at: float = float("-inf")  # monotonic
 
     def location(self, zone: str) -> Location:
         z = self.zones.get(zone)
@@ -102,6 +123,7 @@ class EdgeWorker:
                     held=HeldPictures(),
                     tz=cfg.tz(cam),
                     zones={z.name: z for z in cam.zones},
+                    models=frozenset(cam.models) if cam.models else None,
                 )
             )
         self._rr = 0
@@ -112,6 +134,7 @@ class EdgeWorker:
     # -- lifecycle --------------------------------------------------------------------------------
 
     def start(self, publisher: bool = True) -> EdgeWorker:
+        self._warn_demo_model()
         if publisher:
             self.publisher.start()
         self.feedback.start(listen=publisher)
@@ -125,6 +148,29 @@ class EdgeWorker:
             self.cfg.data_dir,
         )
         return self
+
+    def _warn_demo_model(self) -> None:
+        """The shipped street model knows synthetic scenes only: say so where it watches a real street."""
+        for rt in self.cameras:
+            kind = source_kind(rt.cfg.url)
+            if kind == "file":
+                continue
+            demo = [
+                m.label
+                for m in self.cfg.model_list
+                if is_demo_model(m.path) and (rt.models is None or m.label in rt.models)
+            ]
+            if demo:
+                log.warning(
+                    'event=demo_model_on_live_camera camera=%s source=%s model=%s hint="%s"',
+                    rt.cfg.id,
+                    kind,
+                    ",".join(demo),
+                    "street.pt was trained on synthetic scenes only and will miss or invent objects on a "
+                    "real street: copy real weights onto the box (a COCO checkpoint such as yolo11n.pt "
+                    "finds vehicles as it is) and list them under models: in cameras.yaml; check what "
+                    "they see with `gridgate detectors predict`",
+                )
 
     def run(self, stop: threading.Event | None = None) -> None:
         """The analysis loop, with stats every `stats_interval_s`, until `stop` is set."""
@@ -173,10 +219,13 @@ class EdgeWorker:
             else:
                 rt.gated_out += 1
         self._rr = (self._rr + 1) % max(1, n)
-        batch_size = self.cfg.model.max_batch
+        batch_size = self.cfg.max_batch
         for start in range(0, len(due), batch_size):
             chunk = due[start : start + batch_size]
-            result = run_batch(self.detector, [f.image for _, f in chunk])
+            use = [rt.models for rt, _ in chunk]
+            result = run_batch(
+                self.detector, [f.image for _, f in chunk], use if any(u is not None for u in use) else None
+            )
             for (rt, frame), dets in zip(chunk, result.detections, strict=True):
                 try:
                     self.analyse(rt, frame, dets, result.ms_per_frame)
@@ -190,6 +239,12 @@ class EdgeWorker:
         upd = rt.tracker.update(dets, frame.ts)
         if upd.removed:
             rt.rules.evict_tracks(upd.removed)
+        rt.counters.count(d.label for d in dets)
+        # the tracker keeps a matched detection's box as the track's: that is how ids find boxes
+        ids = {o.box: o.track_id for o in upd.objects}
+        rt.seen = Seen(frame.ts, frame.image, list(dets), [ids.get(d.box) for d in dets])
+        self._log_detections(rt, dets)
+        self._send_frame(rt)
         rt.ring.add(frame.ts, frame.image)
         res = rt.rules.step(upd.objects, frame.ts)
         now_pics: dict[str, list[Picture]] = {}
@@ -215,6 +270,55 @@ class EdgeWorker:
             rt.cfg.id, frame.ts, frame.image, dets, upd.objects, borderline, drafts, res, rt.ring
         )
         rt.counters.record(inference_ms, (time.monotonic() - frame.received) * 1000.0)
+
+    def _log_detections(self, rt: CameraRuntime, dets: Any) -> None:
+        if not log.isEnabledFor(logging.DEBUG):
+            return
+        now = time.monotonic()
+        if now - rt.detections_logged_at < DETECTION_LOG_EVERY_S:
+            return
+        rt.detections_logged_at = now
+        labels: dict[str, list[float]] = {}
+        for d in dets:
+            labels.setdefault(d.label, []).append(float(d.score))
+        log.debug(
+            "event=detections camera=%s ts=%.3f count=%d labels=%s tracks=%d",
+            rt.cfg.id,
+            rt.last_ts,
+            len(dets),
+            ",".join(f"{k}:{len(v)}@{max(v):.2f}" for k, v in sorted(labels.items())) or "-",
+            len(rt.tracker),
+        )
+
+    def latest_frame(self, camera_id: str) -> bytes | None:
+        """The camera's latest analysed frame as a JPEG with its detections and zones drawn."""
+        rt = next((r for r in self.cameras if r.cfg.id == camera_id), None)
+        if rt is None or rt.seen is None:
+            return None
+        seen = rt.seen
+        img = annotate(
+            seen.image,
+            seen.detections,
+            rt.cfg.zones,
+            f"{rt.cfg.id} / {datetime.fromtimestamp(seen.ts, UTC):%Y-%m-%d %H:%M:%S}Z / "
+            f"{len(seen.detections)} detections",
+            track_ids=seen.track_ids,
+        )
+        return to_jpeg(img, self.cfg.evidence.jpeg_quality, self.cfg.evidence.max_width)
+
+    def _send_frame(self, rt: CameraRuntime) -> None:
+        every = self.cfg.publisher.snapshot_every_s
+        now = time.monotonic()
+        if every <= 0 or now - rt.frame_sent_at < every or not self.publisher.connected.is_set():
+            return
+        rt.frame_sent_at = now
+        try:
+            jpeg = self.latest_frame(rt.cfg.id)
+        except Exception:
+            log.exception("event=frame_render_failed camera=%s", rt.cfg.id)
+            return
+        if jpeg is not None:
+            self.publisher.publish_frame(self.topics.edge_frame(self.cfg.edge_id, rt.cfg.id), jpeg)
 
     def _picture(self, rt: CameraRuntime, snap: SnapshotRequest, frame: Frame) -> Picture | None:
         found = (frame.ts, frame.image) if snap.at >= frame.ts else rt.ring.at(snap.at)
@@ -305,6 +409,8 @@ class EdgeWorker:
                     analysed=c.analysed,
                     tracks=len(rt.tracker),
                     active_events=len(rt.emitter.open),
+                    detections=dict(c.labels),
+                    detections_period=dict(c.labels_period),
                     last_error=cap.last_error[-200:],
                 )
             )
@@ -317,16 +423,19 @@ class EdgeWorker:
             queue_dropped=self.queue.dropped,
             evidence_bytes=self.evidence.total_bytes,
             broker_connected=self.publisher.connected.is_set(),
+            models=dict(getattr(self.detector, "versions", {})),
             cameras=cams,
         )
 
     def publish_stats(self) -> EdgeStats:
         st = self.stats()
         self.publisher.publish_status(st.model_dump_json().encode())
+        for rt in self.cameras:
+            rt.counters.new_period()
         for c in st.cameras:
             log.info(
                 "event=edge_stats camera=%s connected=%s fps_in=%.1f fps_analysed=%.2f inference_ms_p50=%s "
-                "inference_ms_p95=%s reconnects_1h=%d stalls_1h=%d dropped=%d queue_depth=%d",
+                "inference_ms_p95=%s reconnects_1h=%d stalls_1h=%d dropped=%d queue_depth=%d detections=%s",
                 c.camera_id,
                 c.connected,
                 c.fps_in,
@@ -337,6 +446,7 @@ class EdgeWorker:
                 c.stalls_1h,
                 c.dropped_frames,
                 st.queue_depth,
+                ",".join(f"{k}:{v}" for k, v in sorted(c.detections_period.items())) or "-",
             )
         return st
 

@@ -1,10 +1,12 @@
 """Edge boxes in: video events, their snapshots, and the boxes' status and per-camera stats.
 
 An edge box publishes `EdgeEventMessage`s (new / update / end) on `{p}/edge/{edge_id}/events`,
-each snapshot as a raw JPEG on `{p}/edge/{edge_id}/evidence/{event_id}/{name}`, and `online` /
+each snapshot as a raw JPEG on `{p}/edge/{edge_id}/evidence/{event_id}/{name}`, each camera's
+latest annotated frame (retained JPEG) on `{p}/edge/{edge_id}/frames/{camera_id}`, and `online` /
 `offline` (its Last Will) or a stats JSON on `{p}/edge/{edge_id}/status`. Video events become
 gateway events like any sensor's (grid, alerts, store, tickets); stats become `edge_stats` points;
-an offline box is a `device_offline` fault of source `edge:<id>`.
+an offline box is a `device_offline` fault of source `edge:<id>`; the latest frame of each camera
+is kept on disk (`{data_dir}/frames/{edge_id}/{camera_id}.jpg`) for /api/v1/cameras/{id}/frame.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import logging
 import re
 from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +49,15 @@ EVENT_MAX_BYTES = 64 * 1024
 
 def evidence_url(edge_id: str, event_id: str, name: str) -> str:
     return f"/api/v1/evidence/{edge_id}/{event_id}/{name}"
+
+
+@dataclass(frozen=True, slots=True)
+class CameraFrame:
+    """The latest frame the gateway holds for a camera."""
+
+    path: Path
+    edge_id: str
+    received_at: datetime
 
 
 def to_event(msg: EdgeEventMessage) -> Event:
@@ -97,6 +110,13 @@ def stats_points(edge_id: str, doc: dict[str, Any], time_ns: int) -> list[Point]
         fields: dict[str, float | int | bool | str] = {
             k: float(v) for k, v in values.items() if _numeric(v) and k != "camera_id"
         }
+        # one level of nesting: per-label counts ({detections: {vehicle: 3}} -> detections_vehicle)
+        # and the box's model versions ({models: {street: "street.pt@..."}} -> models_street)
+        for k, v in values.items():
+            if isinstance(v, dict):
+                for sub, x in v.items():
+                    if _numeric(x) or isinstance(x, str):
+                        fields[f"{k}_{sub}"] = float(x) if _numeric(x) else str(x)[:200]
         if fields:
             tags = {"edge_id": edge_id} | ({"camera_id": camera_id} if camera_id else {})
             points.append(Point("edge_stats", tags, fields, time_ns))
@@ -110,9 +130,12 @@ def _numeric(v: Any) -> bool:
 class EdgeIngest:
     """Handles every `{p}/edge/...` message; shares the pipeline's outputs (emit, reject, sink)."""
 
-    def __init__(self, pipeline: Pipeline, evidence_dir: Path, max_evidence_bytes: int) -> None:
+    def __init__(
+        self, pipeline: Pipeline, evidence_dir: Path, max_evidence_bytes: int, frames_dir: Path | None = None
+    ) -> None:
         self.pipeline = pipeline
         self.evidence_dir = evidence_dir
+        self.frames_dir = frames_dir or evidence_dir.parent / "frames"
         self.max_evidence_bytes = max_evidence_bytes
         self._seen: OrderedDict[tuple[str, str, str], None] = OrderedDict()
         self.offline: dict[str, Event] = {}  # edge boxes whose Last Will said offline
@@ -120,7 +143,7 @@ class EdgeIngest:
         self._now = 0.0  # receive time of the message being handled
 
     def max_bytes(self, channel: str) -> int:
-        return self.max_evidence_bytes if channel == "evidence" else EVENT_MAX_BYTES
+        return self.max_evidence_bytes if channel in ("evidence", "frames") else EVENT_MAX_BYTES
 
     def handle(self, topic: str, et: EdgeTopic, payload: bytes, now: float) -> None:
         """One edge message; bad ones go to the dead-letter topic like a sensor's."""
@@ -135,6 +158,8 @@ class EdgeIngest:
             self._event(topic, et, payload)
         elif et.channel == "evidence":
             self._evidence(topic, et, payload)
+        elif et.channel == "frames":
+            self._frame(topic, et, payload)
         else:
             self._status(topic, et, payload, now)
 
@@ -198,6 +223,33 @@ class EdgeIngest:
             et.name,
             len(payload),
         )
+
+    def _frame(self, topic: str, et: EdgeTopic, payload: bytes) -> None:
+        assert et.name is not None
+        bad = next((s for s in (et.edge_id, et.name) if not SAFE_SEGMENT.match(s)), None)
+        if bad is not None:
+            self._reject(topic, RejectReason.bad_payload, f"unsafe path segment {bad!r}", payload, et)
+            return
+        if not payload.startswith(JPEG_MAGIC):
+            self._reject(topic, RejectReason.bad_payload, "a camera frame must be a JPEG image", payload, et)
+            return
+        folder = self.frames_dir / et.edge_id
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{et.name}.jpg.part"
+        tmp.write_bytes(payload)
+        tmp.replace(folder / f"{et.name}.jpg")
+        self.pipeline.metrics.messages_decoded += 1
+        log.debug("event=camera_frame_stored edge=%s camera=%s bytes=%d", et.edge_id, et.name, len(payload))
+
+    def camera_frame(self, camera_id: str) -> CameraFrame | None:
+        """The newest frame of `camera_id` from any edge box, or None when none came yet."""
+        if not SAFE_SEGMENT.match(camera_id) or not self.frames_dir.is_dir():
+            return None
+        found = [(p.stat().st_mtime, p) for p in self.frames_dir.glob(f"*/{camera_id}.jpg") if p.is_file()]
+        if not found:
+            return None
+        mtime, path = max(found)
+        return CameraFrame(path, path.parent.name, utc(mtime))
 
     def evidence_path(self, edge_id: str, event_id: str, name: str) -> Path | None:
         if not all(SAFE_SEGMENT.match(s) for s in (edge_id, event_id, name)):

@@ -17,7 +17,7 @@ from devices.engine import DeviceEngine
 from devices.registry import DeviceRegistry, load_registry
 from gateway.api import DeviceOut, Health, create_app
 from gateway.api.auth import Authenticator
-from gateway.edge_ingest import EdgeIngest
+from gateway.edge_ingest import CameraFrame, EdgeIngest
 from gateway.grids import GridIndex, GridMatch
 from gateway.journal import Journal, redelivery_key
 from gateway.metrics import GatewayMetrics
@@ -145,7 +145,10 @@ class Gateway:
             self._add_webhooks()
         self._edge_prefix = f"{self.topics.prefix}/edge/"
         self.edge = EdgeIngest(
-            self.pipeline, cfg.storage.data_dir / "evidence", cfg.limits.max_evidence_bytes
+            self.pipeline,
+            cfg.storage.data_dir / "evidence",
+            cfg.limits.max_evidence_bytes,
+            cfg.storage.data_dir / "frames",
         )
         self._stop = threading.Event()
         self._housekeeper: threading.Thread | None = None
@@ -280,6 +283,9 @@ class Gateway:
 
     def evidence_path(self, edge_id: str, event_id: str, name: str) -> Path | None:
         return self.edge.evidence_path(edge_id, event_id, name)
+
+    def camera_frame(self, camera_id: str) -> CameraFrame | None:
+        return self.edge.camera_frame(camera_id)
 
     def _on_connect(self) -> None:
         self.metrics.mqtt_connects += 1

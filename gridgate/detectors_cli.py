@@ -1,4 +1,5 @@
-"""`gridgate detectors ...`: train, export and evaluate the street detector; write the demo clip.
+"""`gridgate detectors ...`: train, export and evaluate the street detector; write the demo clip;
+`predict` shows what the box's models see on a picture, folder, video or stream.
 
 Everything here imports the edge stack (torch, ultralytics, OpenCV) inside the command, so the
 `gridgate` command itself runs where only the gateway is installed.
@@ -8,13 +9,25 @@ from __future__ import annotations
 
 import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
-app = typer.Typer(help="The YOLO street detector: train, export, eval, demo clip.", no_args_is_help=True)
+from gridgate.config import ConfigError
+
+if TYPE_CHECKING:
+    from detectors.ensemble import ModelSet
+    from detectors.predict import Summary
+    from detectors.tracking import TrackerConfig
+    from detectors.zones import Zone
+
+app = typer.Typer(
+    help="The YOLO street detector: train, export, eval, demo clip, predict.", no_args_is_help=True
+)
 console = Console(stderr=True)
 
 Weights = Annotated[Path, typer.Option("-w", "--weights", help=".pt, .onnx or an OpenVINO directory")]
@@ -183,3 +196,107 @@ def clip(
         cameras_yaml.parent.mkdir(parents=True, exist_ok=True)
         cameras_yaml.write_text(DEMO_CAMERA_YAML)
         console.print(f"wrote {cameras_yaml}")
+
+
+@dataclass
+class Models:
+    """The models a camera runs, with its zones and tracker settings (what `predict` draws)."""
+
+    models: ModelSet
+    zones: list[Zone]
+    tracking: TrackerConfig | None
+
+
+def load_models_for(config: Path | None, camera: str | None, weights: Path | None) -> Models:
+    """`--weights` alone, or cameras.yaml's models (those `--camera` uses) and that camera's zones.
+
+    Raises typer.Exit with the problem printed (a bad file, an unknown camera, missing weights).
+    """
+    from detectors.ensemble import ModelSet
+    from edge.config import EdgeConfig, ModelConfig, load_edge_config
+    from edge.scheduler import ModelMissing, load_detector, load_models
+
+    cfg = EdgeConfig()
+    if config is not None:
+        try:
+            cfg = load_edge_config(config)
+        except ConfigError as err:
+            console.print(f"[red]{err.render()}[/red]", highlight=False)
+            raise typer.Exit(2) from err
+    cam = None
+    if camera is not None:
+        cam = next((c for c in cfg.cameras if c.id == camera), None)
+        if cam is None:
+            known = ", ".join(c.id for c in cfg.cameras) or "none"
+            console.print(f"[red]{config}: no camera {camera!r} (cameras: {known}); pass --config too[/red]")
+            raise typer.Exit(2)
+    if weights is not None and not weights.exists():
+        console.print(f"[red]--weights {weights} does not exist (a .pt, .onnx or OpenVINO folder)[/red]")
+        raise typer.Exit(2)
+    try:
+        if weights is not None:
+            models = ModelSet([load_detector(ModelConfig(path=weights))])
+        elif cam is not None and cam.models:
+            chosen = [(i, m) for i, m in enumerate(cfg.model_list) if m.label in cam.models]
+            models = ModelSet([load_detector(m, f"models[{i}]") for i, m in chosen], cfg.merge_iou)
+        else:
+            models = load_models(cfg)
+    except ModelMissing as exc:
+        console.print(f"[red]{config or 'weights'}: {exc}[/red]", highlight=False)
+        raise typer.Exit(2) from exc
+    return Models(models, list(cam.zones) if cam else [], cam.tracking if cam else None)
+
+
+def summary_table(summary: Summary, title: str) -> Table:
+    table = Table(title=title)
+    for col in ("label", "detections", "per frame", "max score", "mean score"):
+        table.add_column(col, justify="left" if col == "label" else "right")
+    for label, s in sorted(summary.labels.items()):
+        table.add_row(
+            label,
+            str(s.count),
+            f"{s.count / max(1, summary.frames):.2f}",
+            f"{s.max_score:.2f}",
+            f"{s.mean_score:.2f}",
+        )
+    if not summary.labels:
+        table.add_row("(nothing)", "0", "0", "-", "-")
+    return table
+
+
+@app.command()
+def predict(
+    source: Annotated[
+        str, typer.Argument(help="a picture, a folder of pictures, a video file or rtsp://...")
+    ],
+    config: Annotated[
+        Path | None, typer.Option("-c", "--config", help="cameras.yaml: its models (and zones with --camera)")
+    ] = None,
+    camera: Annotated[
+        str | None, typer.Option(help="a camera id of --config: draw its zones, run only its models")
+    ] = None,
+    weights: Annotated[
+        Path | None, typer.Option("-w", "--weights", help="one model instead of --config's (.pt, .onnx, ...)")
+    ] = None,
+    out: Annotated[Path, typer.Option("-o", "--out", help="folder for the annotated output")] = Path(
+        "var/predict"
+    ),
+    frames: Annotated[int, typer.Option(min=1, help="video or stream: analyse this many frames")] = 100,
+) -> None:
+    """Run the models on SOURCE; write annotated pictures (an MP4 for a video or stream) and a summary."""
+    _need_edge()
+    from detectors.predict import SourceError, source_type
+    from detectors.predict import predict as run
+    from edge.capture import redact
+
+    try:
+        source_type(source)  # before the models load: a wrong path fails at once
+        loaded = load_models_for(config, camera, weights)
+        summary = run(source, loaded.models, out, loaded.zones, frames, loaded.tracking)
+    except SourceError as exc:
+        console.print(f"[red]{redact(str(exc))}[/red]", highlight=False)
+        raise typer.Exit(1) from exc
+    versions = ", ".join(loaded.models.versions.values())
+    Console().print(summary_table(summary, f"{redact(source)}: {summary.frames} frames, models {versions}"))
+    for path in summary.outputs:
+        console.print(f"wrote {path}", highlight=False)

@@ -63,9 +63,9 @@ class DeviceTopic:
 @dataclass(frozen=True, slots=True)
 class EdgeTopic:
     edge_id: str
-    channel: str  # "events", "status" or "evidence"
+    channel: str  # "events", "status", "evidence" or "frames"
     event_id: str | None = None  # evidence only
-    name: str | None = None  # evidence only
+    name: str | None = None  # evidence: the picture's name; frames: the camera id
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,12 +94,17 @@ class Topics:
     def edge_evidence(self, edge_id: str, event_id: str, name: str) -> str:
         return f"{self.prefix}/edge/{edge_id}/evidence/{event_id}/{name}"
 
+    def edge_frame(self, edge_id: str, camera_id: str) -> str:
+        """A camera's latest analysed frame with the detections drawn (retained JPEG)."""
+        return f"{self.prefix}/edge/{edge_id}/frames/{camera_id}"
+
     @property
     def edge_filter(self) -> str:
         return f"{self.prefix}/edge/#"
 
     def parse_edge(self, topic: str) -> EdgeTopic | None:
-        """`{p}/edge/{id}/events|status` or `{p}/edge/{id}/evidence/{event}/{name}`; None otherwise."""
+        """`{p}/edge/{id}/events|status`, `{p}/edge/{id}/evidence/{event}/{name}` or
+        `{p}/edge/{id}/frames/{camera}`; None otherwise."""
         head = self.prefix + "/edge/"
         if not topic.startswith(head):
             return None
@@ -110,6 +115,8 @@ class Topics:
             return EdgeTopic(parts[0], parts[1])
         if len(parts) == 4 and parts[1] == "evidence":
             return EdgeTopic(parts[0], "evidence", parts[2], parts[3])
+        if len(parts) == 3 and parts[1] == "frames":
+            return EdgeTopic(parts[0], "frames", name=parts[2])
         return None
 
     # gateway -> people

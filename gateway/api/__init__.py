@@ -1,6 +1,6 @@
 """The gateway's HTTP API (FastAPI): one router per resource, its models beside it.
 
-`ops` (health, metrics: unauthenticated), `devices`, `events`, `tickets`, `grids`, `reports`,
+`ops` (health, metrics: unauthenticated), `devices`, `events`, `cameras`, `tickets`, `grids`, `reports`,
 `stream` (WebSocket) and `open311` (GeoReport v2). `auth` holds the bearer tokens and roles,
 `errors` the one error body (and Open311's), `body` the per-route body limits checked after
 authentication, `params` the bounded query types (limit, offset, ISO 8601 times).
@@ -14,11 +14,12 @@ from typing import Protocol
 from fastapi import FastAPI
 
 import gridgate
-from gateway.api import devices, errors, events, grids, open311, ops, reports, stream, tickets
+from gateway.api import cameras, devices, errors, events, grids, open311, ops, reports, stream, tickets
 from gateway.api.auth import Authenticator
 from gateway.api.body import BodyLimit
 from gateway.api.devices import DeviceOut
 from gateway.api.ops import Health
+from gateway.edge_ingest import CameraFrame
 from gateway.grids import GridIndex
 from gateway.metrics import GatewayMetrics
 from gateway.store import GatewayStore
@@ -50,6 +51,8 @@ class GatewayView(Protocol):
 
     def evidence_path(self, edge_id: str, event_id: str, name: str) -> Path | None: ...
 
+    def camera_frame(self, camera_id: str) -> CameraFrame | None: ...
+
     def report_event(self, event: Event) -> Outcome | None:
         """An event from outside the broker (an Open311 report): stored, streamed, ticketed now."""
         ...
@@ -66,7 +69,7 @@ def create_app(view: GatewayView) -> FastAPI:
         "and a body is only read once its bearer token is valid (401).",
     )
     app.state.auth = view.auth
-    for module in (ops, devices, events, tickets, grids, reports, stream):
+    for module in (ops, devices, events, cameras, tickets, grids, reports, stream):
         app.include_router(module.router(view))
     if view.cfg.open311.enabled:
         app.include_router(open311.router(view))

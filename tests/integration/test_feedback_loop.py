@@ -20,7 +20,7 @@ from detectors.tracking import TrackedObject
 from detectors.zones import box_iou
 from edge.config import EdgeConfig
 from edge.events import EventEmitter
-from edge.feedback import BorderlineDetection, Feedback
+from edge.feedback import BorderlineDetection, BorderlinePolicy, Feedback
 from gateway.service import Gateway
 from gateway.tickets.states import TicketStatus
 from gridgate.models import Location, Severity
@@ -118,7 +118,11 @@ def test_the_shipped_model_gives_borderline_detections_through_the_feedback_poli
     det = Detector(min_score=dict.fromkeys(("vehicle", "water", "bin", "garbage"), 0.999))
     edge = EdgeConfig(data_dir=tmp_path, feedback={"enabled": True, "listen_tickets": False})
     feedback = Feedback.for_worker(edge, det)
-    assert feedback.model_version is not None and feedback.model_version.startswith("street.pt@sha256:")
+    assert (
+        feedback.model_version is not None
+        and feedback.model_version == det.version
+        and det.version.startswith("street.pt@")
+    )
     (dets,) = det.detect([img])
     real, borderline = feedback.split(dets)
     assert real == [] and borderline and all(isinstance(d, BorderlineDetection) for d in borderline)
@@ -185,3 +189,15 @@ def test_the_worker_keeps_the_frames_of_its_parking_event(tmp_path: Path) -> Non
     assert box_iou(rel, PARKED) > 0.5
     for f, c in ((start, arriving), (new, car)):
         assert c.events == [f.events[0].event_id] and c.track_id == car.track_id is not None
+
+
+def test_borderline_frames_come_from_every_model_of_a_box_with_several(tmp_path: Path) -> None:
+    from detectors.ensemble import ModelSet
+    from detectors.model import Detector
+
+    models = ModelSet([Detector(name="street"), Detector(name="copy", class_map={"car": "ignore"})])
+    edge = EdgeConfig(data_dir=tmp_path, feedback={"enabled": True, "listen_tickets": False})
+    feedback = Feedback.for_worker(edge, models)
+    assert feedback.borderline
+    assert all(isinstance(m.policy, BorderlinePolicy) for m in models.models)
+    assert feedback.model_version == ",".join(f"{m.name}={m.version}" for m in models.models)

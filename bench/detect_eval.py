@@ -52,17 +52,17 @@ FP_TARGET = 0.05
 NEW_WEIGHTS = REPO / "detectors" / "weights" / "street.pt"
 
 
-def _render(args: tuple[int, int]) -> list[tuple[Any, list[Truth], dict[str, str]]]:
+def _render(args: tuple[int, int, bool]) -> list[tuple[Any, list[Truth], dict[str, str]]]:
     import cv2
 
     from detectors.scene3d import sample
     from detectors.street3d import EVAL
 
     cv2.setNumThreads(1)
-    seed, start = args
+    seed, start, negative = args
     out = []
     for i in range(start, start + 25):
-        img, labels, view = sample(EVAL, seed, i)
+        img, labels, view = sample(EVAL, seed, i, negative=negative)
         truths = [Truth(LABEL_OF_CLASS[lab.cls], lab.box()) for lab in labels]
         group = {
             "bucket": view.bucket,
@@ -73,10 +73,18 @@ def _render(args: tuple[int, int]) -> list[tuple[Any, list[Truth], dict[str, str
     return out
 
 
-def render_frames(seed: int, n: int, jobs: int = 2) -> list[tuple[Any, list[Truth], dict[str, str]]]:
+def render_frames(
+    seed: int, n: int, negatives: int = 0, jobs: int = 2
+) -> list[tuple[Any, list[Truth], dict[str, str]]]:
+    """`n` frames of the evaluation domain, then `negatives` frames with nothing to find in them."""
+    tasks = [(seed, s, False) for s in range(0, n, 25)] + [
+        (seed + 1, s, True) for s in range(0, negatives, 25)
+    ]
     with ProcessPoolExecutor(jobs) as pool:
-        parts = pool.map(_render, [(seed, s) for s in range(0, n, 25)])
-        return [f for part in parts for f in part][:n]
+        parts = list(pool.map(_render, tasks))
+    k = len(range(0, n, 25))
+    pos = [f for part in parts[:k] for f in part][:n]
+    return pos + [f for part in parts[k:] for f in part][:negatives]
 
 
 class Model:
@@ -192,6 +200,7 @@ def old_weights(rev: str) -> Path | None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=600)
+    ap.add_argument("--negatives", type=int, default=200, help="extra frames with nothing to find")
     ap.add_argument("--seed", type=int, default=90210, help="evaluation seed (training never uses it)")
     ap.add_argument("--calibrate", action="store_true", help="write calibrated thresholds beside the weights")
     ap.add_argument("--calib-seed", type=int, default=70707)
@@ -202,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     t0 = time.time()
     if a.calibrate:
-        calib = render_frames(a.calib_seed, a.calib_frames)
+        calib = render_frames(a.calib_seed, a.calib_frames, a.negatives)
         res = evaluate(Model("new", a.weights, {}), calib)
         thr = calibrate(res, fp_per_frame=FP_TARGET)
         path = save_thresholds(
@@ -216,8 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     old = old_weights(a.old_rev)
     if old is not None:
         models["old"] = Model("old", old, dict(DEFAULT_MIN_SCORE))
-    frames = render_frames(a.seed, a.frames)
-    print(f"{len(frames)} evaluation frames rendered (seed {a.seed}) in {time.time() - t0:.0f} s")
+    frames = render_frames(a.seed, a.frames, a.negatives)
+    print(
+        f"{len(frames)} evaluation frames ({a.frames} + {a.negatives} negatives) rendered "
+        f"(seed {a.seed}) in {time.time() - t0:.0f} s"
+    )
     results = {name: evaluate(m, frames) for name, m in models.items()}
     report = {
         "frames": len(frames),

@@ -151,14 +151,17 @@ class _Placer:
         return None
 
 
-def random_scene(rng: Rng, dom: Domain, width: int = 640, height: int = 360) -> tuple[Scene3, View]:
+def random_scene(
+    rng: Rng, dom: Domain, width: int = 640, height: int = 360, empty: bool | None = None
+) -> tuple[Scene3, View]:
     """One random street scene from the domain, and its view for reporting."""
     road = random_road(rng, dom)
     cam = random_camera(rng, dom, width, height, road)
     light = lighting(rng, dom)
     place = _Placer(rng, cam, road)
     things: list[Thing] = []
-    empty = rng.random() < dom.negative_share
+    draw = rng.random()
+    empty = draw < dom.negative_share if empty is None else empty
     along = 0.0 if rng.random() < 0.5 else math.pi
     if not empty:
         for _ in range(int(rng.integers(0, 11))):
@@ -296,13 +299,14 @@ def texture_negative(rng: Rng, width: int, height: int) -> np.ndarray:
 
 
 def sample(
-    dom: Domain, seed: int, index: int, width: int = 640, height: int = 360
+    dom: Domain, seed: int, index: int, width: int = 640, height: int = 360, negative: bool = False
 ) -> tuple[np.ndarray, list[Label], View]:
-    """One labelled frame, fully determined by (domain, seed, index)."""
+    """One labelled frame, fully determined by (domain, seed, index, negative). A `negative` frame
+    holds nothing to find: an empty street (people, two-wheelers, wet sheen, buildings) or a texture."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, index, sum(dom.name.encode())]))
-    if rng.random() < dom.negative_share / 2:
+    if rng.random() < (0.25 if negative else dom.negative_share / 2):
         return texture_negative(rng, width, height), [], View(0.0, 0.0, "texture")
-    scene, view = random_scene(rng, dom, width, height)
+    scene, view = random_scene(rng, dom, width, height, empty=True if negative else None)
     img, labels = Renderer(scene).draw()
     return img, labels, view
 

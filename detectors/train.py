@@ -84,6 +84,7 @@ def train(
     scenes: str = "street3d",
     flat_share: float = 0.15,
     rect: bool = False,
+    warmup_epochs: float = 3.0,
 ) -> TrainResult:
     """Train a YOLO: on synthetic scenes rendered into `out`, or on your own labelled `data`.
 
@@ -139,8 +140,9 @@ def train(
         plots=False,
         amp=False,
         patience=patience,
-        close_mosaic=max(1, min(10, epochs // 5)),
-        rect=rect,  # the last epochs on whole frames, as cameras see them
+        close_mosaic=max(1, min(10, epochs // 5)),  # the last epochs on whole frames, as cameras see them
+        rect=rect,
+        warmup_epochs=warmup_epochs,  # 0 when continuing from weights that are already warm
         verbose=False,
         **({"time": time_h} if time_h else {}),
     )
@@ -342,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         "--flat-share", type=float, default=0.15, help="street3d: share of flat demo-street views"
     )
     ap.add_argument("--rect", action="store_true", help="whole 16:9 frames (640x384), no mosaic: CPU runs")
+    ap.add_argument("--warmup-epochs", type=float, default=3.0, help="0 to continue a run without warm-up")
     ap.add_argument("--out", type=Path, default=Path("var/detectors/train"))
     ap.add_argument("--data", type=Path, help="your data.yaml (`gridgate detectors dataset`): no rendering")
     ap.add_argument("--ship", action="store_true", help="copy best weights into detectors/weights with ONNX")
@@ -363,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         scenes=a.scenes,
         flat_share=a.flat_share,
         rect=a.rect,
+        warmup_epochs=a.warmup_epochs,
     )
     print(f"best {res.best_pt}: mAP50 {res.map50:.3f} mAP50-95 {res.map50_95:.3f} in {res.seconds:.0f}s")
     if a.ship:

@@ -1,0 +1,186 @@
+"""The files `gridgate mqtt acl` writes, on a real Mosquitto: each device publishes only its own
+topics, the gateway reads every uplink, an edge box publishes under its own edge topics."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from typer.testing import CliRunner
+
+from gateway.broker_acl import read_credentials
+from gridgate.cli import app
+from tests.servers import MOSQUITTO, Mosquitto, wait_until
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+NOT_AUTHORIZED = 0x87
+
+
+class Client:
+    """An MQTT 5 client with a user name: MQTT 5 makes Mosquitto say when it refuses a publish
+    (PUBACK 0x87), where 3.1.1 acknowledges it and drops it silently."""
+
+    def __init__(self, broker: Mosquitto, username: str | None, password: str | None) -> None:
+        self.messages: list[tuple[str, bytes]] = []
+        self.acks: dict[int, int] = {}
+        self.granted: list[int] = []
+        self.connack: int | None = None
+        self._cond = threading.Condition()
+        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        if username is not None:
+            self.c.username_pw_set(username, password)
+        self.c.on_connect = self._on_connect
+        self.c.on_message = self._on_message
+        self.c.on_publish = self._on_publish
+        self.c.on_subscribe = self._on_subscribe
+        self.c.connect(broker.host, broker.port)
+        self.c.loop_start()
+        wait_until(lambda: self.connack is not None, 10, "CONNACK")
+
+    def _on_connect(self, _c: Any, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
+        self.connack = rc.value
+
+    def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        with self._cond:
+            self.messages.append((msg.topic, bytes(msg.payload)))
+
+    def _on_publish(self, _c: Any, _u: Any, mid: int, rc: ReasonCode, _p: Properties) -> None:
+        self.acks[mid] = rc.value
+
+    def _on_subscribe(self, _c: Any, _u: Any, _mid: int, rcs: list[ReasonCode], _p: Any) -> None:
+        self.granted = [rc.value for rc in rcs]
+
+    def publish(self, topic: str, payload: bytes = b"{}") -> int:
+        """Publish at QoS 1 and return the PUBACK's reason code (0: accepted)."""
+        mid = self.c.publish(topic, payload, qos=1).mid
+        wait_until(lambda: mid in self.acks, 10, f"PUBACK for {topic}")
+        return self.acks[mid]
+
+    def subscribe(self, *filters: str) -> list[int]:
+        self.granted = []
+        self.c.subscribe([(f, 1) for f in filters])
+        wait_until(lambda: self.granted, 10, f"SUBACK for {filters}")
+        return self.granted
+
+    def topics(self) -> list[str]:
+        with self._cond:
+            return [t for t, _ in self.messages]
+
+    def close(self) -> None:
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+@pytest.fixture
+def secured(tmp_path: Path) -> Iterator[tuple[Mosquitto, dict[str, str]]]:
+    """Mosquitto with the password and ACL files generated from the shipped config."""
+    if not MOSQUITTO:
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto); CI installs it")
+    out = tmp_path / "mqtt"
+    config = str(REPO / "config/gateway.yaml")
+    args = ["mqtt", "acl", "-c", config, "-o", str(out), "--edge", "edge-1", "--reader", "command-centre"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    creds = read_credentials(out / "credentials.csv")
+    assert not any(pw in result.output for pw in creds.values())  # printed where, never what
+    extra = [f"password_file {out / 'passwd'}", f"acl_file {out / 'acl'}", "allow_anonymous false"]
+    if os.geteuid() == 0:  # Mosquitto started as root drops to `mosquitto`, which cannot read our 0600 files
+        extra.append("user root")
+    with Mosquitto(tmp_path, extra=extra) as broker:
+        yield broker, creds
+
+
+def login(secured: tuple[Mosquitto, dict[str, str]], user: str) -> Client:
+    broker, creds = secured
+    client = Client(broker, user, creds[user])
+    assert client.connack == 0, f"{user} refused: {client.connack:#x}"
+    return client
+
+
+def test_a_device_publishes_its_own_uplink_and_is_refused_another_devices(
+    secured: tuple[Mosquitto, dict[str, str]],
+) -> None:
+    gateway = login(secured, "gateway")
+    assert gateway.subscribe("gridgate/devices/#", "gridgate/edge/#", "acme/covers/+/data") == [1, 1, 1]
+    cover = login(secured, "MH-0001")
+    try:
+        assert cover.publish("gridgate/devices/manhole/MH-0001/up", b'{"tilt_deg": 1}') == 0
+        assert cover.publish("gridgate/devices/manhole/MH-0001/status", b"online") == 0
+        assert cover.publish("acme/covers/MH-0001/data", b"\x01" * 12) == 0  # its vendor topic
+        for foreign in (
+            "gridgate/devices/manhole/MH-0002/up",  # another device
+            "gridgate/devices/bin/MH-0001/up",  # its id under another type
+            "acme/covers/MH-0002/data",  # another device's vendor topic
+            "gridgate/alerts/G01/manhole_open",  # the gateway's topics
+            "gridgate/edge/edge-1/events",
+        ):
+            assert cover.publish(foreign) == NOT_AUTHORIZED, foreign
+        # Mosquitto 2.0 may grant the subscription, but delivers nothing the user may not read
+        assert cover.subscribe("gridgate/devices/#") in ([1], [NOT_AUTHORIZED])
+        assert login(secured, "BIN-0001").publish("gridgate/devices/bin/BIN-0001/up") == 0
+        wait_until(lambda: len(gateway.topics()) >= 4, 10, "the gateway's four uplinks")
+        assert sorted(gateway.topics()) == [
+            "acme/covers/MH-0001/data",
+            "gridgate/devices/bin/BIN-0001/up",
+            "gridgate/devices/manhole/MH-0001/status",
+            "gridgate/devices/manhole/MH-0001/up",
+        ]
+        time.sleep(0.3)  # the broker hands a message to every subscriber in one pass
+        assert cover.topics() == []
+    finally:
+        cover.close()
+        gateway.close()
+
+
+def test_an_edge_box_publishes_its_topics_and_hears_tickets(
+    secured: tuple[Mosquitto, dict[str, str]],
+) -> None:
+    gateway = login(secured, "gateway")
+    gateway.subscribe("gridgate/edge/#")
+    edge = login(secured, "edge-1")
+    centre = login(secured, "command-centre")
+    try:
+        assert edge.subscribe("gridgate/tickets/+") == [1]
+        assert centre.subscribe("gridgate/alerts/#", "gridgate/tickets/#", "gridgate/dead-letter") == [
+            1,
+            1,
+            1,
+        ]
+        for topic in (
+            "gridgate/edge/edge-1/events",
+            "gridgate/edge/edge-1/status",
+            "gridgate/edge/edge-1/evidence/01JEVENT/snapshot.jpg",
+            "gridgate/edge/edge-1/frames/demo-street",
+        ):
+            assert edge.publish(topic) == 0, topic
+        assert edge.publish("gridgate/edge/edge-2/events") == NOT_AUTHORIZED
+        assert edge.publish("gridgate/devices/manhole/MH-0001/up") == NOT_AUTHORIZED
+        assert gateway.publish("gridgate/tickets/drainage", b'{"ticket": 1}') == 0
+        assert gateway.publish("gridgate/alerts/G01/ponding") == 0
+        assert gateway.publish("gridgate/devices/manhole/MH-0001/up") == NOT_AUTHORIZED
+        assert centre.publish("gridgate/alerts/G01/ponding") == NOT_AUTHORIZED
+        wait_until(lambda: len(gateway.topics()) >= 4, 10, "the edge box's four messages")
+        wait_until(lambda: edge.topics() == ["gridgate/tickets/drainage"], 10, "the ticket at the edge box")
+        wait_until(lambda: len(centre.topics()) == 2, 10, "the ticket and the alert at the centre")
+        assert "gridgate/edge/edge-2/events" not in gateway.topics()
+    finally:
+        for c in (edge, centre, gateway):
+            c.close()
+
+
+def test_wrong_passwords_and_strangers_are_turned_away(secured: tuple[Mosquitto, dict[str, str]]) -> None:
+    broker, creds = secured
+    for user, password in (("MH-0001", creds["MH-0002"]), ("nobody", "x" * 32), (None, None)):
+        client = Client(broker, user, password)
+        assert client.connack != 0, user
+        client.close()

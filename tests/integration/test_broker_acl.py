@@ -7,6 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 from typer.testing import CliRunner
 
 from gateway.broker_acl import read_credentials
+from gateway.service import Gateway
 from gridgate.cli import app
+from gridgate.config import GatewayConfig, load_gateway_config
 from tests.servers import MOSQUITTO, Mosquitto, wait_until
 
 pytestmark = pytest.mark.integration
@@ -81,8 +84,15 @@ class Client:
         self.c.loop_stop()
 
 
+@dataclass(frozen=True)
+class Secured:
+    broker: Mosquitto
+    creds: dict[str, str]  # username -> password
+    folder: Path  # what `gridgate mqtt acl` wrote
+
+
 @pytest.fixture
-def secured(tmp_path: Path) -> Iterator[tuple[Mosquitto, dict[str, str]]]:
+def secured(tmp_path: Path) -> Iterator[Secured]:
     """Mosquitto with the password and ACL files generated from the shipped config."""
     if not MOSQUITTO:
         pytest.skip("mosquitto is not installed (apt-get install mosquitto); CI installs it")
@@ -97,18 +107,17 @@ def secured(tmp_path: Path) -> Iterator[tuple[Mosquitto, dict[str, str]]]:
     if os.geteuid() == 0:  # Mosquitto started as root drops to `mosquitto`, which cannot read our 0600 files
         extra.append("user root")
     with Mosquitto(tmp_path, extra=extra) as broker:
-        yield broker, creds
+        yield Secured(broker, creds, out)
 
 
-def login(secured: tuple[Mosquitto, dict[str, str]], user: str) -> Client:
-    broker, creds = secured
-    client = Client(broker, user, creds[user])
+def login(secured: Secured, user: str) -> Client:
+    client = Client(secured.broker, user, secured.creds[user])
     assert client.connack == 0, f"{user} refused: {client.connack:#x}"
     return client
 
 
 def test_a_device_publishes_its_own_uplink_and_is_refused_another_devices(
-    secured: tuple[Mosquitto, dict[str, str]],
+    secured: Secured,
 ) -> None:
     gateway = login(secured, "gateway")
     assert gateway.subscribe("gridgate/devices/#", "gridgate/edge/#", "acme/covers/+/data") == [1, 1, 1]
@@ -143,7 +152,7 @@ def test_a_device_publishes_its_own_uplink_and_is_refused_another_devices(
 
 
 def test_an_edge_box_publishes_its_topics_and_hears_tickets(
-    secured: tuple[Mosquitto, dict[str, str]],
+    secured: Secured,
 ) -> None:
     gateway = login(secured, "gateway")
     gateway.subscribe("gridgate/edge/#")
@@ -178,9 +187,48 @@ def test_an_edge_box_publishes_its_topics_and_hears_tickets(
             c.close()
 
 
-def test_wrong_passwords_and_strangers_are_turned_away(secured: tuple[Mosquitto, dict[str, str]]) -> None:
-    broker, creds = secured
-    for user, password in (("MH-0001", creds["MH-0002"]), ("nobody", "x" * 32), (None, None)):
-        client = Client(broker, user, password)
+def test_wrong_passwords_and_strangers_are_turned_away(secured: Secured) -> None:
+    for user, password in (("MH-0001", secured.creds["MH-0002"]), ("nobody", "x" * 32), (None, None)):
+        client = Client(secured.broker, user, password)
         assert client.connack != 0, user
         client.close()
+
+
+def test_the_gateway_runs_on_its_own_credentials(secured: Secured, tmp_path: Path) -> None:
+    """The real gateway, as user `gateway`: it hears a device, reads $SYS, and its alert and ticket
+    reach a reader and the edge box (Mosquitto 3.1.1 drops a refused publish silently: only the
+    receivers can tell)."""
+    broker = secured.broker
+    shipped = load_gateway_config(REPO / "config/gateway.yaml")
+    cfg = GatewayConfig(
+        broker={
+            "host": broker.host,
+            "port": broker.port,
+            "username": "gateway",
+            "password_file": secured.folder / "gateway.password",
+        },
+        storage={"data_dir": tmp_path / "gw"},
+        api={"enabled": False},
+        devices_file=shipped.devices_file,
+        grids_file=shipped.grids_file,
+        vendor_topics=shipped.vendor_topics,
+        tickets={"routing_file": shipped.tickets.routing_file, "offline_grace_s": 0},
+    )
+    centre = login(secured, "command-centre")
+    edge = login(secured, "edge-1")
+    gauge = login(secured, "WG-0001")
+    try:
+        centre.subscribe("gridgate/alerts/#", "gridgate/tickets/#")
+        edge.subscribe("gridgate/tickets/+")
+        with Gateway(cfg) as gw:
+            wait_until(lambda: gw.mqtt.connected.is_set(), 10, "the gateway connected")
+            assert gauge.publish("gridgate/devices/water_gauge/WG-0001/up", b'{"water_level_cm": 40}') == 0
+            wait_until(lambda: gw.metrics.readings >= 1, 10, "the reading handled")
+            wait_until(lambda: any("/alerts/" in t for t in centre.topics()), 10, "the alert at the centre")
+            wait_until(lambda: any("/tickets/" in t for t in centre.topics()), 10, "the ticket at the centre")
+            wait_until(lambda: edge.topics(), 10, "the ticket at the edge box")
+            wait_until(lambda: gw.mqtt.dropped_seen is not None, 15, "$SYS read by the gateway")
+            assert not gw.metrics.rejected
+    finally:
+        for c in (gauge, edge, centre):
+            c.close()

@@ -18,6 +18,9 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from typer.testing import CliRunner
 
+from edge.config import EdgeBrokerConfig
+from edge.publisher import EdgePublisher
+from edge.queue import DiskQueue, Outgoing
 from gateway.broker_acl import read_credentials
 from gateway.service import Gateway
 from gridgate.cli import app
@@ -232,3 +235,38 @@ def test_the_gateway_runs_on_its_own_credentials(secured: Secured, tmp_path: Pat
     finally:
         for c in (gauge, edge, centre):
             c.close()
+
+
+def test_the_edge_publisher_runs_on_its_own_credentials(secured: Secured, tmp_path: Path) -> None:
+    """The edge box's own publisher, as user `edge-1`: online, an event with its picture, stats and a
+    frame all reach the gateway's user."""
+    gateway = login(secured, "gateway")
+    gateway.subscribe("gridgate/edge/#")
+    broker = EdgeBrokerConfig(
+        host=secured.broker.host,
+        port=secured.broker.port,
+        username="edge-1",
+        password_file=secured.folder / "edge-1.password",
+    )
+    pub = EdgePublisher(broker, "edge-1", "gridgate-edge-edge-1", DiskQueue(tmp_path / "outbox.sqlite"))
+    pub.start()
+    try:
+        wait_until(pub.connected.is_set, 10, "the edge box connected")
+        picture = Outgoing(
+            "gridgate/edge/edge-1/evidence/E1/stopped.jpg", b"\xff\xd8" + bytes(100), "evidence"
+        )
+        pub.enqueue([picture], lambda seq: Outgoing("gridgate/edge/edge-1/events", b'{"seq": %d}' % seq))
+        wait_until(lambda: pub.publish_status(b'{"type": "edge_stats"}'), 10, "stats sent")
+        wait_until(
+            lambda: pub.publish_frame("gridgate/edge/edge-1/frames/demo-street", b"\xff\xd8"), 10, "frame"
+        )
+        expected = {
+            "gridgate/edge/edge-1/status",
+            "gridgate/edge/edge-1/evidence/E1/stopped.jpg",
+            "gridgate/edge/edge-1/events",
+            "gridgate/edge/edge-1/frames/demo-street",
+        }
+        wait_until(lambda: expected <= set(gateway.topics()), 10, f"{expected} at the gateway")
+    finally:
+        pub.stop()
+        gateway.close()

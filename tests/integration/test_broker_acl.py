@@ -270,3 +270,23 @@ def test_the_edge_publisher_runs_on_its_own_credentials(secured: Secured, tmp_pa
     finally:
         pub.stop()
         gateway.close()
+
+
+def test_shared_subscriptions_pass_the_same_acl(secured: Secured) -> None:
+    """broker.shared_group subscribes through `$share/{group}/...`: the ACL needs nothing more, and a
+    device gains nothing by sharing."""
+    gateway = login(secured, "gateway")
+    cover = login(secured, "MH-0001")
+    try:
+        assert gateway.subscribe(
+            "$share/gridgate/gridgate/devices/#", "$share/gridgate/acme/covers/+/data"
+        ) == [1, 1]
+        cover.subscribe("$share/x/gridgate/devices/#")
+        assert login(secured, "BIN-0001").publish("gridgate/devices/bin/BIN-0001/up") == 0
+        assert cover.publish("acme/covers/MH-0001/data") == 0
+        wait_until(lambda: len(gateway.topics()) == 2, 10, "both uplinks at the gateway")
+        time.sleep(0.3)
+        assert cover.topics() == []
+    finally:
+        cover.close()
+        gateway.close()

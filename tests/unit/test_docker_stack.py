@@ -163,7 +163,8 @@ def test_the_gateway_and_edge_configs_load_with_the_stacks_environment(
 def test_grafana_is_provisioned_with_the_influxdb_the_gateway_writes() -> None:
     grafana = SERVICES["grafana"]
     targets = dict((t, s) for s, t in mounts("grafana"))
-    assert targets["/etc/grafana/provisioning"] == "./grafana/provisioning"
+    for kind in ("datasources", "dashboards"):
+        assert targets[f"/etc/grafana/provisioning/{kind}"] == f"./grafana/provisioning/{kind}"
     [source] = yaml.safe_load((DOCKER / "grafana/provisioning/datasources/influxdb.yaml").read_text())[
         "datasources"
     ]

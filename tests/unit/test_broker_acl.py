@@ -87,3 +87,21 @@ def test_names_the_files_cannot_hold_are_refused_with_the_fix() -> None:
         plan_users(GatewayConfig(), clash, [], "gateway")
     with pytest.raises(ConfigError, match="edge_id is letters"):
         plan_users(GatewayConfig(), DeviceRegistry.from_devices([]), ["a b"], "gateway")
+
+
+def test_the_command_finds_the_edge_box_beside_the_config_and_explains_refusals(tmp_path: Path) -> None:
+    shipped = runner.invoke(
+        app, ["mqtt", "acl", "-c", str(REPO / "config/gateway.yaml"), "-o", str(tmp_path)]
+    )
+    assert shipped.exit_code == 0 and "1 edge boxes (edge-1)" in shipped.output  # config/cameras.yaml
+
+    (tmp_path / "devices.yaml").write_text(
+        "devices:\n  - {id: 'cover:7', type: manhole, lat: 30, lon: 120}\n"
+    )
+    (tmp_path / "gateway.yaml").write_text("devices_file: devices.yaml\n")
+    refused = runner.invoke(
+        app, ["mqtt", "acl", "-c", str(tmp_path / "gateway.yaml"), "-o", str(tmp_path / "o")]
+    )
+    assert refused.exit_code == 2
+    assert "devices.yaml" in refused.output and "cannot contain ':'" in refused.output
+    assert not (tmp_path / "o").exists()  # nothing half-written

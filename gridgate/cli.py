@@ -16,6 +16,7 @@ from gridgate.config import ConfigError, load_gateway_config, open_api_exposure
 from gridgate.detectors_cli import app as detectors_app
 from gridgate.edge_cli import edge_app
 from gridgate.logs import setup_logging
+from gridgate.mqtt_cli import mqtt_app
 
 app = typer.Typer(
     help="gridgate: street cameras and IoT sensors to dispatched grid tickets.", no_args_is_help=True
@@ -26,6 +27,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(grids_app, name="grids")
 app.add_typer(detectors_app, name="detectors")
 app.add_typer(edge_app, name="edge")
+app.add_typer(mqtt_app, name="mqtt")
 console = Console(stderr=True)
 
 ConfigOpt = Annotated[Path, typer.Option("-c", "--config", help="gateway.yaml", exists=False)]

@@ -48,6 +48,7 @@ def router(view: GatewayView) -> APIRouter:
         limit: Limit = 1000,
         offset: Offset = 0,
     ) -> list[DeviceOut]:
+        """Every device: type, position, grid, last seen, online, active alarms and faults."""
         out = [
             d
             for d in view.devices()
@@ -60,6 +61,7 @@ def router(view: GatewayView) -> APIRouter:
 
     @r.get("/{device_id}", response_model=DeviceOut, responses=responses(404))
     def device(device_id: str, _who: Reader) -> DeviceOut:
+        """One device of devices.yaml with its live state."""
         for d in view.devices():
             if d.id == device_id:
                 return d

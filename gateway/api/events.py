@@ -32,6 +32,7 @@ def router(view: GatewayView) -> APIRouter:
         limit: Limit = 100,
         offset: Offset = 0,
     ) -> list[Event]:
+        """Events (alarms and faults of devices and cameras), newest first."""
         return view.store.query_events(
             kind=kind,
             grid_id=grid_id,

@@ -79,11 +79,13 @@ def router(view: GatewayView) -> APIRouter:
         level: Annotated[Literal["grid", "micro_grid"], Query(description="grids or micro-grids")] = "grid",
         busy: Annotated[bool, Query(description="only those with open tickets or active alarms")] = False,
     ) -> list[GridOut]:
+        """Grids or micro-grids with live counts: open tickets by state, breached, alarms, faults."""
         out = build(level)
         return [g for g in out if g.open_tickets or g.active_alarms or g.active_faults] if busy else out
 
     @r.get("/{grid_id}", response_model=GridOut, responses=responses(404))
     def grid(grid_id: str, _who: Reader) -> GridOut:
+        """One grid or micro-grid with its live counts."""
         props = view.grids.grids.get(grid_id)
         level = "micro_grid" if props is not None and props.parent else "grid"
         for g in build(level):

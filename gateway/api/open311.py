@@ -436,6 +436,7 @@ def router(view: GatewayView) -> APIRouter:
         responses=documented(list[ServiceRequest], 403, 404, 503),
     )
     def get_request(request_id: str, fmt: Format, request: Request) -> Response:
+        """One service request (a ticket) by its id."""
         cat = reading(request)
         assert view.tickets is not None
         t = view.tickets.store.get(request_id)

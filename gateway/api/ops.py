@@ -48,6 +48,7 @@ def router(view: GatewayView) -> APIRouter:
         responses={503: {"model": Health, "description": "degraded: see `problems`"}},
     )
     def healthz(response: Response) -> Health:
+        """`ok` (200) or `degraded` (503) with its problems, the sink's state and the journal's; open."""
         health = view.health()
         if health.status != "ok":
             response.status_code = 503
@@ -59,6 +60,7 @@ def router(view: GatewayView) -> APIRouter:
         responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}},
     )
     def metrics() -> Response:
+        """Prometheus metrics (`gridgate_*`); open."""
         return Response(generate_latest(view.metrics.registry()), media_type=CONTENT_TYPE_LATEST)
 
     return r

@@ -114,6 +114,7 @@ def router(view: GatewayView) -> APIRouter:
 
     @r.websocket("/api/v1/stream")
     async def stream(ws: WebSocket) -> None:
+        """Alerts and ticket changes as they happen; filters and resume with `since_id` or `since`."""
         await ws.accept()
         who = await authenticate(ws)
         if who is None:

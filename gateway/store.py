@@ -200,6 +200,12 @@ class GatewayStore:
             rows = conn.scalars(q.limit(limit).offset(offset)).all()
         return [Event.model_validate(json.loads(r) if isinstance(r, str) else r) for r in rows]
 
+    def kind_counts(self, since: datetime) -> dict[str, int]:
+        """event kind -> events that started at or after `since`."""
+        q = select(events.c.kind, func.count()).where(events.c.started_at >= since).group_by(events.c.kind)
+        with self.engine.connect() as conn:
+            return {kind: int(n) for kind, n in conn.execute(q)}
+
     def active_counts(self, column: str = "grid_id") -> dict[str, dict[str, int]]:
         """grid (or micro-grid) id -> event class (alarm, fault) -> events active now."""
         col = getattr(events.c, column)

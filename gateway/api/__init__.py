@@ -12,9 +12,22 @@ from pathlib import Path
 from typing import Protocol
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 import gridgate
-from gateway.api import cameras, devices, errors, events, grids, open311, ops, reports, stream, tickets
+from gateway.api import (
+    cameras,
+    dashboard,
+    devices,
+    errors,
+    events,
+    grids,
+    open311,
+    ops,
+    reports,
+    stream,
+    tickets,
+)
 from gateway.api.auth import Authenticator
 from gateway.api.body import BodyLimit
 from gateway.api.devices import DeviceOut
@@ -29,6 +42,8 @@ from gateway.tickets.service import TicketService
 from gridgate.clock import Clock
 from gridgate.config import GatewayConfig
 from gridgate.models import Event
+
+STATIC = Path(__file__).resolve().parent.parent / "static"
 
 __all__ = ["DeviceOut", "GatewayView", "Health", "create_app"]
 
@@ -53,6 +68,12 @@ class GatewayView(Protocol):
 
     def camera_frame(self, camera_id: str) -> CameraFrame | None: ...
 
+    def camera_frames(self) -> list[CameraFrame]: ...
+
+    def edge_offline(self, edge_id: str) -> bool:
+        """Its Last Will said offline (and it has not come back)."""
+        ...
+
     def report_event(self, event: Event) -> Outcome | None:
         """An event from outside the broker (an Open311 report): stored, streamed, ticketed now."""
         ...
@@ -69,10 +90,13 @@ def create_app(view: GatewayView) -> FastAPI:
         "and a body is only read once its bearer token is valid (401).",
     )
     app.state.auth = view.auth
-    for module in (ops, devices, events, cameras, tickets, grids, reports, stream):
+    for module in (ops, devices, events, cameras, tickets, grids, reports, dashboard, stream):
         app.include_router(module.router(view))
     if view.cfg.open311.enabled:
         app.include_router(open311.router(view))
+    # the pages last: `/` (the command centre) and `/m/` (the grid worker's phone), static files only
+    app.mount("/", StaticFiles(directory=STATIC, html=True), name="pages")
     errors.install(app)
-    app.add_middleware(BodyLimit, auth=view.auth)
+    lim = view.cfg.limits
+    app.add_middleware(BodyLimit, auth=view.auth, photos_max=lim.max_photo_bytes * lim.max_photos_per_upload)
     return app

@@ -8,6 +8,7 @@ authentication, `params` the bounded query types (limit, offset, ISO 8601 times)
 
 from __future__ import annotations
 
+import mimetypes
 from pathlib import Path
 from typing import Protocol
 
@@ -44,6 +45,7 @@ from gridgate.config import GatewayConfig
 from gridgate.models import Event
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
+mimetypes.add_type("application/manifest+json", ".webmanifest")  # the PWA manifest of /m/
 
 __all__ = ["DeviceOut", "GatewayView", "Health", "create_app"]
 

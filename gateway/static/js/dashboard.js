@@ -26,9 +26,10 @@ function el(tag, attrs = {}, ...children) {
   return e;
 }
 
-function toast(text) {
+function toast(text, ok = false) {
   const box = $("toast");
   box.textContent = text;
+  box.classList.toggle("ok", ok);
   box.classList.add("show");
   setTimeout(() => box.classList.remove("show"), 6000);
 }

@@ -20,9 +20,10 @@ function el(tag, attrs = {}, ...children) {
   return e;
 }
 
-function toast(text) {
+function toast(text, ok = false) {
   const box = $("toast");
   box.textContent = text;
+  box.classList.toggle("ok", ok);
   box.classList.add("show");
   setTimeout(() => box.classList.remove("show"), 6000);
 }
@@ -55,7 +56,7 @@ function watchPosition() {
 async function act(ticket, action, body = {}) {
   try {
     await post(`/api/v1/tickets/${ticket.id}/${action}`, body);
-    toast(t("done"));
+    toast(t("done"), true);
     await load();
   } catch (err) {
     toast(t("refused", { d: err instanceof ApiError ? err.detail : String(err) }));
@@ -89,7 +90,7 @@ function resolveForm(ticket) {
         try {
           await postForm(`/api/v1/tickets/${ticket.id}/photos`, form);
           state.openForm = null;
-          toast(t("done"));
+          toast(t("done"), true);
           await load();
         } catch (err) {
           submit.disabled = false;

@@ -1,0 +1,260 @@
+"""The dashboard (`/`) and the grid worker's page (`/m/`) in real headless Chromium.
+
+Debian's `chromium` driven by Playwright (never a downloaded browser) against a running gateway on
+a real Mosquitto: the map draws the grids, an alert published with mosquitto_pub reaches the feed
+within 2 s, a grid worker at a phone viewport accepts, arrives and resolves a ticket with a photo
+and the board, the figures and the ticket's evidence follow, and a read-only token acts through
+neither page. Screenshots of both pages land in the test's tmp dir and in docs/screenshots/.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.service import Gateway
+from gateway.tickets.models import Ticket
+from tests.integration.spine_helpers import gateway_config
+from tests.servers import Mosquitto, pub, wait_until
+from tests.ticket_helpers import ROUTING_FILE
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CHROMIUM = shutil.which("chromium") or next(
+    (p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if Path(p).exists()), None
+)
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+TOKENS = {
+    "centre": {"role": "command_centre"},
+    "worker-li": {"role": "grid_worker", "grids": ["G1"]},
+    "screen": {"role": "read_only"},
+}
+DESKTOP = {"width": 1600, "height": 1250}
+PHONE = {"width": 390, "height": 844}
+PARKING_ID = "01JEDGEPARKING0000000000001"
+NEAR_WG1 = {"latitude": 30.2403, "longitude": 120.1502, "accuracy": 12}  # about 35 m from the gauge
+
+
+def secret(name: str) -> str:
+    return f"{name}-token-0123456789abcdef"
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install chromium; `make test` does it as root)")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright missing: pip install -e '.[dev]'"
+    )
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def gw(mosquitto: Mosquitto, tmp_path: Path) -> Iterator[Gateway]:
+    cfg = gateway_config(
+        tmp_path,
+        mosquitto,
+        {"api": "none"},
+        tickets={"routing_file": ROUTING_FILE, "offline_grace_s": 0, "tick_s": 0.2, "update_coalesce_s": 0},
+        auth={"tokens": [{"name": n, "token": secret(n), **spec} for n, spec in TOKENS.items()]},
+    )
+    with Gateway(cfg) as gateway:
+        yield gateway
+
+
+def signed_in(browser: Any, who: str, **context: Any) -> Any:
+    """A page whose browser already holds `who`'s token (as after signing in once)."""
+    ctx = browser.new_context(**context)
+    token = json.dumps(secret(who))
+    ctx.add_init_script(f"if (location.protocol === 'http:') localStorage.setItem('gridgate.token', {token})")
+    page = ctx.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.errors = errors
+    return page
+
+
+def jpeg_from_the_browser(page: Any, text: str) -> bytes:
+    """A real JPEG (a street-coloured picture with a caption), drawn on a canvas by Chromium."""
+    data_url = page.evaluate(
+        """(text) => {
+            const c = document.createElement('canvas'); c.width = 640; c.height = 360;
+            const g = c.getContext('2d');
+            g.fillStyle = '#556b7d'; g.fillRect(0, 0, 640, 360);
+            g.fillStyle = '#2f3b45'; g.fillRect(0, 220, 640, 140);
+            g.fillStyle = '#e8e8e8'; g.font = '32px sans-serif'; g.fillText(text, 24, 60);
+            return c.toDataURL('image/jpeg', 0.8);
+        }""",
+        text,
+    )
+    return base64.b64decode(data_url.split(",", 1)[1])
+
+
+def video_event(snapshot_bytes: int) -> str:
+    """An edge box's illegal-parking event at a school gate in G1, with one snapshot."""
+    now = datetime.now(UTC)
+    started = now - timedelta(seconds=185)
+    return json.dumps(
+        {
+            "edge_id": "edge-1",
+            "camera_id": "cam-1",
+            "seq": 1,
+            "phase": "new",
+            "event_id": PARKING_ID,
+            "kind": "illegal_parking",
+            "zone": "school-gate",
+            "location": {"lat": 30.262, "lon": 120.128},
+            "severity": "major",
+            "confidence": 0.87,
+            "started_at": started.isoformat(),
+            "at": now.isoformat(),
+            "measurements": {"dwell_s": 185.0, "track_id": 12},
+            "evidence": [{"name": "stopped.jpg", "taken_at": started.isoformat(), "bytes": snapshot_bytes}],
+        }
+    )
+
+
+def uplink(mosquitto: Mosquitto, dtype: str, device: str, **fields: Any) -> None:
+    pub(mosquitto, f"gridgate/devices/{dtype}/{device}/up", json.dumps(fields))
+
+
+def only_ticket(gw: Gateway, category: str) -> Ticket:
+    assert gw.tickets is not None
+    found: list[Ticket] = []
+
+    def seen() -> bool:
+        found[:] = [t for t in gw.tickets.store.list_tickets() if t.category == category]  # type: ignore[union-attr]
+        return bool(found)
+
+    wait_until(seen, timeout=10, what=f"a {category} ticket")
+    return found[0]
+
+
+def test_dashboard_and_grid_worker_pages(
+    gw: Gateway, mosquitto: Mosquitto, browser: Any, tmp_path: Path
+) -> None:
+    api = httpx.Client(base_url=gw.api_url or "", headers={"Authorization": f"Bearer {secret('centre')}"})
+    base = gw.api_url or ""
+    dash = signed_in(browser, "centre", viewport=DESKTOP)
+    dash.goto("about:blank")
+    pub(mosquitto, "gridgate/edge/edge-1/frames/cam-1", jpeg_from_the_browser(dash, "cam-1 Qingchun Rd"))
+
+    # the map renders the grids; the stream is live
+    dash.goto(base + "/")
+    dash.wait_for_selector("body[data-ready='1']", timeout=10_000)
+    assert dash.locator("#map path.grid").count() == 1  # the test's one grid, G1
+    assert dash.locator("#map path.device").count() == 6
+    dash.wait_for_selector("[data-camera='cam-1'] img[src^='blob:']", timeout=5_000)
+    dash.wait_for_selector("#stream-state.live", timeout=5_000)
+
+    # an alert published with mosquitto_pub reaches the feed within 2 s
+    started = time.monotonic()
+    uplink(mosquitto, "water_gauge", "WG-1", ts=time.time() - 1200, water_level_cm=22)
+    dash.wait_for_selector("#feed li[data-kind='water_high']", timeout=2_000)
+    assert time.monotonic() - started < 2.0
+    ticket = only_ticket(gw, "water_high")
+    card = f"[data-ticket='{ticket.id}']"
+    dash.wait_for_selector(f"#board [data-state='dispatched'] {card}", timeout=5_000)
+    dash.wait_for_selector("[data-figure='open'] .v >> text='1'", timeout=5_000)
+
+    # the grid worker signs in on the phone page, then accepts, arrives and resolves with a photo
+    phone_ctx = browser.new_context(
+        viewport=PHONE, is_mobile=True, has_touch=True, geolocation=NEAR_WG1, permissions=["geolocation"]
+    )
+    phone = phone_ctx.new_page()
+    phone.goto(base + "/m/")
+    phone.fill("#signin input", secret("worker-li"))
+    phone.click("#signin button[type=submit]")
+    phone.wait_for_selector("body[data-ready='1']", timeout=10_000)
+    assert phone.evaluate("navigator.serviceWorker.ready.then(r => r.scope)") == base + "/m/"
+    phone.wait_for_selector(f"{card} >> text=/距离 \\d+ m/", timeout=5_000)  # nearest first, by GPS
+    phone.click(f"{card} [data-action='accept']")
+    phone.wait_for_selector(f"{card}[data-status='accepted']", timeout=5_000)
+    phone.click(f"{card} [data-action='arrive']")
+    phone.wait_for_selector(f"{card}[data-status='on_site']", timeout=5_000)
+    phone.click(f"{card} [data-action='resolve']")
+    photo = jpeg_from_the_browser(phone, "fixed: drain cleared")
+    phone.set_input_files(
+        f"{card} input[name=photos]", files=[{"name": "fix.jpg", "mimeType": "image/jpeg", "buffer": photo}]
+    )
+    phone.fill(f"{card} textarea", "排水口已疏通")
+    phone.screenshot(path=str(tmp_path / "worker-phone.png"), full_page=True)
+    phone.click(f"{card} button[type=submit]")
+    phone.wait_for_selector(card, state="detached", timeout=5_000)
+
+    detail = api.get(f"/api/v1/tickets/{ticket.id}").json()
+    assert detail["ticket"]["status"] == "resolved"
+    arrived = next(h for h in detail["history"] if h["to_status"] == "on_site")
+    assert arrived["actor"] == "worker-li" and "30.240300,120.150200" in arrived["note"]
+    assert [p["bytes"] for p in detail["photos"]] == [len(photo)]
+    assert api.get(detail["photos"][0]["url"]).content == photo
+
+    # the board, the figures and the ticket's evidence follow on the dashboard
+    dash.wait_for_selector(f"#board [data-state='resolved'] {card}", timeout=5_000)
+    dash.wait_for_selector("[data-figure='open'] .v >> text='0'", timeout=5_000)
+    dash.click(f"#board {card} .title")
+    dash.wait_for_selector("#detail.show img.photo[src^='blob:']", timeout=5_000)
+    assert dash.evaluate("document.querySelector('#detail img.photo').naturalWidth") == 640
+    dash.click("#detail button")
+    dash.click(f"#board [data-state='resolved'] {card} [data-action='close']")
+    dash.wait_for_selector("[data-figure='closure_rate'] .v >> text='100%'", timeout=5_000)
+    assert api.get(f"/api/v1/tickets/{ticket.id}").json()["ticket"]["status"] == "closed"
+
+    # a video event shows its snapshot in the feed; more of the street for the screenshot
+    snapshot = jpeg_from_the_browser(dash, "cam-1: parked 3 min")
+    pub(mosquitto, f"gridgate/edge/edge-1/evidence/{PARKING_ID}/stopped.jpg", snapshot)
+    pub(mosquitto, "gridgate/edge/edge-1/events", video_event(len(snapshot)))
+    dash.wait_for_selector("#feed li[data-kind='illegal_parking'] img[src^='blob:']", timeout=5_000)
+    uplink(mosquitto, "manhole", "MH-1", ts=time.time(), open=True, tilt_deg=2.0)
+    uplink(mosquitto, "bin", "BIN-1", ts=time.time(), fill_pct=96)
+    dash.wait_for_selector("#feed li[data-kind='bin_full']", timeout=5_000)
+    open_id = only_ticket(gw, "bin_full").id
+    dash.wait_for_selector(f"#board [data-ticket='{open_id}']", timeout=5_000)
+    dash.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+    assert dash.errors == []
+
+    # a read-only token sees both pages and can act through neither
+    screen = signed_in(browser, "screen", viewport=DESKTOP)
+    screen.goto(base + "/")
+    screen.wait_for_selector(f"body[data-ready='1'] #board [data-ticket='{open_id}']", timeout=10_000)
+    assert screen.locator("#board [data-action]").count() == 0
+    screen_phone = signed_in(browser, "screen", viewport=PHONE, is_mobile=True)
+    screen_phone.goto(base + "/m/")
+    screen_phone.wait_for_selector(f"body[data-ready='1'] [data-ticket='{open_id}']", timeout=10_000)
+    assert screen_phone.locator("#banner").is_visible()
+    assert screen_phone.locator("[data-action]").count() == 0
+    status = screen_phone.evaluate(
+        """(id) => import('/js/api.js').then(api => api.post(`/api/v1/tickets/${id}/accept`))
+            .then(() => 200, (err) => err.status)""",
+        open_id,
+    )
+    assert status == 403
+    assert api.get(f"/api/v1/tickets/{open_id}").json()["ticket"]["status"] == "dispatched"
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for name in ("dashboard.png", "worker-phone.png"):
+        shutil.copyfile(tmp_path / name, SCREENSHOTS / name)

@@ -179,7 +179,9 @@ def test_dashboard_and_grid_worker_pages(
     ticket = only_ticket(gw, "water_high")
     card = f"[data-ticket='{ticket.id}']"
     dash.wait_for_selector(f"#board [data-state='dispatched'] {card}", timeout=5_000)
-    dash.wait_for_selector("[data-figure='open'] .v >> text='1'", timeout=5_000)
+    uplink(mosquitto, "bin", "BIN-1", ts=time.time(), fill_pct=96)  # about 1.9 km from the worker
+    bin_id = only_ticket(gw, "bin_full").id
+    dash.wait_for_selector("[data-figure='open'] .v >> text='2'", timeout=5_000)
 
     # the grid worker signs in on the phone page, then accepts, arrives and resolves with a photo
     phone_ctx = browser.new_context(
@@ -191,7 +193,9 @@ def test_dashboard_and_grid_worker_pages(
     phone.click("#signin button[type=submit]")
     phone.wait_for_selector("body[data-ready='1']", timeout=10_000)
     assert phone.evaluate("navigator.serviceWorker.ready.then(r => r.scope)") == base + "/m/"
-    phone.wait_for_selector(f"{card} >> text=/距离 \\d+ m/", timeout=5_000)  # nearest first, by GPS
+    phone.wait_for_selector(f"{card} >> text=/距离 \\d+ m/", timeout=5_000)  # by the phone's GPS
+    assert phone.eval_on_selector_all(".mcard", "cs => cs.map(c => c.dataset.ticket)") == [ticket.id, bin_id]
+    assert "剩余" in phone.inner_text(f"{card} .clock")  # the SLA clock runs
     phone.click(f"{card} [data-action='accept']")
     phone.wait_for_selector(f"{card}[data-status='accepted']", timeout=5_000)
     phone.click(f"{card} [data-action='arrive']")
@@ -215,13 +219,13 @@ def test_dashboard_and_grid_worker_pages(
 
     # the board, the figures and the ticket's evidence follow on the dashboard
     dash.wait_for_selector(f"#board [data-state='resolved'] {card}", timeout=5_000)
-    dash.wait_for_selector("[data-figure='open'] .v >> text='0'", timeout=5_000)
+    dash.wait_for_selector("[data-figure='open'] .v >> text='1'", timeout=5_000)
     dash.click(f"#board {card} .title")
     dash.wait_for_selector("#detail.show img.photo[src^='blob:']", timeout=5_000)
     assert dash.evaluate("document.querySelector('#detail img.photo').naturalWidth") == 640
     dash.click("#detail button")
     dash.click(f"#board [data-state='resolved'] {card} [data-action='close']")
-    dash.wait_for_selector("[data-figure='closure_rate'] .v >> text='100%'", timeout=5_000)
+    dash.wait_for_selector("[data-figure='closure_rate'] .v >> text='50%'", timeout=5_000)
     assert api.get(f"/api/v1/tickets/{ticket.id}").json()["ticket"]["status"] == "closed"
 
     # a video event shows its snapshot in the feed; more of the street for the screenshot
@@ -230,10 +234,12 @@ def test_dashboard_and_grid_worker_pages(
     pub(mosquitto, "gridgate/edge/edge-1/events", video_event(len(snapshot)))
     dash.wait_for_selector("#feed li[data-kind='illegal_parking'] img[src^='blob:']", timeout=5_000)
     uplink(mosquitto, "manhole", "MH-1", ts=time.time(), open=True, tilt_deg=2.0)
-    uplink(mosquitto, "bin", "BIN-1", ts=time.time(), fill_pct=96)
-    dash.wait_for_selector("#feed li[data-kind='bin_full']", timeout=5_000)
-    open_id = only_ticket(gw, "bin_full").id
+    dash.wait_for_selector("#feed li[data-kind='manhole_open']", timeout=5_000)
+    open_id = only_ticket(gw, "manhole_open").id
     dash.wait_for_selector(f"#board [data-ticket='{open_id}']", timeout=5_000)
+    # WGS-84 to GCJ-02 for a Chinese base map: the reference pair of npm coordtransform's README
+    shifted = dash.evaluate("import('/js/datum.js').then(d => d.wgs84ToGcj02(39.915, 116.404))")
+    assert shifted == pytest.approx([39.91640428150164, 116.41024449916938], abs=1e-9)
     dash.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
     assert dash.errors == []
 
@@ -242,6 +248,8 @@ def test_dashboard_and_grid_worker_pages(
     screen.goto(base + "/")
     screen.wait_for_selector(f"body[data-ready='1'] #board [data-ticket='{open_id}']", timeout=10_000)
     assert screen.locator("#board [data-action]").count() == 0
+    screen.click("#lang")  # English, remembered
+    screen.wait_for_selector("body[data-ready='1'] h1 >> text='Grid command centre'", timeout=10_000)
     screen_phone = signed_in(browser, "screen", viewport=PHONE, is_mobile=True)
     screen_phone.goto(base + "/m/")
     screen_phone.wait_for_selector(f"body[data-ready='1'] [data-ticket='{open_id}']", timeout=10_000)

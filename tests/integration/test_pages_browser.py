@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -266,3 +267,33 @@ def test_dashboard_and_grid_worker_pages(
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     for name in ("dashboard.png", "worker-phone.png"):
         shutil.copyfile(tmp_path / name, SCREENSHOTS / name)
+
+
+def test_the_feed_reconnects_resumes_and_says_when_it_is_behind(
+    gw: Gateway, mosquitto: Mosquitto, browser: Any
+) -> None:
+    """Playwright sits in the WebSocket's path: it cuts the connection and tells of a gap."""
+    sockets: list[Any] = []
+
+    def through(ws: Any) -> None:
+        ws.connect_to_server()  # messages pass both ways untouched
+        sockets.append(ws)
+
+    dash = signed_in(browser, "screen", viewport=DESKTOP)
+    dash.route_web_socket(re.compile(r".*/api/v1/stream.*"), through)
+    dash.goto((gw.api_url or "") + "/")
+    dash.wait_for_selector("body[data-ready='1'] #stream-state.live", timeout=10_000)
+    uplink(mosquitto, "water_gauge", "WG-1", ts=time.time() - 1200, water_level_cm=22)
+    dash.wait_for_selector("#feed li[data-kind='water_high']", timeout=5_000)
+
+    sockets[0].close(code=1012, reason="gateway restarting")
+    dash.wait_for_selector("#stream-state.reconnecting", timeout=2_000)
+    uplink(mosquitto, "bin", "BIN-1", ts=time.time(), fill_pct=96)  # while it is away, or just after
+    dash.wait_for_selector("#stream-state.live", timeout=5_000)
+    assert len(sockets) == 2 and "since_id=" in sockets[1].url  # resumed after the last message it had
+    dash.wait_for_selector("#feed li[data-kind='bin_full']", timeout=5_000)
+    assert dash.locator("#feed li[data-kind='water_high']").count() == 1  # nothing twice
+
+    sockets[1].send(json.dumps({"type": "dropped", "count": 7, "last_id": 2}))
+    dash.wait_for_selector("#behind.show >> text=/漏收 7 条/", timeout=2_000)
+    assert "behind" in (dash.get_attribute("#stream-state", "class") or "")

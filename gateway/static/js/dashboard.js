@@ -10,7 +10,8 @@ import { signIn, signOut } from "./signin.js";
 const L = window.L;
 const BOARD_STATES = ["new", "dispatched", "accepted", "on_site", "reopened", "resolved"];
 const FEED_MAX = 200;
-const BEHIND_S = 5;
+const BEHIND_S = 5; // an alert older than this when it arrives: the feed is behind
+const BEHIND_SHOWN_MS = 15000; // how long a gap stays on screen
 const $ = (id) => document.getElementById(id);
 
 const state = { me: null, toMap: null, map: null, gridLayer: null, deviceLayer: null, cameraLayer: null, tickets: [] };
@@ -359,13 +360,22 @@ const refreshSoon = debounce(() => refresh(["board", "figures", "grids"]), 400);
 function startStream() {
   const badge = $("stream-state");
   const behind = $("behind");
+  let behindTimer = null;
   openStream({
     onState: (s) => {
       badge.className = `stream-state ${s.state}`;
       badge.textContent = s.state === "live" ? t("live") : s.state === "behind" ? t("behind", { n: s.missed }) : s.state === "error" ? t("stream_error", { d: s.detail }) : t(s.state);
       if (s.state === "behind") {
+        // the messages it lost are gone from this page: what they changed is read again
         behind.textContent = t("behind", { n: s.missed });
         behind.classList.add("show");
+        refreshSoon();
+        clearTimeout(behindTimer);
+        behindTimer = setTimeout(() => {
+          badge.className = "stream-state live";
+          badge.textContent = t("live");
+          behind.classList.remove("show");
+        }, BEHIND_SHOWN_MS);
       } else if (s.state === "live") behind.classList.remove("show");
     },
     onMessage: (msg) => {

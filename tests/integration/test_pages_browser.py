@@ -242,6 +242,32 @@ def test_dashboard_and_grid_worker_pages(
     shifted = dash.evaluate("import('/js/datum.js').then(d => d.wgs84ToGcj02(39.915, 116.404))")
     assert shifted == pytest.approx([39.91640428150164, 116.41024449916938], abs=1e-9)
     dash.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+
+    # the centre reassigns to a known team and comments, through the board's buttons
+    board_card = f"#board [data-ticket='{open_id}']"
+    dash.click(f"{board_card} [data-action='reassign']")
+    dash.select_option(f"{board_card} .inline select", "maintenance")
+    dash.click(f"{board_card} .inline button")
+    wait_until(lambda: api.get(f"/api/v1/tickets/{open_id}").json()["ticket"]["team"] == "maintenance", 5)
+    dash.wait_for_selector(f"{board_card} >> text=/maintenance/", timeout=5_000)
+    dash.click(f"{board_card} [data-action='comment']")
+    dash.fill(f"{board_card} .inline input", "已通知养护班组")
+    dash.click(f"{board_card} .inline button")
+
+    def last_entry() -> dict[str, Any]:
+        return api.get(f"/api/v1/tickets/{open_id}").json()["history"][-1]
+
+    wait_until(lambda: last_entry()["note"] == "已通知养护班组", 5)
+    assert last_entry()["actor"] == "centre"
+    # device health filters by type and grid
+    dash.select_option("#device-type", "bin")
+    dash.wait_for_function(
+        "document.querySelectorAll('#devices tr[data-device]').length === 1", timeout=5_000
+    )
+    dash.select_option("#device-type", "")
+    dash.select_option("#device-grid", "outside")
+    dash.wait_for_selector("#devices tr[data-device='WG-OUT']", timeout=5_000)
+    assert dash.locator("#devices tr[data-device]").count() == 1
     assert dash.errors == []
 
     # a read-only token sees both pages and can act through neither

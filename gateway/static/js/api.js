@@ -70,10 +70,13 @@ export async function imageUrl(path) {
   return url;
 }
 
-// The live stream: authenticates with its first message (no token in the URL), resumes after
-// the last message it got, reconnects with capped backoff, and reports its state.
-export function openStream({ onMessage, onState, types = "" }) {
+// The live stream: authenticates with its first message (no token in the URL), starts with the
+// last `backlogS` seconds the gateway's replay ring holds, resumes after the last message it got,
+// reconnects with capped backoff, and reports its state. A message from the ring (sent before
+// the stream caught up with now) has `replayed: true`.
+export function openStream({ onMessage, onState, types = "", backlogS = 0 }) {
   let lastId = null;
+  let liveFrom = Infinity;
   let delay = 500;
   let ws = null;
   let stopped = false;
@@ -83,6 +86,7 @@ export function openStream({ onMessage, onState, types = "" }) {
     const params = new URLSearchParams();
     if (types) params.set("types", types);
     if (lastId !== null) params.set("since_id", String(lastId));
+    else if (backlogS > 0) params.set("since", new Date(Date.now() - backlogS * 1000).toISOString());
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     ws = new WebSocket(`${scheme}://${location.host}/api/v1/stream?${params}`);
     onState({ state: "connecting" });
@@ -94,6 +98,7 @@ export function openStream({ onMessage, onState, types = "" }) {
       const msg = JSON.parse(e.data);
       if (msg.type === "hello") {
         delay = 500;
+        liveFrom = msg.last_id;
         onState({ state: "live", who: msg.who });
         return;
       }
@@ -106,7 +111,7 @@ export function openStream({ onMessage, onState, types = "" }) {
         return;
       }
       if (typeof msg.id === "number") lastId = msg.id;
-      onMessage(msg);
+      onMessage({ ...msg, replayed: typeof msg.id === "number" && msg.id <= liveFrom });
     };
     ws.onclose = (e) => {
       clearInterval(pingTimer);

@@ -10,6 +10,7 @@ import { signIn, signOut } from "./signin.js";
 const L = window.L;
 const BOARD_STATES = ["new", "dispatched", "accepted", "on_site", "reopened", "resolved"];
 const FEED_MAX = 200;
+const FEED_BACKLOG_S = 15 * 60; // a reloaded screen starts with the last quarter hour
 const BEHIND_S = 5; // an alert older than this when it arrives: the feed is behind
 const BEHIND_SHOWN_MS = 15000; // how long a gap stays on screen
 const $ = (id) => document.getElementById(id);
@@ -362,6 +363,7 @@ function startStream() {
   const behind = $("behind");
   let behindTimer = null;
   openStream({
+    backlogS: FEED_BACKLOG_S,
     onState: (s) => {
       badge.className = `stream-state ${s.state}`;
       badge.textContent = s.state === "live" ? t("live") : s.state === "behind" ? t("behind", { n: s.missed }) : s.state === "error" ? t("stream_error", { d: s.detail }) : t(s.state);
@@ -380,7 +382,9 @@ function startStream() {
     },
     onMessage: (msg) => {
       const lag = Date.now() / 1000 - msg.at;
-      if (lag > BEHIND_S) {
+      if (msg.replayed) {
+        /* from the replay ring: old by design */
+      } else if (lag > BEHIND_S) {
         behind.textContent = t("behind_s", { s: Math.round(lag) });
         behind.classList.add("show");
       } else if (!badge.classList.contains("behind")) behind.classList.remove("show");

@@ -34,6 +34,14 @@ log = logging.getLogger("gridgate.api.tickets")
 # ---- request and response models -----------------------------------------------------------------
 
 
+class Position(BaseModel):
+    """Where the person was (a phone's GPS, WGS-84), kept in the audit trail."""
+
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    accuracy_m: float | None = Field(None, ge=0, le=100_000, description="the fix's radius, metres")
+
+
 class ActionRequest(BaseModel):
     note: str = Field("", max_length=4000, description="recorded in the audit trail")
     by: str | None = Field(
@@ -45,6 +53,9 @@ class ActionRequest(BaseModel):
         None,
         description="why the ticket ended, with resolve, close or cancel only: `false_alarm` (nothing "
         "was there) tells the edge boxes to keep the event's frames as negatives for retraining",
+    )
+    position: Position | None = Field(
+        None, description="where the person is (arrive from the grid worker's phone): `detail.position`"
     )
 
 
@@ -119,6 +130,7 @@ def act(
     ticket_id: str,
     action: Action,
     body: ActionRequest,
+    detail: dict[str, object] | None = None,
     **kw: str | None,
 ) -> Ticket:
     """Check scope, then act; errors become 403/404/409/422 with the desk's own message."""
@@ -130,7 +142,10 @@ def act(
     if refusal is not None:
         raise HTTPException(403, refusal)
     try:
-        return svc.act(ticket_id, action, actor_of(who, body), body.note, resolution=body.resolution, **kw)
+        detail = (detail or {}) | ({"position": body.position.model_dump()} if body.position else {})
+        return svc.act(
+            ticket_id, action, actor_of(who, body), body.note, resolution=body.resolution, detail=detail, **kw
+        )
     except TicketNotFound as exc:
         raise HTTPException(404, str(exc)) from exc
     except (IllegalTransition, StaleTicket) as exc:
@@ -293,7 +308,7 @@ def router(view: GatewayView) -> APIRouter:
         stored = [files.write(ticket_id, p, actor, now) for p in checked]
         svc.store.add_photos(stored)  # before the change goes out, so its readers see the photos
         try:
-            updated = act(svc, who, ticket_id, action, body)
+            updated = act(svc, who, ticket_id, action, body, {"photos": [p.name for p in stored]})
         except HTTPException:
             svc.store.remove_photos(ticket_id, [p.name for p in stored])
             for p in stored:

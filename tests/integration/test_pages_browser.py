@@ -215,7 +215,12 @@ def test_dashboard_and_grid_worker_pages(
     detail = api.get(f"/api/v1/tickets/{ticket.id}").json()
     assert detail["ticket"]["status"] == "resolved"
     arrived = next(h for h in detail["history"] if h["to_status"] == "on_site")
-    assert arrived["actor"] == "worker-li" and "30.240300,120.150200" in arrived["note"]
+    assert arrived["actor"] == "worker-li"
+    assert arrived["detail"]["position"] == {"lat": 30.2403, "lon": 120.1502, "accuracy_m": 12.0}
+    resolved = detail["history"][-1]
+    assert resolved["note"] == "排水口已疏通" and resolved["detail"]["photos"] == [
+        detail["photos"][0]["name"]
+    ]
     assert [p["bytes"] for p in detail["photos"]] == [len(photo)]
     assert api.get(detail["photos"][0]["url"]).content == photo
 

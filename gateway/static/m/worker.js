@@ -63,9 +63,9 @@ async function act(ticket, action, body = {}) {
   }
 }
 
-function arriveNote() {
+function arriveBody() {
   const h = state.here;
-  return h ? t("position", { lat: h.lat.toFixed(6), lon: h.lon.toFixed(6), acc: Math.round(h.acc) }) : t("no_position");
+  return h ? { position: { lat: h.lat, lon: h.lon, accuracy_m: h.acc } } : { note: t("no_position") };
 }
 
 function resolveForm(ticket) {
@@ -111,7 +111,7 @@ function card(ticket) {
   const actions = [];
   if (mine) {
     if (["dispatched", "reopened"].includes(ticket.status)) actions.push(el("button", { "data-action": "accept", onclick: () => act(ticket, "accept") }, t("accept")));
-    if (["dispatched", "accepted", "reopened"].includes(ticket.status)) actions.push(el("button", { "data-action": "arrive", onclick: () => act(ticket, "arrive", { note: arriveNote() }) }, t("arrive")));
+    if (["dispatched", "accepted", "reopened"].includes(ticket.status)) actions.push(el("button", { "data-action": "arrive", onclick: () => act(ticket, "arrive", arriveBody()) }, t("arrive")));
     if (["dispatched", "accepted", "on_site", "reopened"].includes(ticket.status)) {
       actions.push(el("button", { "data-action": "resolve", onclick: () => { state.openForm = state.openForm === ticket.id ? null : ticket.id; render(); } }, t("resolve")));
     }

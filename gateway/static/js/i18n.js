@@ -188,6 +188,22 @@ const en = {
   major: "major",
   minor: "minor",
   info: "info",
+  illegal_parking: "illegal parking",
+  ponding: "ponding",
+  bin_overflow: "overflowing rubbish",
+  bin_full: "bin full",
+  bin_fire: "bin fire",
+  manhole_open: "manhole open",
+  manhole_tilt: "manhole tilted",
+  water_high: "water high",
+  gas_high: "gas high",
+  device_offline: "device offline",
+  battery_low: "battery low",
+  tamper: "tamper",
+  sensor_fault: "sensor fault",
+  manhole: "manhole cover",
+  bin: "smart bin",
+  water_gauge: "water gauge",
 };
 
 const tables = { "zh-CN": zh, en };

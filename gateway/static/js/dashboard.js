@@ -15,7 +15,15 @@ const BEHIND_S = 5; // an alert older than this when it arrives: the feed is beh
 const BEHIND_SHOWN_MS = 15000; // how long a gap stays on screen
 const $ = (id) => document.getElementById(id);
 
-const state = { me: null, toMap: null, map: null, gridLayer: null, deviceLayer: null, cameraLayer: null, tickets: [] };
+const state = {
+  me: null,
+  toMap: null,
+  map: null,
+  gridLayer: null,
+  deviceLayer: null,
+  cameraLayer: null,
+  tickets: [],
+};
 
 function el(tag, attrs = {}, ...children) {
   const e = document.createElement(tag);
@@ -69,9 +77,19 @@ async function loadFigures() {
     .join(" · ");
   $("figures").replaceChildren(
     ...items.map(([k, v, cls]) =>
-      el("div", { class: `figure ${cls}`, "data-figure": k }, el("div", { class: "v" }, String(v)), el("div", { class: "k" }, t(k))),
+      el(
+        "div",
+        { class: `figure ${cls}`, "data-figure": k },
+        el("div", { class: "v" }, String(v)),
+        el("div", { class: "k" }, t(k)),
+      ),
     ),
-    el("div", { class: "figure", "data-figure": "events_today" }, el("div", { class: "k" }, t("events_today")), el("div", {}, today || "—")),
+    el(
+      "div",
+      { class: "figure", "data-figure": "events_today" },
+      el("div", { class: "k" }, t("events_today")),
+      el("div", {}, today || "—"),
+    ),
   );
 }
 
@@ -83,7 +101,10 @@ async function initMap() {
   const map = L.map("map", { zoomSnap: 0.25, attributionControl: !!settings.tiles });
   state.map = map;
   if (settings.tiles) {
-    L.tileLayer(settings.tiles, { maxZoom: settings.tiles_max_zoom, attribution: settings.tiles_attribution }).addTo(map);
+    L.tileLayer(settings.tiles, {
+      maxZoom: settings.tiles_max_zoom,
+      attribution: settings.tiles_attribution,
+    }).addTo(map);
   }
   const doc = await get("/api/v1/map/grids");
   const toLatLng = (c) => L.latLng(...state.toMap(c[1], c[0]));
@@ -150,16 +171,26 @@ async function loadDevices(grids) {
   state.deviceLayer.clearLayers();
   for (const d of all) {
     L.circleMarker(state.toMap(d.lat, d.lon), {
-      radius: 4, color: deviceColor(d), fillOpacity: 0.9, weight: 1, className: "device",
+      radius: 4,
+      color: deviceColor(d),
+      fillOpacity: 0.9,
+      weight: 1,
+      className: "device",
     })
       .bindTooltip(`${d.id} · ${t(d.type)} · ${d.online ? t("online") : t("offline")}`)
       .addTo(state.deviceLayer);
   }
   if (!gridOptionsSet && grids) {
     gridOptionsSet = true;
-    $("device-grid").replaceChildren(el("option", { value: "" }, t("all_grids")), ...grids.map((g) => el("option", { value: g.id }, g.name || g.id)));
+    $("device-grid").replaceChildren(
+      el("option", { value: "" }, t("all_grids")),
+      ...grids.map((g) => el("option", { value: g.id }, g.name || g.id)),
+    );
     const types = [...new Set(all.map((d) => d.type))].sort();
-    $("device-type").replaceChildren(el("option", { value: "" }, t("all_types")), ...types.map((ty) => el("option", { value: ty }, t(ty))));
+    $("device-type").replaceChildren(
+      el("option", { value: "" }, t("all_types")),
+      ...types.map((ty) => el("option", { value: ty }, t(ty))),
+    );
   }
   const grid = $("device-grid").value;
   const type = $("device-type").value;
@@ -175,15 +206,35 @@ async function loadDevices(grids) {
       el("td", {}, d.id),
       el("td", {}, t(d.type)),
       el("td", {}, d.grid_id),
-      el("td", {}, el("span", { class: `badge ${d.online ? "" : "offline"}` }, d.online ? t("online") : t("offline"))),
+      el(
+        "td",
+        {},
+        el("span", { class: `badge ${d.online ? "" : "offline"}` }, d.online ? t("online") : t("offline")),
+      ),
       el("td", {}, battery ? el("span", { class: "badge stale" }, t("low_battery")) : ""),
-      el("td", {}, ...d.active_faults.filter((e) => e.kind !== "battery_low").map((e) => el("span", { class: "badge fault" }, t(e.kind)))),
+      el(
+        "td",
+        {},
+        ...d.active_faults
+          .filter((e) => e.kind !== "battery_low")
+          .map((e) => el("span", { class: "badge fault" }, t(e.kind))),
+      ),
       el("td", {}, ...d.active_alarms.map((e) => el("span", { class: "badge bad" }, t(e.kind)))),
-      el("td", { class: "muted" }, d.last_seen ? new Date(d.last_seen).toLocaleTimeString(lang()) : t("never")),
+      el(
+        "td",
+        { class: "muted" },
+        d.last_seen ? new Date(d.last_seen).toLocaleTimeString(lang()) : t("never"),
+      ),
     );
   });
   $("devices").replaceChildren(
-    el("tr", {}, ...["ID", t("kind"), t("grid"), "", t("low_battery"), t("faults"), t("alarms"), t("last_seen")].map((h) => el("th", {}, h))),
+    el(
+      "tr",
+      {},
+      ...["ID", t("kind"), t("grid"), "", t("low_battery"), t("faults"), t("alarms"), t("last_seen")].map(
+        (h) => el("th", {}, h),
+      ),
+    ),
     ...rows,
   );
 }
@@ -196,18 +247,32 @@ async function loadCameras() {
   const tiles = [];
   for (const c of cams) {
     if (c.lat !== null) {
-      L.circleMarker(state.toMap(c.lat, c.lon), { radius: 7, color: c.state === "ok" ? "#3498db" : "#7f8c8d", weight: 3, fillOpacity: 0.2, className: "camera" })
+      L.circleMarker(state.toMap(c.lat, c.lon), {
+        radius: 7,
+        color: c.state === "ok" ? "#3498db" : "#7f8c8d",
+        weight: 3,
+        fillOpacity: 0.2,
+        className: "camera",
+      })
         .bindTooltip(`${c.id} · ${t(`state_${c.state}`)}`)
         .addTo(state.cameraLayer);
     }
     const img = el("img", { alt: c.id });
-    imageUrl(c.frame_url).then((u) => (img.src = u)).catch(() => (img.alt = t("no_frame")));
+    imageUrl(c.frame_url)
+      .then((u) => (img.src = u))
+      .catch(() => (img.alt = t("no_frame")));
     tiles.push(
       el(
         "div",
         { class: "cam", "data-camera": c.id },
         img,
-        el("div", {}, `${c.id} `, el("span", { class: `badge ${c.state}` }, t(`state_${c.state}`)), el("span", { class: "muted" }, ` ${duration(c.frame_age_s)} · ${c.edge_id}`)),
+        el(
+          "div",
+          {},
+          `${c.id} `,
+          el("span", { class: `badge ${c.state}` }, t(`state_${c.state}`)),
+          el("span", { class: "muted" }, ` ${duration(c.frame_age_s)} · ${c.edge_id}`),
+        ),
       ),
     );
   }
@@ -220,9 +285,18 @@ async function loadHotspots() {
   const rep = await get("/api/v1/reports/hotspots?min_count=3&days=30");
   $("hotspots").replaceChildren(
     el("tr", {}, ...[t("kind"), t("grid"), t("place"), ""].map((h) => el("th", {}, h))),
-    ...rep.hotspots.slice(0, 20).map((h) =>
-      el("tr", {}, el("td", {}, t(h.category)), el("td", {}, h.micro_grid_id || h.grid_id), el("td", { class: "muted" }, h.lat === null ? "" : `${h.lat.toFixed(5)},${h.lon.toFixed(5)}`), el("td", {}, t("occurrences", { n: h.occurrences }))),
-    ),
+    ...rep.hotspots
+      .slice(0, 20)
+      .map((h) =>
+        el(
+          "tr",
+          {},
+          el("td", {}, t(h.category)),
+          el("td", {}, h.micro_grid_id || h.grid_id),
+          el("td", { class: "muted" }, h.lat === null ? "" : `${h.lat.toFixed(5)},${h.lon.toFixed(5)}`),
+          el("td", {}, t("occurrences", { n: h.occurrences })),
+        ),
+      ),
   );
 }
 
@@ -230,7 +304,8 @@ async function loadHotspots() {
 
 function inScope(ticket) {
   const me = state.me;
-  if (me.role === "grid_worker") return me.grids.includes(ticket.grid_id) || me.grids.includes(ticket.micro_grid_id);
+  if (me.role === "grid_worker")
+    return me.grids.includes(ticket.grid_id) || me.grids.includes(ticket.micro_grid_id);
   if (me.role === "team") return ticket.team === me.team;
   return true;
 }
@@ -250,23 +325,50 @@ async function doAction(ticket, action, body = {}) {
 }
 
 function actionButton(ticket, action, card) {
-  return el("button", {
-    "data-action": action,
-    onclick: (e) => {
-      e.stopPropagation();
-      if (action === "reassign") {
-        const sel = el("select", {}, el("option", { value: "" }, t("choose_team")), ...state.me.teams.map((x) => el("option", { value: x }, x)));
-        const ok = el("button", { onclick: (ev) => { ev.stopPropagation(); if (sel.value) doAction(ticket, "reassign", { team: sel.value }); } }, "OK");
-        card.append(el("div", { class: "inline", onclick: (ev) => ev.stopPropagation() }, sel, ok));
-      } else if (action === "comment") {
-        const input = el("input", { placeholder: t("note") });
-        const ok = el("button", { onclick: (ev) => { ev.stopPropagation(); if (input.value.trim()) doAction(ticket, "comment", { note: input.value.trim() }); } }, "OK");
-        card.append(el("div", { class: "inline", onclick: (ev) => ev.stopPropagation() }, input, ok));
-      } else {
-        doAction(ticket, action);
-      }
+  return el(
+    "button",
+    {
+      "data-action": action,
+      onclick: (e) => {
+        e.stopPropagation();
+        if (action === "reassign") {
+          const sel = el(
+            "select",
+            {},
+            el("option", { value: "" }, t("choose_team")),
+            ...state.me.teams.map((x) => el("option", { value: x }, x)),
+          );
+          const ok = el(
+            "button",
+            {
+              onclick: (ev) => {
+                ev.stopPropagation();
+                if (sel.value) doAction(ticket, "reassign", { team: sel.value });
+              },
+            },
+            "OK",
+          );
+          card.append(el("div", { class: "inline", onclick: (ev) => ev.stopPropagation() }, sel, ok));
+        } else if (action === "comment") {
+          const input = el("input", { placeholder: t("note") });
+          const ok = el(
+            "button",
+            {
+              onclick: (ev) => {
+                ev.stopPropagation();
+                if (input.value.trim()) doAction(ticket, "comment", { note: input.value.trim() });
+              },
+            },
+            "OK",
+          );
+          card.append(el("div", { class: "inline", onclick: (ev) => ev.stopPropagation() }, input, ok));
+        } else {
+          doAction(ticket, action);
+        }
+      },
     },
-  }, t(action));
+    t(action),
+  );
 }
 
 function clockText(ticket) {
@@ -288,13 +390,26 @@ async function loadBoard() {
         const c = slaClock(ticket);
         const card = el(
           "div",
-          { class: `card ${c && c.overdue ? "overdue" : ""}`, "data-ticket": ticket.id, onclick: () => showDetail(ticket.id) },
-          el("div", { class: "title" }, `${t(ticket.category)}${ticket.count > 1 ? ` ×${ticket.count}` : ""}`),
-          el("div", { class: "muted" }, `${ticket.micro_grid_id || ticket.grid_id} · ${ticket.team}${ticket.assignee ? ` · ${ticket.assignee}` : ""}`),
+          {
+            class: `card ${c && c.overdue ? "overdue" : ""}`,
+            "data-ticket": ticket.id,
+            onclick: () => showDetail(ticket.id),
+          },
+          el(
+            "div",
+            { class: "title" },
+            `${t(ticket.category)}${ticket.count > 1 ? ` ×${ticket.count}` : ""}`,
+          ),
+          el(
+            "div",
+            { class: "muted" },
+            `${ticket.micro_grid_id || ticket.grid_id} · ${ticket.team}${ticket.assignee ? ` · ${ticket.assignee}` : ""}`,
+          ),
           el("div", { class: "clock", "data-clock": ticket.id }, clockText(ticket)),
         );
         const actions = allowedActions(ticket);
-        if (actions.length) card.append(el("div", { class: "actions" }, ...actions.map((a) => actionButton(ticket, a, card))));
+        if (actions.length)
+          card.append(el("div", { class: "actions" }, ...actions.map((a) => actionButton(ticket, a, card))));
         return card;
       }),
     );
@@ -317,7 +432,9 @@ async function showDetail(ticketId) {
   const images = (urls, cls) =>
     urls.map((u) => {
       const img = el("img", { class: cls, alt: u });
-      imageUrl(u).then((src) => (img.src = src)).catch(() => {});
+      imageUrl(u)
+        .then((src) => (img.src = src))
+        .catch(() => {});
       return img;
     });
   box.replaceChildren(
@@ -325,8 +442,26 @@ async function showDetail(ticketId) {
     el("h3", {}, `${t(d.ticket.category)} · ${t(d.ticket.status)}`),
     el("div", { class: "muted" }, `${d.ticket.id} · ${d.ticket.grid_id} · ${d.ticket.team}`),
     el("h4", {}, t("evidence")),
-    el("div", { class: "photos" }, ...images(d.photos.map((p) => p.url), "photo"), ...images(snaps, "snapshot")),
-    el("ul", {}, ...d.history.map((h) => el("li", { class: "muted" }, `${new Date(h.at * 1000).toLocaleTimeString(lang())} ${h.actor} ${h.action}${h.to_status ? ` → ${t(h.to_status)}` : ""} ${h.note}`))),
+    el(
+      "div",
+      { class: "photos" },
+      ...images(
+        d.photos.map((p) => p.url),
+        "photo",
+      ),
+      ...images(snaps, "snapshot"),
+    ),
+    el(
+      "ul",
+      {},
+      ...d.history.map((h) =>
+        el(
+          "li",
+          { class: "muted" },
+          `${new Date(h.at * 1000).toLocaleTimeString(lang())} ${h.actor} ${h.action}${h.to_status ? ` → ${t(h.to_status)}` : ""} ${h.note}`,
+        ),
+      ),
+    ),
   );
   box.dataset.ticket = ticketId;
   box.classList.add("show");
@@ -341,16 +476,34 @@ function feedItem(msg) {
     "li",
     { class: ev.state, "data-event": ev.id, "data-kind": ev.kind },
     el("span", { class: `sev ${ev.severity}` }, t(ev.severity)),
-    el("div", {}, el("div", {}, `${t(ev.kind)} · ${ev.micro_grid_id || ev.grid_id || ""}`), el("div", { class: "muted" }, `${where} · ${ev.source} · ${new Date(msg.at * 1000).toLocaleTimeString(lang())}`), ev.message ? el("div", { class: "muted" }, ev.message) : null),
+    el(
+      "div",
+      {},
+      el("div", {}, `${t(ev.kind)} · ${ev.micro_grid_id || ev.grid_id || ""}`),
+      el(
+        "div",
+        { class: "muted" },
+        `${where} · ${ev.source} · ${new Date(msg.at * 1000).toLocaleTimeString(lang())}`,
+      ),
+      ev.message ? el("div", { class: "muted" }, ev.message) : null,
+    ),
   );
   const snap = ev.evidence?.snapshots?.[0]?.url;
   if (snap) {
     const img = el("img", { alt: ev.kind });
-    imageUrl(snap).then((u) => (img.src = u)).catch(() => {});
+    imageUrl(snap)
+      .then((u) => (img.src = u))
+      .catch(() => {});
     li.prepend(img);
   }
   if (ev.location && ev.state === "active") {
-    const marker = L.circleMarker(state.toMap(ev.location.lat, ev.location.lon), { radius: 10, color: "#e74c3c", weight: 2, fillOpacity: 0.1, className: "alert" }).addTo(state.alertLayer);
+    const marker = L.circleMarker(state.toMap(ev.location.lat, ev.location.lon), {
+      radius: 10,
+      color: "#e74c3c",
+      weight: 2,
+      fillOpacity: 0.1,
+      className: "alert",
+    }).addTo(state.alertLayer);
     setTimeout(() => state.alertLayer.removeLayer(marker), 30000);
   }
   return li;
@@ -366,7 +519,14 @@ function startStream() {
     backlogS: FEED_BACKLOG_S,
     onState: (s) => {
       badge.className = `stream-state ${s.state}`;
-      badge.textContent = s.state === "live" ? t("live") : s.state === "behind" ? t("behind", { n: s.missed }) : s.state === "error" ? t("stream_error", { d: s.detail }) : t(s.state);
+      badge.textContent =
+        s.state === "live"
+          ? t("live")
+          : s.state === "behind"
+            ? t("behind", { n: s.missed })
+            : s.state === "error"
+              ? t("stream_error", { d: s.detail })
+              : t(s.state);
       if (s.state === "behind") {
         // the messages it lost are gone from this page: what they changed is read again
         behind.textContent = t("behind", { n: s.missed });
@@ -396,7 +556,8 @@ function startStream() {
       } else if (msg.type === "ticket") {
         refreshSoon();
         const open = $("detail");
-        if (open.classList.contains("show") && open.dataset.ticket === msg.ticket.id) showDetail(msg.ticket.id);
+        if (open.classList.contains("show") && open.dataset.ticket === msg.ticket.id)
+          showDetail(msg.ticket.id);
       }
     },
   });

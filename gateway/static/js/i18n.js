@@ -227,7 +227,8 @@ export function t(key, vars = {}) {
 export function applyI18n(root = document) {
   document.documentElement.lang = lang();
   for (const el of root.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
-  for (const el of root.querySelectorAll("[data-i18n-placeholder]")) el.placeholder = t(el.dataset.i18nPlaceholder);
+  for (const el of root.querySelectorAll("[data-i18n-placeholder]"))
+    el.placeholder = t(el.dataset.i18nPlaceholder);
 }
 
 export function duration(seconds) {

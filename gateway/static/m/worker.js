@@ -69,7 +69,13 @@ function arriveBody() {
 }
 
 function resolveForm(ticket) {
-  const files = el("input", { type: "file", name: "photos", accept: "image/jpeg,image/png,image/webp", capture: "environment", multiple: "" });
+  const files = el("input", {
+    type: "file",
+    name: "photos",
+    accept: "image/jpeg,image/png,image/webp",
+    capture: "environment",
+    multiple: "",
+  });
   const note = el("textarea", { name: "note", placeholder: t("note") });
   const submit = el("button", { type: "submit" }, t("submit"));
   return el(
@@ -110,17 +116,47 @@ function card(ticket) {
   const mine = state.me.can_write;
   const actions = [];
   if (mine) {
-    if (["dispatched", "reopened"].includes(ticket.status)) actions.push(el("button", { "data-action": "accept", onclick: () => act(ticket, "accept") }, t("accept")));
-    if (["dispatched", "accepted", "reopened"].includes(ticket.status)) actions.push(el("button", { "data-action": "arrive", onclick: () => act(ticket, "arrive", arriveBody()) }, t("arrive")));
+    if (["dispatched", "reopened"].includes(ticket.status))
+      actions.push(
+        el("button", { "data-action": "accept", onclick: () => act(ticket, "accept") }, t("accept")),
+      );
+    if (["dispatched", "accepted", "reopened"].includes(ticket.status))
+      actions.push(
+        el(
+          "button",
+          { "data-action": "arrive", onclick: () => act(ticket, "arrive", arriveBody()) },
+          t("arrive"),
+        ),
+      );
     if (["dispatched", "accepted", "on_site", "reopened"].includes(ticket.status)) {
-      actions.push(el("button", { "data-action": "resolve", onclick: () => { state.openForm = state.openForm === ticket.id ? null : ticket.id; render(); } }, t("resolve")));
+      actions.push(
+        el(
+          "button",
+          {
+            "data-action": "resolve",
+            onclick: () => {
+              state.openForm = state.openForm === ticket.id ? null : ticket.id;
+              render();
+            },
+          },
+          t("resolve"),
+        ),
+      );
     }
   }
   return el(
     "div",
-    { class: `mcard ${c && c.overdue ? "overdue" : ""}`, "data-ticket": ticket.id, "data-status": ticket.status },
+    {
+      class: `mcard ${c && c.overdue ? "overdue" : ""}`,
+      "data-ticket": ticket.id,
+      "data-status": ticket.status,
+    },
     el("div", {}, el("strong", {}, t(ticket.category)), ` · ${t(ticket.status)}`),
-    el("div", { class: "muted" }, `${ticket.micro_grid_id || ticket.grid_id}${d === null ? "" : ` · ${t("distance", { d: d < 1000 ? `${Math.round(d)} m` : `${(d / 1000).toFixed(1)} km` })}`}`),
+    el(
+      "div",
+      { class: "muted" },
+      `${ticket.micro_grid_id || ticket.grid_id}${d === null ? "" : ` · ${t("distance", { d: d < 1000 ? `${Math.round(d)} m` : `${(d / 1000).toFixed(1)} km` })}`}`,
+    ),
     c ? el("div", { class: "clock", "data-clock": ticket.id }, clockText(ticket)) : null,
     actions.length ? el("div", { class: "actions" }, ...actions) : null,
     state.openForm === ticket.id ? resolveForm(ticket) : null,
@@ -142,7 +178,9 @@ function render() {
     if (da !== null && db !== null && da !== db) return da - db;
     return bySla(a, b);
   });
-  $("list").replaceChildren(...(list.length ? list.map(card) : [el("div", { class: "muted" }, t("no_tickets"))]));
+  $("list").replaceChildren(
+    ...(list.length ? list.map(card) : [el("div", { class: "muted" }, t("no_tickets"))]),
+  );
 }
 
 async function load() {
@@ -178,7 +216,8 @@ async function main() {
     }
   }, 1000);
   setInterval(() => load().catch(() => {}), 30000);
-  if ("serviceWorker" in navigator) navigator.serviceWorker.register("/m/sw.js", { scope: "/m/" }).catch(() => {});
+  if ("serviceWorker" in navigator)
+    navigator.serviceWorker.register("/m/sw.js", { scope: "/m/" }).catch(() => {});
 }
 
 main().catch((err) => toast(String(err)));

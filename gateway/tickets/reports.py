@@ -266,12 +266,20 @@ class FigureRow:
     resolve_by: float
     closed_at: float | None
     reopen_count: int
+    team: str = ""
 
 
 def figure_rows(store: TicketStore, since: float, until: float) -> list[FigureRow]:
     c = tickets.c
     q = select(
-        c.status, c.cycle_started_at, c.accepted_at, c.resolved_at, c.resolve_by, c.closed_at, c.reopen_count
+        c.status,
+        c.cycle_started_at,
+        c.accepted_at,
+        c.resolved_at,
+        c.resolve_by,
+        c.closed_at,
+        c.reopen_count,
+        c.team,
     ).where(and_(c.created_at >= since, c.created_at < until, c.is_fault.is_(False)))
     with store.engine.connect() as conn:
         return [FigureRow(*row) for row in conn.execute(q)]
@@ -303,3 +311,12 @@ def headline(rows: Sequence[FigureRow]) -> dict[str, Any]:
         "reopen_rate_pct": pct(len(reworked), len(ever_resolved)),
         "median_accept_s": percentile(accept_s, 50),
     }
+
+
+def unit_ranking(rows: Sequence[FigureRow]) -> list[dict[str, Any]]:
+    """The headline figures per team (the units a centre ranks), best on-time closure first."""
+    by_team: dict[str, list[FigureRow]] = defaultdict(list)
+    for r in rows:
+        by_team[r.team].append(r)
+    out = [{"team": team} | headline(group) for team, group in by_team.items()]
+    return sorted(out, key=lambda u: (-(u["on_time_closure_rate_pct"] or 0.0), -u["due"], u["team"]))

@@ -186,6 +186,7 @@ def test_pages_read_me_map_figures_and_my_tickets(gw: Gateway, api: httpx.Client
     assert (f["open"], f["closed"], f["closed_on_time"]) == (0, 1, 1)
     assert (f["closure_rate_pct"], f["on_time_closure_rate_pct"], f["reopen_rate_pct"]) == (100.0, 100.0, 0.0)
     assert f["median_accept_s"] is not None and f["median_accept_s"] >= 0
+    assert [(u["team"], u["due"], u["closed_on_time"]) for u in f["units"]] == [("drainage", 1, 1)]
     assert api.post(f"/api/v1/tickets/{tid}/reopen", headers=auth("cc")).status_code == 200
     assert figures()["reopen_rate_pct"] == 100.0
 

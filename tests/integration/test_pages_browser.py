@@ -233,6 +233,8 @@ def test_dashboard_and_grid_worker_pages(
     dash.click("#detail button")
     dash.click(f"#board [data-state='resolved'] {card} [data-action='close']")
     dash.wait_for_selector("[data-figure='closure_rate'] .v >> text='50%'", timeout=5_000)
+    dash.wait_for_selector("#units tr[data-unit='drainage'] >> text='100%'", timeout=5_000)  # ranked first
+    assert dash.get_attribute("#units tr[data-unit]", "data-unit") == "drainage"
     assert api.get(f"/api/v1/tickets/{ticket.id}").json()["ticket"]["status"] == "closed"
 
     # a video event shows its snapshot in the feed; more of the street for the screenshot

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from gateway.tickets.reports import FigureRow, headline
+from gateway.tickets.reports import FigureRow, headline, unit_ranking
 
 
 def row(
-    status: str, *, accepted: float | None = None, resolved: float | None = None, reopens: int = 0
+    status: str,
+    *,
+    accepted: float | None = None,
+    resolved: float | None = None,
+    reopens: int = 0,
+    team: str = "drainage",
 ) -> FigureRow:
     return FigureRow(
         status=status,
@@ -16,6 +21,7 @@ def row(
         resolve_by=100.0,
         closed_at=resolved,
         reopen_count=reopens,
+        team=team,
     )
 
 
@@ -43,3 +49,18 @@ def test_no_tickets_no_rates() -> None:
         None,
         None,
     )
+
+
+def test_units_are_ranked_by_on_time_closure() -> None:
+    rows = [
+        row("closed", resolved=150, team="drainage"),  # late
+        row("closed", resolved=50, team="drainage"),
+        row("closed", resolved=50, team="sanitation"),
+        row("dispatched", team="enforcement"),
+    ]
+    ranked = unit_ranking(rows)
+    assert [(u["team"], u["on_time_closure_rate_pct"], u["due"]) for u in ranked] == [
+        ("sanitation", 100.0, 1),
+        ("drainage", 50.0, 2),
+        ("enforcement", 0.0, 1),
+    ]

@@ -64,7 +64,7 @@ async function loadFigures() {
   const f = await get(`/api/v1/figures?day_start=${encodeURIComponent(localMidnight())}`);
   const pct = (v) => (v === null ? "—" : `${v}%`);
   const items = [
-    ["open", f.open, f.open > 0 ? "" : ""],
+    ["open", f.open, ""],
     ["overdue", f.overdue, f.overdue > 0 ? "bad" : ""],
     ["closure_rate", pct(f.closure_rate_pct), ""],
     ["on_time_rate", pct(f.on_time_closure_rate_pct), ""],
@@ -89,6 +89,28 @@ async function loadFigures() {
       { class: "figure", "data-figure": "events_today" },
       el("div", { class: "k" }, t("events_today")),
       el("div", {}, today || "—"),
+    ),
+  );
+  // the units a centre ranks: each team's rates, best on-time closure first
+  $("units").replaceChildren(
+    el(
+      "tr",
+      {},
+      ...["team", "due", "closure_rate", "on_time_rate", "reopen_rate", "median_accept"].map((k) =>
+        el("th", {}, t(k)),
+      ),
+    ),
+    ...f.units.map((u) =>
+      el(
+        "tr",
+        { "data-unit": u.team },
+        el("td", {}, u.team),
+        el("td", {}, String(u.due)),
+        el("td", {}, pct(u.closure_rate_pct)),
+        el("td", {}, pct(u.on_time_closure_rate_pct)),
+        el("td", {}, pct(u.reopen_rate_pct)),
+        el("td", {}, u.median_accept_s === null ? "—" : duration(u.median_accept_s)),
+      ),
     ),
   );
 }

@@ -242,6 +242,10 @@ def test_dashboard_and_grid_worker_pages(
     pub(mosquitto, f"gridgate/edge/edge-1/evidence/{PARKING_ID}/stopped.jpg", snapshot)
     pub(mosquitto, "gridgate/edge/edge-1/events", video_event(len(snapshot)))
     dash.wait_for_selector("#feed li[data-kind='illegal_parking'] img[src^='blob:']", timeout=5_000)
+    # the event store keeps it at the next checkpoint: then the camera has a place and an alarm
+    wait_until(lambda: api.get("/api/v1/cameras").json()[0]["lat"] == 30.262, 5, "cam-1's place")
+    [camera] = api.get("/api/v1/cameras").json()
+    assert (camera["state"], camera["edge_online"], camera["active_alarms"]) == ("ok", True, 1)
     uplink(mosquitto, "manhole", "MH-1", ts=time.time(), open=True, tilt_deg=2.0)
     dash.wait_for_selector("#feed li[data-kind='manhole_open']", timeout=5_000)
     open_id = only_ticket(gw, "manhole_open").id
@@ -297,6 +301,10 @@ def test_dashboard_and_grid_worker_pages(
     )
     assert status == 403
     assert api.get(f"/api/v1/tickets/{open_id}").json()["ticket"]["status"] == "dispatched"
+
+    # a box whose Last Will said offline: its cameras are offline too
+    pub(mosquitto, "gridgate/edge/edge-1/status", "offline")
+    wait_until(lambda: api.get("/api/v1/cameras").json()[0]["state"] == "offline", 5, "cam-1 offline")
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     for name in ("dashboard.png", "worker-phone.png"):

@@ -8,12 +8,10 @@ authentication, `params` the bounded query types (limit, offset, ISO 8601 times)
 
 from __future__ import annotations
 
-import mimetypes
 from pathlib import Path
 from typing import Protocol
 
 from fastapi import FastAPI
-from fastapi.staticfiles import StaticFiles
 
 import gridgate
 from gateway.api import (
@@ -25,6 +23,7 @@ from gateway.api import (
     grids,
     open311,
     ops,
+    pages,
     reports,
     stream,
     tickets,
@@ -43,9 +42,6 @@ from gateway.tickets.service import TicketService
 from gridgate.clock import Clock
 from gridgate.config import GatewayConfig
 from gridgate.models import Event
-
-STATIC = Path(__file__).resolve().parent.parent / "static"
-mimetypes.add_type("application/manifest+json", ".webmanifest")  # the PWA manifest of /m/
 
 __all__ = ["DeviceOut", "GatewayView", "Health", "create_app"]
 
@@ -97,7 +93,7 @@ def create_app(view: GatewayView) -> FastAPI:
     if view.cfg.open311.enabled:
         app.include_router(open311.router(view))
     # the pages last: `/` (the command centre) and `/m/` (the grid worker's phone), static files only
-    app.mount("/", StaticFiles(directory=STATIC, html=True), name="pages")
+    app.mount("/", pages.Pages(view.cfg.map.tiles), name="pages")
     errors.install(app)
     lim = view.cfg.limits
     app.add_middleware(BodyLimit, auth=view.auth, photos_max=lim.max_photo_bytes * lim.max_photos_per_upload)

@@ -198,6 +198,9 @@ def test_pages_read_me_map_figures_and_my_tickets(gw: Gateway, api: httpx.Client
     ):
         r = api.get(path)
         assert r.status_code == 200 and kind in r.headers["content-type"], path
-    assert api.get("/vendor/leaflet/leaflet.js").status_code == 200
+    leaflet = api.get("/vendor/leaflet/leaflet.js")
+    assert leaflet.status_code == 200 and leaflet.headers["x-content-type-options"] == "nosniff"
+    policy = api.get("/").headers["content-security-policy"]
+    assert "default-src 'self'" in policy and "connect-src 'self'" in policy
     assert api.get("/api/v1/cameras").status_code == 401
     assert api.get("/api/v1/cameras", headers=auth("ro")).json() == []

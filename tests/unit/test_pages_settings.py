@@ -8,6 +8,7 @@ from pydantic import ValidationError
 from gateway.api.auth import Principal
 from gateway.api.body import DEFAULT_MAX, MULTIPART_OVERHEAD, TICKET_ACTION_MAX, body_limit
 from gateway.api.dashboard import role_actions
+from gateway.api.pages import content_security_policy
 from gateway.tickets.desk import Action
 from gridgate.config import GatewayConfig, MapConfig
 
@@ -39,3 +40,11 @@ def test_role_actions_leave_verify_and_cancel_to_the_centre() -> None:
     worker = role_actions(Principal("w", "grid_worker", grids=frozenset({"G1"})))
     assert Action.accept in worker and Action.close not in worker and Action.cancel not in worker
     assert set(role_actions(Principal("cc", "command_centre"))) == set(Action)
+
+
+def test_the_pages_policy_admits_only_the_gateway_and_its_tile_server() -> None:
+    assert "img-src 'self' blob: data:;" in content_security_policy(None)
+    assert "img-src 'self' blob: data:;" in content_security_policy("/tiles/{z}/{x}/{y}.png")
+    policy = content_security_policy("http://tiles.city.local:8081/{z}/{x}/{y}.png")
+    assert "img-src 'self' blob: data: http://tiles.city.local:8081;" in policy
+    assert "script-src" not in policy and "default-src 'self'" in policy  # scripts: the gateway's only

@@ -1,9 +1,11 @@
 """The gateway's HTTP API (FastAPI): one router per resource, its models beside it.
 
-`ops` (health, metrics: unauthenticated), `devices`, `events`, `cameras`, `tickets`, `grids`, `reports`,
-`stream` (WebSocket) and `open311` (GeoReport v2). `auth` holds the bearer tokens and roles,
-`errors` the one error body (and Open311's), `body` the per-route body limits checked after
-authentication, `params` the bounded query types (limit, offset, ISO 8601 times).
+`ops` (health, metrics: unauthenticated), `devices`, `events`, `cameras`, `tickets` (with their
+photos), `grids`, `reports`, `dashboard` (what the pages read: me, map, figures), `stream`
+(WebSocket) and `open311` (GeoReport v2); `pages` serves the dashboard (`/`) and the grid
+worker's page (`/m/`). `auth` holds the bearer tokens and roles, `errors` the one error body (and
+Open311's), `body` the per-route body limits checked after authentication, `params` the bounded
+query types (limit, offset, ISO 8601 times).
 """
 
 from __future__ import annotations

@@ -41,12 +41,11 @@ def router(view: GatewayView) -> APIRouter:
     def cameras(_who: Reader) -> list[CameraOut]:
         """Every camera that sent a frame, with its health and where its events happen."""
         now = view.clock.now()
+        places = view.store.source_places("camera:")
         out = []
         for f in view.camera_frames():
             camera_id = f.path.stem
-            latest = view.store.query_events(source=f"camera:{camera_id}", limit=1)
-            active = view.store.query_events(source=f"camera:{camera_id}", state="active", limit=100)
-            where = latest[0].location if latest else None
+            lat, lon, active = places.get(f"camera:{camera_id}", (None, None, 0))
             age = max(0.0, now - f.received_at.timestamp())
             online = not view.edge_offline(f.edge_id)
             out.append(
@@ -57,9 +56,9 @@ def router(view: GatewayView) -> APIRouter:
                     frame_age_s=round(age, 1),
                     edge_online=online,
                     state="offline" if not online else ("stale" if age > FRAME_STALE_S else "ok"),
-                    lat=where.lat if where else None,
-                    lon=where.lon if where else None,
-                    active_alarms=len(active),
+                    lat=lat,
+                    lon=lon,
+                    active_alarms=active,
                     frame_url=f"/api/v1/cameras/{camera_id}/frame",
                 )
             )

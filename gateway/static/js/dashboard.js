@@ -10,6 +10,7 @@ import { signIn, signOut } from "./signin.js";
 const L = window.L;
 const BOARD_STATES = ["new", "dispatched", "accepted", "on_site", "reopened", "resolved"];
 const FEED_MAX = 200;
+const CAMERA_TILES = 24;
 const FEED_BACKLOG_S = 15 * 60; // a reloaded screen starts with the last quarter hour
 const BEHIND_S = 5; // an alert older than this when it arrives: the feed is behind
 const BEHIND_SHOWN_MS = 15000; // how long a gap stays on screen
@@ -266,7 +267,6 @@ async function loadDevices(grids) {
 async function loadCameras() {
   const cams = await get("/api/v1/cameras");
   state.cameraLayer.clearLayers();
-  const tiles = [];
   for (const c of cams) {
     if (c.lat !== null) {
       L.circleMarker(state.toMap(c.lat, c.lon), {
@@ -279,25 +279,31 @@ async function loadCameras() {
         .bindTooltip(`${c.id} · ${t(`state_${c.state}`)}`)
         .addTo(state.cameraLayer);
     }
+  }
+  // a wall of thousands of cameras shows the ones that need eyes: alarming, offline, stale first
+  const rank = (c) => (c.active_alarms ? 0 : c.state === "offline" ? 1 : c.state === "stale" ? 2 : 3);
+  const shown = [...cams]
+    .sort((a, b) => rank(a) - rank(b) || a.id.localeCompare(b.id))
+    .slice(0, CAMERA_TILES);
+  const tiles = shown.map((c) => {
     const img = el("img", { alt: c.id });
     imageUrl(c.frame_url)
       .then((u) => (img.src = u))
       .catch(() => (img.alt = t("no_frame")));
-    tiles.push(
+    return el(
+      "div",
+      { class: "cam", "data-camera": c.id },
+      img,
       el(
         "div",
-        { class: "cam", "data-camera": c.id },
-        img,
-        el(
-          "div",
-          {},
-          `${c.id} `,
-          el("span", { class: `badge ${c.state}` }, t(`state_${c.state}`)),
-          el("span", { class: "muted" }, ` ${duration(c.frame_age_s)} · ${c.edge_id}`),
-        ),
+        {},
+        `${c.id} `,
+        el("span", { class: `badge ${c.state}` }, t(`state_${c.state}`)),
+        c.active_alarms ? el("span", { class: "badge bad" }, `${t("alarms")} ${c.active_alarms}`) : null,
+        el("span", { class: "muted" }, ` ${duration(c.frame_age_s)} · ${c.edge_id}`),
       ),
     );
-  }
+  });
   $("cams").replaceChildren(...(tiles.length ? tiles : [el("div", { class: "muted" }, t("no_frame"))]));
 }
 

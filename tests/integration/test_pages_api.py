@@ -35,14 +35,21 @@ def auth(name: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def gw(mosquitto: Mosquitto, tmp_path: Path) -> Iterator[Gateway]:
+def gw(mosquitto: Mosquitto, tmp_path: Path, ticket_db_url: str) -> Iterator[Gateway]:
+    """A gateway whose tickets (and their photos' list) are in SQLite, then in PostgreSQL."""
     grids = tmp_path / "ticket-grids.geojson"
     grids.write_text(json.dumps(grid_doc()))
     cfg = gateway_config(
         tmp_path,
         mosquitto,
         {"api": "none"},
-        tickets={"routing_file": ROUTING_FILE, "offline_grace_s": 0, "tick_s": 0.1, "update_coalesce_s": 0},
+        tickets={
+            "routing_file": ROUTING_FILE,
+            "database_url": ticket_db_url,
+            "offline_grace_s": 0,
+            "tick_s": 0.1,
+            "update_coalesce_s": 0,
+        },
         auth={"tokens": [{"name": n, "token": auth(n)["Authorization"][7:], **s} for n, s in TOKENS.items()]},
         limits={"max_photo_bytes": MAX_PHOTO, "max_photos_per_upload": 2, "max_photos_per_ticket": 3},
         map={"datum": "gcj02"},

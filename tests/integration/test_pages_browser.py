@@ -102,18 +102,20 @@ def signed_in(browser: Any, who: str, **context: Any) -> Any:
     return page
 
 
-def jpeg_from_the_browser(page: Any, text: str) -> bytes:
-    """A real JPEG (a street-coloured picture with a caption), drawn on a canvas by Chromium."""
+def picture_from_the_browser(
+    page: Any, text: str, width: int = 640, height: int = 360, kind: str = "image/jpeg"
+) -> bytes:
+    """A real picture (street colours and a caption), drawn on a canvas and encoded by Chromium."""
     data_url = page.evaluate(
-        """(text) => {
-            const c = document.createElement('canvas'); c.width = 640; c.height = 360;
+        """([text, w, h, kind]) => {
+            const c = document.createElement('canvas'); c.width = w; c.height = h;
             const g = c.getContext('2d');
-            g.fillStyle = '#556b7d'; g.fillRect(0, 0, 640, 360);
-            g.fillStyle = '#2f3b45'; g.fillRect(0, 220, 640, 140);
+            g.fillStyle = '#556b7d'; g.fillRect(0, 0, w, h);
+            g.fillStyle = '#2f3b45'; g.fillRect(0, h * 0.6, w, h * 0.4);
             g.fillStyle = '#e8e8e8'; g.font = '32px sans-serif'; g.fillText(text, 24, 60);
-            return c.toDataURL('image/jpeg', 0.8);
+            return c.toDataURL(kind, 0.8);
         }""",
-        text,
+        [text, width, height, kind],
     )
     return base64.b64decode(data_url.split(",", 1)[1])
 
@@ -165,7 +167,7 @@ def test_dashboard_and_grid_worker_pages(
     base = gw.api_url or ""
     dash = signed_in(browser, "centre", viewport=DESKTOP)
     dash.goto("about:blank")
-    pub(mosquitto, "gridgate/edge/edge-1/frames/cam-1", jpeg_from_the_browser(dash, "cam-1 Qingchun Rd"))
+    pub(mosquitto, "gridgate/edge/edge-1/frames/cam-1", picture_from_the_browser(dash, "cam-1 Qingchun Rd"))
 
     # the map renders the grids; the stream is live
     dash.goto(base + "/")
@@ -205,9 +207,14 @@ def test_dashboard_and_grid_worker_pages(
     phone.click(f"{card} [data-action='arrive']")
     phone.wait_for_selector(f"{card}[data-status='on_site']", timeout=5_000)
     phone.click(f"{card} [data-action='resolve']")
-    photo = jpeg_from_the_browser(phone, "fixed: drain cleared")
+    photo = picture_from_the_browser(phone, "fixed: drain cleared")
+    wide = picture_from_the_browser(phone, "the whole street", 4000, 1500, "image/png")  # a 6 MP camera
     phone.set_input_files(
-        f"{card} input[name=photos]", files=[{"name": "fix.jpg", "mimeType": "image/jpeg", "buffer": photo}]
+        f"{card} input[name=photos]",
+        files=[
+            {"name": "fix.jpg", "mimeType": "image/jpeg", "buffer": photo},
+            {"name": "street.png", "mimeType": "image/png", "buffer": wide},
+        ],
     )
     phone.fill(f"{card} textarea", "排水口已疏通")
     phone.screenshot(path=str(tmp_path / "worker-phone.png"), full_page=True)
@@ -220,18 +227,20 @@ def test_dashboard_and_grid_worker_pages(
     assert arrived["actor"] == "worker-li"
     assert arrived["detail"]["position"] == {"lat": 30.2403, "lon": 120.1502, "accuracy_m": 12.0}
     resolved = detail["history"][-1]
-    assert resolved["note"] == "排水口已疏通" and resolved["detail"]["photos"] == [
-        detail["photos"][0]["name"]
-    ]
-    assert [p["bytes"] for p in detail["photos"]] == [len(photo)]
-    assert api.get(detail["photos"][0]["url"]).content == photo
+    assert resolved["note"] == "排水口已疏通"
+    assert resolved["detail"]["photos"] == [p["name"] for p in detail["photos"]]
+    # the small photo goes as it was; the wide one as a JPEG 2560 pixels long (the page shrinks it)
+    small, shrunk = detail["photos"]
+    assert api.get(small["url"]).content == photo
+    assert (shrunk["filename"], shrunk["content_type"]) == ("street.jpg", "image/jpeg")
 
     # the board, the figures and the ticket's evidence follow on the dashboard
     dash.wait_for_selector(f"#board [data-state='resolved'] {card}", timeout=5_000)
     dash.wait_for_selector("[data-figure='open'] .v >> text='1'", timeout=5_000)
     dash.click(f"#board {card} .title")
-    dash.wait_for_selector("#detail.show img.photo[src^='blob:']", timeout=5_000)
-    assert dash.evaluate("document.querySelector('#detail img.photo').naturalWidth") == 640
+    dash.wait_for_selector("#detail.show img.photo:nth-child(2)[src^='blob:']", timeout=5_000)
+    widths = "[...document.querySelectorAll('#detail img.photo')].map(i => i.naturalWidth)"
+    wait_until(lambda: dash.evaluate(widths) == [640, 2560], 5, "both photos shown")
     dash.click("#detail button")
     dash.click(f"#board [data-state='resolved'] {card} [data-action='close']")
     dash.wait_for_selector("[data-figure='closure_rate'] .v >> text='50%'", timeout=5_000)
@@ -240,7 +249,7 @@ def test_dashboard_and_grid_worker_pages(
     assert api.get(f"/api/v1/tickets/{ticket.id}").json()["ticket"]["status"] == "closed"
 
     # a video event shows its snapshot in the feed; more of the street for the screenshot
-    snapshot = jpeg_from_the_browser(dash, "cam-1: parked 3 min")
+    snapshot = picture_from_the_browser(dash, "cam-1: parked 3 min")
     pub(mosquitto, f"gridgate/edge/edge-1/evidence/{PARKING_ID}/stopped.jpg", snapshot)
     pub(mosquitto, "gridgate/edge/edge-1/events", video_event(len(snapshot)))
     dash.wait_for_selector("#feed li[data-kind='illegal_parking'] img[src^='blob:']", timeout=5_000)

@@ -68,6 +68,30 @@ function arriveBody() {
   return h ? { position: { lat: h.lat, lon: h.lon, accuracy_m: h.acc } } : { note: t("no_position") };
 }
 
+// A phone camera's 12-48 MP picture is more than a fix needs and more than a street's signal
+// carries: pictures longer than PHOTO_MAX_SIDE or larger than PHOTO_KEEP_BYTES go as a JPEG of
+// PHOTO_MAX_SIDE pixels (turned upright). Anything the browser cannot decode goes as it is: the
+// gateway judges it.
+const PHOTO_MAX_SIDE = 2560;
+const PHOTO_KEEP_BYTES = 1.5 * 1024 * 1024;
+
+async function shrink(file) {
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
+  } catch {
+    return file;
+  }
+  const scale = Math.min(1, PHOTO_MAX_SIDE / Math.max(bitmap.width, bitmap.height));
+  if (scale === 1 && file.size <= PHOTO_KEEP_BYTES) return file;
+  const canvas = document.createElement("canvas");
+  canvas.width = Math.round(bitmap.width * scale);
+  canvas.height = Math.round(bitmap.height * scale);
+  canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+  const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.85));
+  return blob ? new File([blob], file.name.replace(/\.\w+$/, "") + ".jpg", { type: "image/jpeg" }) : file;
+}
+
 function resolveForm(ticket) {
   const files = el("input", {
     type: "file",
@@ -88,12 +112,15 @@ function resolveForm(ticket) {
           files.focus();
           return;
         }
-        const form = new FormData();
-        for (const f of files.files) form.append("photos", f, f.name);
-        form.append("note", note.value.trim());
-        form.append("resolve", "true");
         submit.disabled = true;
         try {
+          const form = new FormData();
+          for (const f of files.files) {
+            const small = await shrink(f);
+            form.append("photos", small, small.name);
+          }
+          form.append("note", note.value.trim());
+          form.append("resolve", "true");
           await postForm(`/api/v1/tickets/${ticket.id}/photos`, form);
           state.openForm = null;
           toast(t("done"), true);

@@ -24,6 +24,7 @@ TOKENS = {
     "worker-G2": {"role": "grid_worker", "grids": ["G2"]},
     "drainage": {"role": "team", "team": "drainage"},
     "ro": {"role": "read_only"},
+    "app": {"role": "reporter"},
 }
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x00" * 500
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 500
@@ -211,3 +212,15 @@ def test_pages_read_me_map_figures_and_my_tickets(gw: Gateway, api: httpx.Client
     assert "default-src 'self'" in policy and "connect-src 'self'" in policy
     assert api.get("/api/v1/cameras").status_code == 401
     assert api.get("/api/v1/cameras", headers=auth("ro")).json() == []
+
+
+def test_open311_media_url_keeps_the_citizens_own_picture(gw: Gateway, api: httpx.Client) -> None:
+    """A citizen's report names its picture; the worker's photo is the media_url only without one."""
+    report = {"service_code": "bin_overflow", "lat": "30.2201", "long": "120.1201", "description": "rubbish"}
+    own = report | {"media_url": "https://photos.example/1.jpg", "api_key": auth("app")["Authorization"][7:]}
+    r = api.post("/open311/v2/requests.json", data=own)
+    assert r.status_code == 201, r.text
+    rid = r.json()[0]["service_request_id"]
+    assert upload(api, "cc", rid, [("fix.jpg", JPEG)]).status_code == 201
+    [req] = api.get(f"/open311/v2/requests/{rid}.json", headers=auth("ro")).json()
+    assert req["media_url"] == "https://photos.example/1.jpg"

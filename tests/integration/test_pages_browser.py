@@ -191,7 +191,12 @@ def test_dashboard_and_grid_worker_pages(
 
     # the grid worker signs in on the phone page, then accepts, arrives and resolves with a photo
     phone_ctx = browser.new_context(
-        viewport=PHONE, is_mobile=True, has_touch=True, geolocation=NEAR_WG1, permissions=["geolocation"]
+        viewport=PHONE,
+        is_mobile=True,
+        has_touch=True,
+        locale="zh-CN",
+        geolocation=NEAR_WG1,
+        permissions=["geolocation"],
     )
     phone = phone_ctx.new_page()
     phone.goto(base + "/m/")
@@ -217,6 +222,7 @@ def test_dashboard_and_grid_worker_pages(
         ],
     )
     phone.fill(f"{card} textarea", "排水口已疏通")
+    assert phone.locator(f"{card} .photos img").count() == 2  # what will be sent, before it goes
     phone.screenshot(path=str(tmp_path / "worker-phone.png"), full_page=True)
     phone.click(f"{card} button[type=submit]")
     phone.wait_for_selector(card, state="detached", timeout=5_000)

@@ -100,6 +100,14 @@ function resolveForm(ticket) {
     capture: "environment",
     multiple: "",
   });
+  // what will be sent, seen before it goes (object URLs of the chosen files: nothing leaves yet)
+  const previews = el("div", { class: "photos" });
+  files.addEventListener("change", () => {
+    for (const img of previews.querySelectorAll("img")) URL.revokeObjectURL(img.src);
+    previews.replaceChildren(
+      ...[...files.files].map((f) => el("img", { src: URL.createObjectURL(f), alt: f.name })),
+    );
+  });
   const note = el("textarea", { name: "note", placeholder: t("note") });
   const submit = el("button", { type: "submit" }, t("submit"));
   return el(
@@ -109,7 +117,7 @@ function resolveForm(ticket) {
       onsubmit: async (e) => {
         e.preventDefault();
         if (!files.files.length) {
-          files.focus();
+          toast(t("take_photos"));
           return;
         }
         submit.disabled = true;
@@ -131,7 +139,8 @@ function resolveForm(ticket) {
         }
       },
     },
-    el("label", {}, t("photos"), files),
+    el("label", { class: "pick" }, t("take_photos"), files),
+    previews,
     note,
     submit,
   );

@@ -226,6 +226,11 @@ def test_dashboard_and_grid_worker_pages(
     phone.screenshot(path=str(tmp_path / "worker-phone.png"), full_page=True)
     phone.click(f"{card} button[type=submit]")
     phone.wait_for_selector(card, state="detached", timeout=5_000)
+    # no signal in the street: the installed page still opens (the service worker's copy)
+    phone_ctx.set_offline(True)
+    phone.reload()
+    phone.wait_for_selector("h1 >> text='网格员工单'", timeout=5_000)
+    phone_ctx.set_offline(False)
 
     detail = api.get(f"/api/v1/tickets/{ticket.id}").json()
     assert detail["ticket"]["status"] == "resolved"

@@ -1,13 +1,14 @@
 # Two commands on a fresh Debian/Ubuntu machine with Python 3.11:
 #   make demo   run everything on this machine (embedded broker, gateway, API, simulated street)
-#   make test   run the test suite (installs mosquitto, influxdb, victoria-metrics and postgresql when root)
+#   make test   run the test suite (installs mosquitto, influxdb, victoria-metrics, postgresql and chromium
+#               for the browser tests, when root)
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 DEBIAN_PACKAGES := mosquitto mosquitto-clients influxdb victoria-metrics postgresql \
   ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
-  gstreamer1.0-tools
+  gstreamer1.0-tools chromium fonts-noto-cjk
 PYTEST_ARGS ?=
 
 .PHONY: demo test lint bench-ingest bench-edge bench-detect soak-edge debian-packages clean

@@ -251,6 +251,17 @@ class EdgeIngest:
         mtime, path = max(found)
         return CameraFrame(path, path.parent.name, utc(mtime))
 
+    def camera_frames(self) -> list[CameraFrame]:
+        """The newest frame of every camera that sent one, by camera id."""
+        if not self.frames_dir.is_dir():
+            return []
+        newest: dict[str, tuple[float, Path]] = {}
+        for p in self.frames_dir.glob("*/*.jpg"):
+            mtime = p.stat().st_mtime
+            if p.stem not in newest or mtime > newest[p.stem][0]:
+                newest[p.stem] = (mtime, p)
+        return [CameraFrame(p, p.parent.name, utc(m)) for _, (m, p) in sorted(newest.items())]
+
     def evidence_path(self, edge_id: str, event_id: str, name: str) -> Path | None:
         if not all(SAFE_SEGMENT.match(s) for s in (edge_id, event_id, name)):
             return None

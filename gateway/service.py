@@ -287,6 +287,12 @@ class Gateway:
     def camera_frame(self, camera_id: str) -> CameraFrame | None:
         return self.edge.camera_frame(camera_id)
 
+    def camera_frames(self) -> list[CameraFrame]:
+        return self.edge.camera_frames()
+
+    def edge_offline(self, edge_id: str) -> bool:
+        return edge_id in self.edge.offline
+
     def _on_connect(self) -> None:
         self.metrics.mqtt_connects += 1
 

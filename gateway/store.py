@@ -200,6 +200,32 @@ class GatewayStore:
             rows = conn.scalars(q.limit(limit).offset(offset)).all()
         return [Event.model_validate(json.loads(r) if isinstance(r, str) else r) for r in rows]
 
+    def source_places(self, prefix: str) -> dict[str, tuple[float | None, float | None, int]]:
+        """source -> (lat, lon) of its latest event and how many of its events are active, for the
+        sources that start with `prefix` (`camera:`)."""
+        c = events.c
+        mine = c.source.startswith(prefix)
+        newest = (
+            select(c.source, func.max(c.started_at).label("at")).where(mine).group_by(c.source).subquery()
+        )
+        latest = select(c.source, c.body).join(
+            newest, (c.source == newest.c.source) & (c.started_at == newest.c.at)
+        )
+        active = select(c.source, func.count()).where(mine, c.state == "active").group_by(c.source)
+        out: dict[str, tuple[float | None, float | None, int]] = {}
+        with self.engine.connect() as conn:
+            counts = {source: int(n) for source, n in conn.execute(active)}
+            for source, body in conn.execute(latest):
+                where = (json.loads(body) if isinstance(body, str) else body).get("location") or {}
+                out[source] = (where.get("lat"), where.get("lon"), counts.get(source, 0))
+        return out
+
+    def kind_counts(self, since: datetime) -> dict[str, int]:
+        """event kind -> events that started at or after `since`."""
+        q = select(events.c.kind, func.count()).where(events.c.started_at >= since).group_by(events.c.kind)
+        with self.engine.connect() as conn:
+            return {kind: int(n) for kind, n in conn.execute(q)}
+
     def active_counts(self, column: str = "grid_id") -> dict[str, dict[str, int]]:
         """grid (or micro-grid) id -> event class (alarm, fault) -> events active now."""
         col = getattr(events.c, column)

@@ -192,6 +192,24 @@ class APIConfig(Strict):
     )
 
 
+class MapConfig(Strict):
+    """The dashboard's map: vector-only (grids, devices, cameras) unless a tile URL is given."""
+
+    datum: Literal["wgs84", "gcj02"] = Field(
+        "wgs84",
+        description="datum of the base map: gcj02 for AMap/Tencent-style Chinese tiles; devices, cameras "
+        "and grids.geojson are WGS-84 and are shifted on display to match",
+    )
+    tiles: str | None = Field(
+        None,
+        pattern=r"^(https?://|/)",
+        description="XYZ tile URL template ({z}/{x}/{y}), on the city's own tile server for an air-gapped "
+        "centre; none: the vector-only map",
+    )
+    tiles_attribution: str = Field("", max_length=300, description="shown in the map's corner")
+    tiles_max_zoom: int = Field(19, ge=1, le=24)
+
+
 Role = Literal["admin", "command_centre", "team", "grid_worker", "reporter", "read_only"]
 
 
@@ -308,6 +326,11 @@ class LimitsConfig(Strict):
     max_evidence_bytes: int = Field(
         5 * 1024 * 1024, ge=1024, description="largest JPEG snapshot an edge box may send"
     )
+    max_photo_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="largest photo a person may attach to a ticket"
+    )
+    max_photos_per_upload: int = Field(4, ge=1, le=32, description="photos in one upload")
+    max_photos_per_ticket: int = Field(20, ge=1, le=500, description="photos one ticket may hold in all")
 
 
 class WebhookConfig(Strict):
@@ -465,6 +488,7 @@ class GatewayConfig(EnvFirstSettings):
     tickets: TicketsConfig = TicketsConfig()
     auth: AuthConfig = AuthConfig()
     open311: Open311Config = Open311Config()
+    map: MapConfig = MapConfig()
 
     @model_validator(mode="after")
     def _no_open_api_on_the_network(self) -> GatewayConfig:

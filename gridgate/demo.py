@@ -110,6 +110,7 @@ class Demo:
         return "\n".join(
             [
                 f"gridgate demo: {len(self.simulator.devices)} simulated devices on mqtt://127.0.0.1:{self.broker.port}",
+                f"  dashboard                  {api}/   (grid worker's phone page: {api}/m/)",
                 f"  devices and their alarms   {api}/api/v1/devices?alarming=true",
                 f"  events                     {api}/api/v1/events?state=active",
                 f"  health / metrics           {api}/healthz  {api}/metrics",

@@ -1,9 +1,11 @@
 """The gateway's HTTP API (FastAPI): one router per resource, its models beside it.
 
-`ops` (health, metrics: unauthenticated), `devices`, `events`, `cameras`, `tickets`, `grids`, `reports`,
-`stream` (WebSocket) and `open311` (GeoReport v2). `auth` holds the bearer tokens and roles,
-`errors` the one error body (and Open311's), `body` the per-route body limits checked after
-authentication, `params` the bounded query types (limit, offset, ISO 8601 times).
+`ops` (health, metrics: unauthenticated), `devices`, `events`, `cameras`, `tickets` (with their
+photos), `grids`, `reports`, `dashboard` (what the pages read: me, map, figures), `stream`
+(WebSocket) and `open311` (GeoReport v2); `pages` serves the dashboard (`/`) and the grid
+worker's page (`/m/`). `auth` holds the bearer tokens and roles, `errors` the one error body (and
+Open311's), `body` the per-route body limits checked after authentication, `params` the bounded
+query types (limit, offset, ISO 8601 times).
 """
 
 from __future__ import annotations
@@ -14,7 +16,20 @@ from typing import Protocol
 from fastapi import FastAPI
 
 import gridgate
-from gateway.api import cameras, devices, errors, events, grids, open311, ops, reports, stream, tickets
+from gateway.api import (
+    cameras,
+    dashboard,
+    devices,
+    errors,
+    events,
+    grids,
+    open311,
+    ops,
+    pages,
+    reports,
+    stream,
+    tickets,
+)
 from gateway.api.auth import Authenticator
 from gateway.api.body import BodyLimit
 from gateway.api.devices import DeviceOut
@@ -53,6 +68,12 @@ class GatewayView(Protocol):
 
     def camera_frame(self, camera_id: str) -> CameraFrame | None: ...
 
+    def camera_frames(self) -> list[CameraFrame]: ...
+
+    def edge_offline(self, edge_id: str) -> bool:
+        """Its Last Will said offline (and it has not come back)."""
+        ...
+
     def report_event(self, event: Event) -> Outcome | None:
         """An event from outside the broker (an Open311 report): stored, streamed, ticketed now."""
         ...
@@ -69,10 +90,13 @@ def create_app(view: GatewayView) -> FastAPI:
         "and a body is only read once its bearer token is valid (401).",
     )
     app.state.auth = view.auth
-    for module in (ops, devices, events, cameras, tickets, grids, reports, stream):
+    for module in (ops, devices, events, cameras, tickets, grids, reports, dashboard, stream):
         app.include_router(module.router(view))
     if view.cfg.open311.enabled:
         app.include_router(open311.router(view))
+    # the pages last: `/` (the command centre) and `/m/` (the grid worker's phone), static files only
+    app.mount("/", pages.Pages(view.cfg.map.tiles), name="pages")
     errors.install(app)
-    app.add_middleware(BodyLimit, auth=view.auth)
+    lim = view.cfg.limits
+    app.add_middleware(BodyLimit, auth=view.auth, photos_max=lim.max_photo_bytes * lim.max_photos_per_upload)
     return app

@@ -13,6 +13,8 @@ An ASGI middleware in front of the whole app:
 
 from __future__ import annotations
 
+import re
+
 from fastapi import HTTPException, Request, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -24,12 +26,16 @@ KIB = 1024
 OPEN311_REPORT_MAX = 64 * KIB  # a form with a 4,000-character description, URL-encoded CJK
 TICKET_ACTION_MAX = 32 * KIB  # {"note": 4,000 characters, "by": ...} as UTF-8 JSON
 DEFAULT_MAX = 16 * KIB  # every other route takes no body worth the name
+MULTIPART_OVERHEAD = 64 * KIB  # part headers, the note and the flags around the photos
+PHOTOS_ROUTE = re.compile(r"^/api/v1/tickets/[^/]+/photos$")
 
 
-def body_limit(path: str) -> int:
-    """The most bytes of body a route accepts."""
+def body_limit(path: str, photos_max: int = 0) -> int:
+    """The most bytes of body a route accepts (`photos_max`: the photo upload's, from the limits)."""
     if path.startswith(f"{open311.PREFIX}/requests."):
         return OPEN311_REPORT_MAX
+    if PHOTOS_ROUTE.match(path):
+        return photos_max + MULTIPART_OVERHEAD
     if path.startswith("/api/v1/tickets/"):
         return TICKET_ACTION_MAX
     return DEFAULT_MAX
@@ -43,9 +49,10 @@ def too_large(method: str, path: str, size: str, limit: int) -> str:
 class BodyLimit:
     """The middleware (see the module's docstring)."""
 
-    def __init__(self, app: ASGIApp, auth: Authenticator) -> None:
+    def __init__(self, app: ASGIApp, auth: Authenticator, photos_max: int = 0) -> None:
         self.app = app
         self.auth = auth
+        self.photos_max = photos_max
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -59,7 +66,7 @@ class BodyLimit:
             if refusal is not None:
                 await refusal(scope, receive, send)
                 return
-        limit = body_limit(path)
+        limit = body_limit(path, self.photos_max)
         if declared is not None:
             if not declared.isdigit():
                 bad = error_response(path, 400, f"Content-Length {declared!r} is not a number of bytes")

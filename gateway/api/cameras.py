@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, Literal
 
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
 
 from gateway.api.auth import Reader
 from gateway.api.errors import responses
@@ -14,8 +16,53 @@ if TYPE_CHECKING:
     from gateway.api import GatewayView
 
 
+FRAME_STALE_S = 120.0  # a frame older than this: the box analyses the camera no more (or sends none)
+
+
+class CameraOut(BaseModel):
+    id: str
+    edge_id: str = Field(description="the edge box that sent its latest frame")
+    last_frame_at: datetime
+    frame_age_s: float
+    edge_online: bool = Field(description="false once the box's Last Will said offline")
+    state: Literal["ok", "stale", "offline"] = Field(
+        description=f"offline: its box is offline; stale: no frame for {FRAME_STALE_S:.0f} s; else ok"
+    )
+    lat: float | None = Field(None, description="where its latest event was (its zone), if any")
+    lon: float | None = None
+    active_alarms: int = Field(0, description="its video events active now")
+    frame_url: str
+
+
 def router(view: GatewayView) -> APIRouter:
     r = APIRouter(prefix="/api/v1/cameras", tags=["cameras"], responses=responses(401, 422))
+
+    @r.get("", response_model=list[CameraOut])
+    def cameras(_who: Reader) -> list[CameraOut]:
+        """Every camera that sent a frame, with its health and where its events happen."""
+        now = view.clock.now()
+        places = view.store.source_places("camera:")
+        out = []
+        for f in view.camera_frames():
+            camera_id = f.path.stem
+            lat, lon, active = places.get(f"camera:{camera_id}", (None, None, 0))
+            age = max(0.0, now - f.received_at.timestamp())
+            online = not view.edge_offline(f.edge_id)
+            out.append(
+                CameraOut(
+                    id=camera_id,
+                    edge_id=f.edge_id,
+                    last_frame_at=f.received_at,
+                    frame_age_s=round(age, 1),
+                    edge_online=online,
+                    state="offline" if not online else ("stale" if age > FRAME_STALE_S else "ok"),
+                    lat=lat,
+                    lon=lon,
+                    active_alarms=active,
+                    frame_url=f"/api/v1/cameras/{camera_id}/frame",
+                )
+            )
+        return out
 
     @r.get(
         "/{camera_id}/frame",

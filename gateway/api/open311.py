@@ -294,8 +294,9 @@ class Catalogue:
         }
 
 
-def citizen_details(view: GatewayView, ticket_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """Per ticket, what the first citizen report on it said (address, media...), in one query."""
+def citizen_details(view: GatewayView, ticket_ids: list[str], base_url: str) -> dict[str, dict[str, Any]]:
+    """Per ticket, what the first citizen report on it said (address, media...), in one query;
+    `media_url` is the citizen's own, else the first photo attached to the ticket (under `base_url`)."""
     if not ticket_ids or view.tickets is None:
         return {}
     c = ticket_events.c
@@ -309,6 +310,10 @@ def citizen_details(view: GatewayView, ticket_ids: list[str]) -> dict[str, dict[
         for tid, evidence in conn.execute(q):
             ev = orjson.loads(evidence) if isinstance(evidence, str | bytes) else evidence
             out.setdefault(tid, (ev or {}).get("open311", {}))
+    for tid, photos in view.tickets.store.photos(ticket_ids).items():
+        found = out.setdefault(tid, {})
+        if not found.get("media_url"):
+            out[tid] = found | {"media_url": base_url.rstrip("/") + photos[0].url}
     return out
 
 
@@ -427,7 +432,7 @@ def router(view: GatewayView) -> APIRouter:
             found = [t for t in found if not t.is_fault]
             found.sort(key=lambda t: (t.created_at, t.id), reverse=True)
             found = found[: cfg.max_requests]
-        details = citizen_details(view, [t.id for t in found])
+        details = citizen_details(view, [t.id for t in found], str(request.base_url))
         return render(fmt, "service_requests", "request", [cat.request(t, details.get(t.id)) for t in found])
 
     @r.get(
@@ -442,7 +447,7 @@ def router(view: GatewayView) -> APIRouter:
         t = view.tickets.store.get(request_id)
         if t is None or t.is_fault:
             raise Open311Error(404, f"service_request_id {request_id!r} not found")
-        details = citizen_details(view, [t.id])
+        details = citizen_details(view, [t.id], str(request.base_url))
         return render(fmt, "service_requests", "request", [cat.request(t, details.get(t.id))])
 
     @r.get(

@@ -602,11 +602,13 @@ class TicketDesk:
         assignee: str | None = None,
         team: str | None = None,
         resolution: Resolution | str | None = None,
+        detail: dict[str, object] | None = None,
     ) -> tuple[Ticket, Outcome]:
         """Do an action for a person; raises IllegalTransition, TicketNotFound or TicketError.
 
         `resolution` (resolve, close, cancel only) says why it ended; `false_alarm` sends the
         ticket's event ids with the change, so the edge boxes mark those frames as negatives.
+        `detail` goes into the audit entry as it is (the phone's position, the photos' names).
         """
         action = Action(action)
         resolution = Resolution(resolution) if resolution is not None else None
@@ -629,6 +631,7 @@ class TicketDesk:
                     self._reopen(t, now, actor, note or "reopened by hand", "reopen", b)
                 else:
                     entry = self._move(t, to, actor, now, note, b)
+                    entry.detail.update(detail or {})
                     pending = _Pending(
                         ChangeKind.updated, t.id, now, action.value, self._target(t), frm, to, [entry]
                     )
@@ -666,7 +669,7 @@ class TicketDesk:
                 if not note.strip():
                     raise TicketError(f"ticket {t.id}: a comment needs a note")
                 t.updated_at = now
-                self._audit(b, t, now, actor, AuditAction.comment, None, None, note)
+                self._audit(b, t, now, actor, AuditAction.comment, None, None, note, detail)
                 b.pending.append(_Pending(ChangeKind.updated, t.id, now, "comment", self._target(t)))
             out = self._commit(b, now)
             return t.clone(), out

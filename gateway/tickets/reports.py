@@ -253,3 +253,70 @@ def breached_open(store: TicketStore, column: str = "grid_id") -> dict[str, int]
     )
     with store.engine.connect() as conn:
         return {key: int(n) for key, n in conn.execute(q) if key is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class FigureRow:
+    """The columns of one ticket that the headline figures need (epoch seconds)."""
+
+    status: str
+    cycle_started_at: float
+    accepted_at: float | None
+    resolved_at: float | None
+    resolve_by: float
+    closed_at: float | None
+    reopen_count: int
+    team: str = ""
+
+
+def figure_rows(store: TicketStore, since: float, until: float) -> list[FigureRow]:
+    c = tickets.c
+    q = select(
+        c.status,
+        c.cycle_started_at,
+        c.accepted_at,
+        c.resolved_at,
+        c.resolve_by,
+        c.closed_at,
+        c.reopen_count,
+        c.team,
+    ).where(and_(c.created_at >= since, c.created_at < until, c.is_fault.is_(False)))
+    with store.engine.connect() as conn:
+        return [FigureRow(*row) for row in conn.execute(q)]
+
+
+def headline(rows: Sequence[FigureRow]) -> dict[str, Any]:
+    """The rates Chinese centres publish, over the street tickets created in a window.
+
+    应结案 (due): every ticket not cancelled; 结案率: closed (verified) / due; 按期结案率: closed
+    and resolved by its resolve deadline / due; 返工率 (reopen rate): reopened at least once / those
+    ever resolved; median time to accept: from the (last) cycle start to acceptance.
+    """
+    due = [r for r in rows if r.status != TicketStatus.cancelled.value]
+    closed = [r for r in due if r.status == TicketStatus.closed.value]
+    on_time = [r for r in closed if r.resolved_at is not None and r.resolved_at <= r.resolve_by]
+    ever_resolved = [r for r in due if r.resolved_at is not None or r.reopen_count > 0]
+    reworked = [r for r in ever_resolved if r.reopen_count > 0]
+    accept_s = [r.accepted_at - r.cycle_started_at for r in rows if r.accepted_at is not None]
+
+    def pct(n: int, d: int) -> float | None:
+        return round(100.0 * n / d, 1) if d else None
+
+    return {
+        "due": len(due),
+        "closed": len(closed),
+        "closed_on_time": len(on_time),
+        "closure_rate_pct": pct(len(closed), len(due)),
+        "on_time_closure_rate_pct": pct(len(on_time), len(due)),
+        "reopen_rate_pct": pct(len(reworked), len(ever_resolved)),
+        "median_accept_s": percentile(accept_s, 50),
+    }
+
+
+def unit_ranking(rows: Sequence[FigureRow]) -> list[dict[str, Any]]:
+    """The headline figures per team (the units a centre ranks), best on-time closure first."""
+    by_team: dict[str, list[FigureRow]] = defaultdict(list)
+    for r in rows:
+        by_team[r.team].append(r)
+    out = [{"team": team} | headline(group) for team, group in by_team.items()]
+    return sorted(out, key=lambda u: (-(u["on_time_closure_rate_pct"] or 0.0), -u["due"], u["team"]))

@@ -355,6 +355,7 @@ class TicketService:
         assignee: str | None = None,
         team: str | None = None,
         resolution: Resolution | str | None = None,
+        detail: dict[str, object] | None = None,
     ) -> Ticket:
         """Do `action` as `actor`; notifies; raises IllegalTransition, TicketNotFound, TicketError."""
         now = self.clock.now()
@@ -367,6 +368,7 @@ class TicketService:
             assignee=assignee,
             team=team,
             resolution=resolution,
+            detail=detail,
         )
         self._dispatch(out, now)
         return ticket

@@ -35,6 +35,7 @@ from sqlalchemy.engine import Connection, RowMapping
 
 from gateway.store import make_engine
 from gateway.tickets.models import AuditEntry, CitizenContact, Ticket, TicketEvent
+from gateway.tickets.photos import TicketPhoto, photo_url
 from gateway.tickets.states import ENDED, OPEN, TicketError, TicketStatus
 
 metadata = MetaData()
@@ -143,6 +144,20 @@ citizen_reports = Table(
     Column("filed_at", Float, nullable=False),
     Column("filed_by", String(128), nullable=False),
     Column("contact", JSON, nullable=False),
+)
+
+# photos people attached (gateway/tickets/photos.py); the bytes are files under data_dir/photos/
+ticket_photos = Table(
+    "ticket_photos",
+    metadata,
+    Column("ticket_id", String(32), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("content_type", String(32), nullable=False),
+    Column("bytes", Integer, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("filename", String(200), nullable=False),
 )
 
 _TICKET_FIELDS = [c.name for c in tickets.columns if c.name not in ("group_name", "breach_count")]
@@ -409,6 +424,31 @@ class TicketStore:
                 )
                 for row in conn.execute(q).mappings()
             ]
+
+    def add_photos(self, photos: Sequence[TicketPhoto]) -> None:
+        if photos:
+            with self.engine.begin() as conn:
+                conn.execute(ticket_photos.insert(), [p.model_dump(exclude={"url"}) for p in photos])
+
+    def remove_photos(self, ticket_id: str, names: Iterable[str]) -> None:
+        c = ticket_photos.c
+        with self.engine.begin() as conn:
+            conn.execute(ticket_photos.delete().where(c.ticket_id == ticket_id, c.name.in_(list(names))))
+
+    def photos(self, ticket_ids: Iterable[str]) -> dict[str, list[TicketPhoto]]:
+        """ticket id -> its photos, oldest first."""
+        ids = list(ticket_ids)
+        if not ids:
+            return {}
+        c = ticket_photos.c
+        q = select(ticket_photos).where(c.ticket_id.in_(ids)).order_by(c.at, c.name)
+        out: dict[str, list[TicketPhoto]] = {}
+        with self.engine.connect() as conn:
+            for row in conn.execute(q).mappings():
+                out.setdefault(row["ticket_id"], []).append(
+                    TicketPhoto(**row, url=photo_url(row["ticket_id"], row["name"]))
+                )
+        return out
 
     def event_counts(self, ticket_ids: Iterable[str]) -> dict[str, int]:
         """Stored event rows per ticket (evidence kept; `Ticket.count` counts every event)."""

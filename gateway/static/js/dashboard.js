@@ -1,6 +1,7 @@
 // The command centre's screen: map, live alerts, ticket board, cameras, devices, figures and
 // recurring problems. It only calls the API, with the signed-in token.
 
+import { $, el, toast } from "./dom.js";
 import { ApiError, get, imageUrl, openStream, post } from "./api.js";
 import { toMapDatum } from "./datum.js";
 import { applyI18n, duration, lang, t, toggleLang } from "./i18n.js";
@@ -14,7 +15,6 @@ const CAMERA_TILES = 24;
 const FEED_BACKLOG_S = 15 * 60; // a reloaded screen starts with the last quarter hour
 const BEHIND_S = 5; // an alert older than this when it arrives: the feed is behind
 const BEHIND_SHOWN_MS = 15000; // how long a gap stays on screen
-const $ = (id) => document.getElementById(id);
 
 const state = {
   me: null,
@@ -25,25 +25,6 @@ const state = {
   cameraLayer: null,
   tickets: [],
 };
-
-function el(tag, attrs = {}, ...children) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "class") e.className = v;
-    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
-    else e.setAttribute(k, v);
-  }
-  for (const c of children) if (c !== null && c !== undefined) e.append(c);
-  return e;
-}
-
-function toast(text, ok = false) {
-  const box = $("toast");
-  box.textContent = text;
-  box.classList.toggle("ok", ok);
-  box.classList.add("show");
-  setTimeout(() => box.classList.remove("show"), 6000);
-}
 
 function localMidnight() {
   const d = new Date();

@@ -2,13 +2,14 @@
 // the cached copy when the street has no signal). API calls are never cached: tickets, actions
 // and photos always go to the gateway.
 
-const CACHE = "gridgate-m-v1";
+const CACHE = "gridgate-m-v2";
 const SHELL = [
   "/m/",
   "/m/worker.js",
   "/m/manifest.webmanifest",
   "/m/icon-192.png",
   "/js/api.js",
+  "/js/dom.js",
   "/js/i18n.js",
   "/js/sla.js",
   "/js/signin.js",

@@ -1,32 +1,13 @@
 // The grid worker's phone: my tickets nearest first with the SLA clock; accept, arrive (with the
 // phone's position), resolve with photos and a note. Every action goes through the API.
 
+import { $, el, toast } from "/js/dom.js";
 import { ApiError, openStream, post, postForm, get } from "/js/api.js";
 import { applyI18n, duration, t, toggleLang } from "/js/i18n.js";
 import { bySla, slaClock } from "/js/sla.js";
 import { signIn, signOut } from "/js/signin.js";
 
-const $ = (id) => document.getElementById(id);
 const state = { me: null, tickets: [], here: null, openForm: null };
-
-function el(tag, attrs = {}, ...children) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "class") e.className = v;
-    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
-    else e.setAttribute(k, v);
-  }
-  for (const c of children) if (c !== null && c !== undefined) e.append(c);
-  return e;
-}
-
-function toast(text, ok = false) {
-  const box = $("toast");
-  box.textContent = text;
-  box.classList.toggle("ok", ok);
-  box.classList.add("show");
-  setTimeout(() => box.classList.remove("show"), 6000);
-}
 
 function metres(a, b) {
   const rad = Math.PI / 180;

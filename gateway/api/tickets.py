@@ -124,6 +124,17 @@ def actor_of(who: Principal, body: ActionRequest) -> str:
     return f"{body.by}@{who.name}" if body.by else who.name
 
 
+def _check_permitted(svc: TicketService, who: Principal, ticket_id: str, action: Action) -> None:
+    """Refuse unless the ticket exists (404) and `who` may take `action` on it (403)."""
+    try:
+        ticket = svc.get(ticket_id)
+    except TicketNotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+    refusal = who.refuse_action(ticket, action)
+    if refusal is not None:
+        raise HTTPException(403, refusal)
+
+
 def act(
     svc: TicketService,
     who: Principal,
@@ -134,13 +145,7 @@ def act(
     **kw: str | None,
 ) -> Ticket:
     """Check scope, then act; errors become 403/404/409/422 with the desk's own message."""
-    try:
-        ticket = svc.get(ticket_id)
-    except TicketNotFound as exc:
-        raise HTTPException(404, str(exc)) from exc
-    refusal = who.refuse_action(ticket, action)
-    if refusal is not None:
-        raise HTTPException(403, refusal)
+    _check_permitted(svc, who, ticket_id, action)
     try:
         detail = (detail or {}) | ({"position": body.position.model_dump()} if body.position else {})
         return svc.act(
@@ -288,13 +293,7 @@ def router(view: GatewayView) -> APIRouter:
         ticket and its photos as they were."""
         svc = service_of(view)
         action = Action.resolve if resolve else Action.comment
-        try:
-            ticket = svc.get(ticket_id)
-        except TicketNotFound as exc:
-            raise HTTPException(404, str(exc)) from exc
-        refusal = who.refuse_action(ticket, action)
-        if refusal is not None:
-            raise HTTPException(403, refusal)
+        _check_permitted(svc, who, ticket_id, action)
         already = len(svc.store.photos([ticket_id]).get(ticket_id, []))
         parts = [(f.filename or "photo", f.file.read(limits.max_bytes + 1)) for f in photos or []]
         try:

@@ -224,8 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         path = save_thresholds(
             a.weights, thr,
             {"calibrated_on": f"detectors.scene3d.EVAL seed {a.calib_seed}, {a.calib_frames} frames",
-             "rule": f"per label: the lowest threshold with at most {FP_TARGET}/4 false detections per "
-                     "negative frame and precision >= 0.75 over all frames"},
+             "rule": f"the most recall for at most {FP_TARGET} false detections per negative frame, all "
+                     "labels together, each label's precision >= 0.75 over all frames"},
         )  # fmt: skip
         print(f"calibrated thresholds {thr} -> {path}")
     models = {"new": Model("new", a.weights, load_thresholds(a.weights) or dict(DEFAULT_MIN_SCORE))}

@@ -8,6 +8,7 @@ of figures into the per-label thresholds written beside the shipped weights.
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -119,31 +120,65 @@ def tally(
     return dict(out)
 
 
+@dataclass(frozen=True)
+class Operating:
+    """One label at one threshold: how much it finds and what it costs."""
+
+    recall: float
+    precision: float
+    false_per_negative_frame: float
+
+
+def operating_points(
+    results: Sequence[FrameResult], label: str, grid: Sequence[float] = THRESHOLD_GRID
+) -> dict[float, Operating]:
+    negatives = max(1, sum(r.negative for r in results))
+    out = {}
+    for t in grid:
+        tl = tally(results, {label: t})["all"]
+        fp, hits = tl.false[label], tl.hits[label]
+        neg_fp = sum(1 for r in results if r.negative for lb, s in r.false_scores if lb == label and s >= t)
+        out[t] = Operating(
+            tl.recall(label) or 0.0, hits / (hits + fp) if hits + fp else 1.0, neg_fp / negatives
+        )
+    return out
+
+
 def calibrate(
     results: Sequence[FrameResult], fp_per_frame: float = 0.05, min_precision: float = 0.75,
     grid: Sequence[float] = THRESHOLD_GRID, labels: Sequence[str] = LABELS,
 ) -> dict[str, float]:  # fmt: skip
-    """Per label, the lowest threshold whose false detections on negative frames (nothing there)
-    stay within its share of `fp_per_frame` and whose precision over all frames is at least
-    `min_precision`: the most recall a false-alarm budget allows."""
-    budget = fp_per_frame / len(labels)
-    out: dict[str, float] = {}
-    for label in labels:
-        chosen = grid[-1]
-        for t in grid:
-            tl = tally(results, {label: t})["all"] if results else Tally()
-            fp = tl.false[label]
-            hits = tl.hits[label]
-            neg_fp = sum(
-                1 for r in results if r.negative for lb, s in r.false_scores if lb == label and s >= t
-            )
-            negatives = max(1, sum(r.negative for r in results))
-            precision = hits / (hits + fp) if hits + fp else 1.0
-            if neg_fp / negatives <= budget and precision >= min_precision:
-                chosen = t
-                break
-        out[label] = chosen
-    return out
+    """Per-label thresholds that find the most within one false-alarm budget: together, the labels'
+    false detections on negative frames (nothing there) stay within `fp_per_frame`, and each
+    label's precision over all frames is at least `min_precision`.
+
+    Greedy: every label starts at the top of the grid; the step down that buys the most relative
+    recall per false detection is taken while the budget lasts."""
+    grid = sorted(grid, reverse=True)
+    points = {lb: operating_points(results, lb, grid) for lb in labels}
+    at = dict.fromkeys(labels, 0)  # index into grid
+    spent = sum(points[lb][grid[0]].false_per_negative_frame for lb in labels)
+    while True:
+        best: tuple[float, str, int] | None = None
+        for lb in labels:
+            now = points[lb][grid[at[lb]]]
+            for k in range(at[lb] + 1, len(grid)):  # any step down, not only the next: no myopia
+                nxt = points[lb][grid[k]]
+                cost = nxt.false_per_negative_frame - now.false_per_negative_frame
+                if nxt.precision < min_precision or spent + cost > fp_per_frame + 1e-12:
+                    continue
+                # relative recall: a label that finds little gains as much as one that finds a lot
+                gain = (math.log(nxt.recall + 0.01) - math.log(now.recall + 0.01)) / max(cost, 1e-3)
+                if gain > 0 and (best is None or gain > best[0]):
+                    best = (gain, lb, k)
+        if best is None:
+            break
+        _, lb, k = best
+        spent += (
+            points[lb][grid[k]].false_per_negative_frame - points[lb][grid[at[lb]]].false_per_negative_frame
+        )
+        at[lb] = k
+    return {lb: grid[at[lb]] for lb in labels}
 
 
 def thresholds_path(weights: Path) -> Path:

@@ -95,7 +95,7 @@ def test_pole_camera_at_dusk_over_rtsp_raises_one_of_each_and_ends_them(
         assert all(e.state == "cleared" for e in events), seen  # each ended when its situation did
         missing = sorted(set(KINDS) - set(kinds()))
         if missing:
-            # the shipped model, trained 69 min on a CPU, misses dusk water and garbage from 7.5 m
+            # the shipped model, trained 69 min on a CPU, misses garbage (at times water) at dusk from 7.5 m
             # (detectors/weights/MODEL_CARD.md): a known shortfall, reported, not hidden
             pytest.xfail(f"the shipped model raised no {missing} on the pole camera at dusk")
     finally:

@@ -12,7 +12,7 @@ devices:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,40 @@ class Profile(_Strict):
     stuck_fields: list[str] | None = Field(
         None, description="readings watched for a stuck sensor; [] turns the check off"
     )
+    field_map: dict[str, FieldMapping | str] = Field(
+        default_factory=dict,
+        description="a platform's decoded property name -> the gridgate field (or {field, scale, "
+        "offset}), for CTWing object models, OneNET properties, ChirpStack `object` and TTS "
+        "`decoded_payload`; names already gridgate's need no entry",
+    )
+
+    def to_native(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """A platform's decoded properties as native JSON readings: mapped names, scaled numbers.
+
+        Names without an entry are kept as they are (gridgate's own names pass; others are dropped
+        later as undeclared and counted). The values are checked by `devices.codecs.decode` after.
+        """
+        out: dict[str, Any] = {}
+        for name, value in obj.items():
+            m = self.field_map.get(name)
+            if m is None:
+                out.setdefault(name, value)
+                continue
+            if isinstance(m, str):
+                out[m] = value
+                continue
+            if type(value) in (int, float) and (m.scale != 1.0 or m.offset != 0.0):
+                value = value * m.scale + m.offset  # anything else is left for decode to reject
+            out[m.field] = value
+        return out
+
+
+class FieldMapping(_Strict):
+    """How one field of a platform's decoded object becomes a gridgate reading."""
+
+    field: str = Field(description="the gridgate field it becomes, e.g. water_level_cm")
+    scale: float = Field(1.0, description="multiply the platform's value by this (e.g. 0.1 for mm to cm)")
+    offset: float = Field(0.0, description="then add this")
 
 
 class DevicesFile(_Strict):
@@ -151,6 +185,7 @@ def _problems(devices: list[Device], profiles: dict[str, Profile]) -> list[str]:
                     problems.append(f"profiles.{name}.rules.{rule.kind}: {why}")
     known_codecs = codec_names()
     seen: dict[str, int] = {}
+    aliases: dict[tuple[str, str], int] = {}
     for i, dev in enumerate(devices):
         if dev.id in seen:
             problems.append(
@@ -170,11 +205,32 @@ def _problems(devices: list[Device], profiles: dict[str, Profile]) -> list[str]:
                 f"devices[{i}].profile: unknown profile {dev.profile!r} "
                 f"(define it under profiles: or use one of: {choices})"
             )
+        for scheme in ALIASES:
+            key = alias_key(scheme, getattr(dev, scheme))
+            if key is None:
+                continue
+            first = aliases.setdefault(key, i)
+            if first != i:
+                problems.append(
+                    f"devices[{i}].{scheme}: {getattr(dev, scheme)!r} is already devices[{first}]'s; "
+                    "a platform id names one device"
+                )
         if dev.codec not in known_codecs:
             problems.append(
                 f"devices[{i}].codec: unknown codec {dev.codec!r} (use one of: {', '.join(known_codecs)})"
             )
     return list(dict.fromkeys(problems))  # a profile shared by types would repeat a problem
+
+
+# the device fields a platform message names a device by (docs/platforms.md)
+ALIASES = ("imei", "ctwing_device_id", "onenet_device", "dev_eui", "lorawan_device_id")
+
+
+def alias_key(scheme: str, value: str | None) -> tuple[str, str] | None:
+    """The lookup key of a platform id (DevEUIs compare without case)."""
+    if value is None:
+        return None
+    return scheme, value.lower() if scheme == "dev_eui" else value
 
 
 class DeviceRegistry:
@@ -193,6 +249,12 @@ class DeviceRegistry:
         if problems:
             raise ConfigError(source, problems)
         self._devices: dict[str, Device] = {d.id: d for d in devs}
+        self._aliases: dict[tuple[str, str], Device] = {}
+        for d in devs:
+            for scheme in ALIASES:
+                key = alias_key(scheme, getattr(d, scheme))
+                if key is not None:
+                    self._aliases[key] = d
         self._rules: dict[tuple[DeviceType, str | None], RuleSet] = {}
 
     @classmethod
@@ -207,6 +269,14 @@ class DeviceRegistry:
 
     def get(self, device_id: str) -> Device | None:
         return self._devices.get(device_id)
+
+    def lookup(self, scheme: str, value: str) -> Device | None:
+        """The device a platform names `value` under `scheme` (one of ALIASES), e.g. ("imei", "8625...")."""
+        key = alias_key(scheme, value)
+        return self._aliases.get(key) if key is not None else None
+
+    def profile_of(self, device: Device) -> Profile | None:
+        return self.profiles.get(device.profile) if device.profile else None
 
     def __len__(self) -> int:
         return len(self._devices)

@@ -135,6 +135,32 @@ class Device(BaseModel):
     maintenance_team: str | None = Field(None, description="team that receives this device's faults")
     name: str | None = Field(None, description="human name shown on tickets")
     address: str | None = Field(None, description="street address shown on tickets")
+    # how an operator platform or LoRaWAN network server names the device (docs/platforms.md)
+    imei: str | None = Field(
+        None, pattern=r"^[0-9]{14,16}$", description="NB-IoT module IMEI (CTWing `IMEI`, OneNET `imei`)"
+    )
+    ctwing_device_id: str | None = Field(
+        None, min_length=1, max_length=64, description="CTWing's `deviceId` for this device"
+    )
+    onenet_device: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="OneNET's `deviceName`, or its numeric `deviceId` / `dev_id` written as a string",
+    )
+    dev_eui: str | None = Field(
+        None, pattern=r"^[0-9A-Fa-f]{16}$", description="LoRaWAN DevEUI, 16 hex digits (any case)"
+    )
+    lorawan_device_id: str | None = Field(
+        None, min_length=1, max_length=64, description="The Things Stack end device id (`device_id`)"
+    )
+    behind: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="the edge box or LoRa gateway this device reaches the gateway through: while "
+        "that is offline, this device's own offline fault is muted (shown as suppressed)",
+    )
 
     @property
     def location(self) -> Location:

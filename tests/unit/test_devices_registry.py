@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from devices.registry import DeviceRegistry, load_registry
+from devices.registry import DeviceRegistry, Profile, load_registry
 from devices.types import Device, DeviceType
 from gridgate.config import ConfigError
 from gridgate.models import Severity
@@ -159,3 +159,37 @@ def test_from_devices() -> None:
     assert reg.rules_for(devices[0]).alarms[0].raise_at == 10
     with pytest.raises(ConfigError, match=r"devices\[0\].profile"):
         DeviceRegistry.from_devices(devices)
+
+
+def test_platform_ids_find_their_device_and_are_unique() -> None:
+    a = Device(
+        id="MH-1", type="manhole", lat=30.2, lon=120.1, imei="862592051651472", dev_eui="70B3D57ED0000001"
+    )
+    b = Device(
+        id="BIN-1", type="bin", lat=30.2, lon=120.1, ctwing_device_id="40edca19b0124480864366de4621de99"
+    )
+    reg = DeviceRegistry.from_devices([a, b])
+    assert reg.lookup("dev_eui", "70b3d57ed0000001") is a  # DevEUIs compare without case
+    assert reg.lookup("imei", "862592051651472") is a
+    assert reg.lookup("ctwing_device_id", "40edca19b0124480864366de4621de99") is b
+    assert reg.lookup("imei", "000000000000000") is None
+    twin = Device(id="MH-2", type="manhole", lat=30.2, lon=120.1, dev_eui="70b3d57ed0000001")
+    with pytest.raises(ConfigError, match=r"devices\[2\]\.dev_eui: .* already devices\[0\]'s"):
+        DeviceRegistry.from_devices([a, b, twin])
+
+
+def test_field_map_renames_and_scales_platform_properties() -> None:
+    p = Profile.model_validate(
+        {
+            "field_map": {
+                "liquid_level": {"field": "water_level_cm", "scale": 0.1},
+                "Battery_Level": "battery_pct",
+            }
+        }
+    )
+    got = p.to_native({"liquid_level": 402, "Battery_Level": 100, "tilt_deg": 3.5, "odd": "x"})
+    assert got == {"water_level_cm": pytest.approx(40.2), "battery_pct": 100, "tilt_deg": 3.5, "odd": "x"}
+    # a value that is not a number is left for the decoder to reject with its field named
+    assert p.to_native({"liquid_level": "high"}) == {"water_level_cm": "high"}
+    # a mapped name wins over the platform sending gridgate's own name beside it
+    assert p.to_native({"battery_pct": 5, "Battery_Level": 90}) == {"battery_pct": 90}

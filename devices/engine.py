@@ -86,6 +86,7 @@ class DeviceEngine:
         self.owns = owns
         self._states: dict[str, _State] = {}
         self._touched: set[str] = set()  # devices whose state changed since `take_touched`
+        self._unviewed: set[str] = set()  # devices whose state changed since `take_views`
         for device in registry:
             if owns is None or owns(device.id):
                 self._states[device.id] = self._new_state(device, started_at)
@@ -112,8 +113,12 @@ class DeviceEngine:
             device.type, self.registry.profiles.get(device.profile) if device.profile else None
         )
 
+    def _touch(self, device_id: str) -> None:
+        self._touched.add(device_id)
+        self._unviewed.add(device_id)
+
     def _state(self, device: Device, now: float | None = None) -> _State:
-        self._touched.add(device.id)
+        self._touch(device.id)
         st = self._states.get(device.id)
         if st is None:
             st = self._states[device.id] = self._new_state(device, now)
@@ -447,14 +452,14 @@ class DeviceEngine:
             if now >= st.deadline:
                 if OFFLINE not in active:
                     events.append(self._offline(st, now))
-                    self._touched.add(st.device.id)
+                    self._touch(st.device.id)
                 continue
             if st.stuck and STUCK not in active and OFFLINE not in active and st.last_t is not None:
                 device_now = st.last_t + max(0.0, now - (st.last_seen if st.last_seen is not None else now))
                 stuck = self._stuck_fields(st, device_now)
                 if stuck:
                     events.append(self._stuck_event(st, stuck, device_now))
-                    self._touched.add(st.device.id)
+                    self._touch(st.device.id)
         return events
 
     def _offline(self, st: _State, now: float) -> Event:
@@ -498,6 +503,21 @@ class DeviceEngine:
         """The devices whose state may have changed since the last call (what a checkpoint saves)."""
         touched, self._touched = self._touched, set()
         return touched
+
+    def take_views(self) -> dict[str, DeviceView]:
+        """What the API shows of each device changed since the last call: last seen, active events."""
+        views, self._unviewed = self._unviewed, set()
+        return {d: DeviceView(st.last_seen, dict(st.events)) for d in views if (st := self._states.get(d))}
+
+    def apply_view(self, device_id: str, view: DeviceView) -> None:
+        """Mirror a device another engine (an ingest worker's) owns, for reading only."""
+        device = self.registry.get(device_id)
+        st = self._states.get(device_id)
+        if st is None:
+            if device is None:
+                return
+            st = self._states[device_id] = self._new_state(device, None)
+        st.last_seen, st.events = view.last_seen, view.events
 
     def snapshot(self, device_id: str) -> dict[str, Any]:
         """Everything needed to resume this device after a restart, as JSON-ready plain data."""
@@ -548,3 +568,11 @@ class DeviceEngine:
 
 
 _IDLE = RuleState()
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceView:
+    """A device as the API shows it, sent from the worker that owns it to the gateway process."""
+
+    last_seen: float | None
+    events: dict[str, Event]

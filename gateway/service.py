@@ -301,25 +301,26 @@ class Gateway:
         return route.device_id if route else None
 
     def _apply_report(self, shard: int, rep: WorkerReport) -> None:
-        """A worker's results: publish for it, count, remember its events, mirror its devices' state.
+        """A worker's results: publish for it, mirror its devices' state, remember its events, count.
 
         The events come before the checkpoint they belong to (one pipe, in order), so a checkpoint
-        saved after this report has handed them to the store and the ticket desk."""
+        saved after this report has handed them to the store and the ticket desk. The counters come
+        last: whoever sees `messages_in` reach a number finds those messages' effects in place."""
         for topic, payload, qos in rep.publishes:
             self.mqtt.publish(topic, payload, qos)
-        m = self.metrics
-        for name, delta in rep.counters.items():
-            setattr(m, name, getattr(m, name) + delta)
-        m.rejected.update(rep.rejected)
-        m.events_out.update(rep.events_out)
         self._shard_gauges[shard] = rep.gauges
         self._shard_errors[shard] = rep.sink_error
-        if rep.snapshots:
+        if rep.views:  # as of this report (checkpoint snapshots may be older: they are for saving)
             with self.pipeline.lock:
-                for device_id, state in rep.snapshots.items():
-                    self.engine.restore(device_id, state)
+                for device_id, view in rep.views.items():
+                    self.engine.apply_view(device_id, view)
         if rep.events:
             self._remember(rep.events)
+        m = self.metrics
+        m.rejected.update(rep.rejected)
+        m.events_out.update(rep.events_out)
+        for name, delta in rep.counters.items():
+            setattr(m, name, getattr(m, name) + delta)
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Wait until every message received so far is handled and its points are written."""

@@ -20,6 +20,7 @@ OFFLINE = "device_offline"
 SENSOR_FAULT = "sensor_fault"
 STUCK = "stuck_sensor"
 SNAPSHOT_VERSION = 1
+RECENT_UPLINKS = 16  # delivery keys kept per device: a network server redelivers within seconds
 
 FAULT_SEVERITY = {OFFLINE: Severity.major, SENSOR_FAULT: Severity.major, STUCK: Severity.minor}
 
@@ -37,6 +38,7 @@ class _State:
     rule_states: dict[str, RuleState] = field(default_factory=dict)
     events: dict[str, Event] = field(default_factory=dict)  # active events by kind
     stuck: dict[str, list[Any]] = field(default_factory=dict)  # field -> [value, since]
+    uplink_keys: list[str] = field(default_factory=list)  # the newest RECENT_UPLINKS delivery keys
 
 
 def _where(device: Device) -> str:
@@ -409,6 +411,16 @@ class DeviceEngine:
             ]
         return []
 
+    def first_delivery(self, device: Device, key: str) -> bool:
+        """False when `key` (a network server's uplink id) is among the device's recent ones: the
+        same uplink delivered again. The keys are the device's state: kept where its rules run."""
+        keys = self._state(device).uplink_keys
+        if key in keys:
+            return False
+        keys.append(key)
+        del keys[:-RECENT_UPLINKS]
+        return True
+
     def on_status(self, device: Device, online: bool, now: float) -> list[Event]:
         """An `online`/`offline` status (MQTT last will) from the device."""
         st = self._state(device, now)
@@ -532,6 +544,7 @@ class DeviceEngine:
             "rules": {kind: rs.to_dict() for kind, rs in st.rule_states.items() if rs != _IDLE},
             "events": {kind: ev.model_dump(mode="json") for kind, ev in st.events.items()},
             "stuck": {name: list(entry) for name, entry in st.stuck.items()},
+            "uplink_keys": list(st.uplink_keys),
         }
 
     def restore(self, device_id: str, data: dict[str, Any], now: float | None = None) -> None:
@@ -558,6 +571,7 @@ class DeviceEngine:
             st.rule_states[kind] = RuleState.from_dict(rs)
         st.events = {kind: Event.model_validate(ev) for kind, ev in (data.get("events") or {}).items()}
         st.stuck = {name: list(entry) for name, entry in (data.get("stuck") or {}).items()}
+        st.uplink_keys = list(data.get("uplink_keys") or [])
 
     def snapshot_all(self) -> dict[str, dict[str, Any]]:
         return {device_id: self.snapshot(device_id) for device_id in self._states}

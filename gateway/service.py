@@ -92,7 +92,7 @@ class Gateway:
         )
         self.topics = Topics(cfg.broker.topic_prefix)
         subscriptions = [self.topics.device_filter, self.topics.edge_filter]
-        subscriptions += [vt.subscription for vt in cfg.vendor_topics]
+        subscriptions += [vt.subscription for vt in cfg.all_vendor_topics()]
         self.shards: ShardPool | None = None
         self._shard_gauges: dict[int, dict[str, float]] = {}
         self._shard_errors: dict[int, str | None] = {}
@@ -318,6 +318,7 @@ class Gateway:
             self._remember(rep.events)
         m = self.metrics
         m.rejected.update(rep.rejected)
+        m.ignored.update(rep.ignored)
         m.events_out.update(rep.events_out)
         for name, delta in rep.counters.items():
             setattr(m, name, getattr(m, name) + delta)
@@ -608,7 +609,11 @@ def check_vendor_codecs(cfg: GatewayConfig) -> None:
     problems = [
         f"vendor_topics[{i}].codec: unknown codec {vt.codec!r} (use one of {', '.join(known)})"
         for i, vt in enumerate(cfg.vendor_topics)
-        if vt.codec not in known
+        if vt.codec is not None and vt.codec not in known
+    ] + [
+        f"lorawan.{vt.envelope}.codec: unknown codec {vt.codec!r} (use one of {', '.join(known)})"
+        for vt in cfg.lorawan.vendor_topics()
+        if vt.codec is not None and vt.codec not in known
     ]
     if problems:
         raise ConfigError("gateway config", problems)

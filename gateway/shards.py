@@ -66,6 +66,7 @@ class WorkerReport:
     views: dict[str, DeviceView] = field(default_factory=dict)  # devices changed since the last report
     counters: dict[str, int] = field(default_factory=dict)
     rejected: Counter[str] = field(default_factory=Counter)
+    ignored: Counter[str] = field(default_factory=Counter)
     events_out: Counter[tuple[str, str]] = field(default_factory=Counter)
     gauges: dict[str, float] = field(default_factory=dict)
     checkpoint: int | None = None  # every message up to this seq is durable, `snapshots` account for it
@@ -156,6 +157,7 @@ def worker_main(
                 rep.counters[name] = value - sent[name]
                 sent[name] = value
             rep.rejected, metrics.rejected = metrics.rejected, Counter()
+            rep.ignored, metrics.ignored = metrics.ignored, Counter()
             rep.events_out, metrics.events_out = metrics.events_out, Counter()
             rep.gauges = {name: read() for name, read in metrics.gauges.items()}
             rep.sink_error = runner.status()["last_error"]

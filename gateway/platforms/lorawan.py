@@ -15,7 +15,8 @@ are omitted"), so every field here has the default its absence means. Policy (do
 | ChirpStack `status` | `battery_pct` from `batteryLevel`; none on external power or when unavailable |
 | ChirpStack `join`, TTS `join` | the device is seen (offline cleared); nothing stored |
 | ChirpStack `log` ERROR `UPLINK_CODEC` | seen, and dead-lettered as `server_codec_error` |
-| any other `log`, `ack`, `txack`, `location`, `integration`, unknown events | ignored, counted |
+| ChirpStack `ack` | ignored, counted; the device is seen (the ack came in an uplink) |
+| any other `log`, `txack`, `location`, `integration`, unknown events | ignored, counted |
 | TTS `simulated: true` | ignored, counted (a console simulation is not the street, nor the device alive) |
 | an uplink delivered again | ignored as `duplicate` (the caller keeps the keys, per device) |
 """
@@ -168,7 +169,7 @@ class _TTSMessage(_Doc):
 
 
 _CS_EVENTS: dict[str, type[_CSEvent]] = {"up": _CSUp, "status": _CSStatus, "join": _CSJoin, "log": _CSLog}
-_CS_NOT_TELEMETRY = ("ack", "txack", "location", "integration")
+_CS_ALIVE = ("ack",)  # an ack rides on an uplink; txack, location, integration come from elsewhere
 
 
 def prefers_server_decoded(codec: str, profile: Profile | None) -> bool:
@@ -188,7 +189,12 @@ def unwrap(
     try:
         doc = loads_json(payload)
     except DecodeError as exc:
-        raise DecodeError(exc.reason, f"{SERVER_NAMES[envelope]} {event}: {exc.detail}") from None
+        hint = (
+            "; ChirpStack must publish JSON (`json = true` in [integration.mqtt])"
+            if (envelope == "chirpstack" and exc.reason is RejectReason.not_json)
+            else ""
+        )
+        raise DecodeError(exc.reason, f"{SERVER_NAMES[envelope]} {event}: {exc.detail}{hint}") from None
     if type(doc) is not dict:
         raise DecodeError(
             RejectReason.bad_envelope,
@@ -258,7 +264,7 @@ def _content(frame: bytes | None, decoded: dict[str, Any] | None, prefer_decoded
 def _chirpstack(event: str, doc: dict[str, Any], prefer_decoded: bool, topic_id: tuple[str, str]) -> Uplink:
     model = _CS_EVENTS.get(event)
     if model is None:
-        return Uplink(event, ignored=IgnoreReason.not_telemetry, seen=event not in _CS_NOT_TELEMETRY)
+        return Uplink(event, ignored=IgnoreReason.not_telemetry, seen=event in _CS_ALIVE)
     where = f"ChirpStack {event}"
     msg = _parse(model, doc, where)
     _same_device(topic_id, "dev_eui", msg.deviceInfo.devEui, f"{where}: deviceInfo.devEui")

@@ -133,7 +133,9 @@ def test_join_and_codec_errors_prove_the_device_alive() -> None:
     (dl,) = dead_letters(out)
     assert dl["reason"] == "server_codec_error" and "TypeError" in str(dl["detail"])
     p.handle(chirpstack_topic(EUI, "ack"), dumps(chirpstack_event(EUI, now + 2, acknowledged=True)), now + 2)
-    assert p.engine.last_seen("MH-L") == now + 1 and p.metrics.ignored["not_telemetry"] == 1
+    assert p.engine.last_seen("MH-L") == now + 2  # the ack came in an uplink
+    p.handle(chirpstack_topic(EUI, "txack"), dumps(chirpstack_event(EUI, now + 3, downlinkId=9)), now + 3)
+    assert p.engine.last_seen("MH-L") == now + 2 and p.metrics.ignored["not_telemetry"] == 2
     assert not sink.points and balanced(p)
 
 

@@ -8,11 +8,13 @@ alerts, read back from the SQLite sink and the broker.
 
 from __future__ import annotations
 
+import random
 import time
 from pathlib import Path
 from typing import Any
 
 import orjson
+import paho.mqtt.client as mqtt
 import pytest
 import yaml
 
@@ -30,6 +32,7 @@ CS_COVER, CS_GAUGE = "A84041000181C7F1", "a84041000181c7f2"  # DevEUIs in either
 TTS_COVER, TTS_GAUGE = "cover-east-7", "gauge-east-3"
 LORAWAN = {"chirpstack": {"enabled": True}, "tts": {"enabled": True}}
 # (LoRaWAN device, its native twin); each pair shares type, codec, profile and place
+N_MUTATED = 600
 PAIRS = {"MH-CS": "MH-CS-N", "WG-CS": "WG-CS-N", "MH-TTS": "MH-TTS-N", "WG-TTS": "WG-TTS-N"}
 
 
@@ -184,3 +187,86 @@ def test_bad_envelopes_are_dead_lettered_and_the_next_uplink_stored(
     assert "lorawan_device_id 'nobody-here'" in letters[3]["detail"]
     ((_, fields),) = telemetry(sink, "MH-CS")
     assert fields["tilt_deg"] == 1.0 and fields["rssi_dbm"] == -36.0
+
+
+def mutated(rng: random.Random, msg: dict[str, Any]) -> bytes:
+    """A real envelope broken the ways a bridge, a formatter or an attacker break one."""
+    body = dumps(msg)
+    how = rng.randrange(5)
+    if how == 0:  # bytes flipped
+        data = bytearray(body)
+        for _ in range(rng.randint(1, 4)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        return bytes(data)
+    if how == 1:  # cut short
+        return body[: rng.randrange(len(body))]
+    # a value of another type, somewhere in the tree
+    node: Any = msg
+    while True:
+        key = rng.choice(list(node)) if isinstance(node, dict) else rng.randrange(len(node))
+        child = node[key]
+        if isinstance(child, dict | list) and child and rng.random() < 0.6:
+            node = child
+            continue
+        node[key] = rng.choice(
+            [None, True, -1, 2**63 - 1, 1e308, "", "qg==", "x" * 300, [], {}, [{}], {"a": {}}]
+        )
+        return dumps(msg)
+
+
+def test_mutated_envelopes_are_each_stored_ignored_or_dead_lettered(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    cfg = lorawan_config(tmp_path, mosquitto)
+    rng = random.Random(11)
+    now = time.time()
+    frame = encode_manhole_binary(open=True, battery_pct=15, ts=int(now) - 30)
+    makers = [
+        lambda i: (
+            chirpstack_topic(CS_COVER),
+            chirpstack_up(CS_COVER, now, frame=frame, obj={"open": 1}, f_cnt=i),
+        ),
+        lambda i: (chirpstack_topic(CS_GAUGE), chirpstack_up(CS_GAUGE, now, obj={"water_level_cm": i % 30})),
+        lambda i: (
+            chirpstack_topic(CS_GAUGE, "status"),
+            chirpstack_event(CS_GAUGE, now, batteryLevel=i % 100),
+        ),
+        lambda i: (
+            chirpstack_topic(CS_COVER, "log"),
+            chirpstack_event(CS_COVER, now, level="ERROR", code="X"),
+        ),
+        lambda i: (tts_topic(TTS_COVER), tts_up(TTS_COVER, "70B3D57ED0000007", now, frame=frame, f_cnt=i)),
+        lambda i: (
+            tts_topic(TTS_GAUGE),
+            tts_up(TTS_GAUGE, "70B3", now, decoded={"water_level_cm": 3}, f_cnt=i),
+        ),
+    ]
+    messages = []
+    for i in range(N_MUTATED):
+        topic, msg = makers[i % len(makers)](i + 1)
+        messages.append((topic, mutated(rng, msg)))
+    with Collector.on(mosquitto, "gridgate/dead-letter") as col, Gateway(cfg) as gw:
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="lorawan-fuzz")
+        client.connect(mosquitto.host, mosquitto.port)
+        client.loop_start()
+        try:
+            for topic, payload in messages:
+                client.publish(topic, payload, qos=1)
+            good = chirpstack_up(CS_GAUGE, now, obj={"water_level_cm": 4.5}, dedup_id="after-the-storm")
+            client.publish(chirpstack_topic(CS_GAUGE), dumps(good), qos=1).wait_for_publish(10)
+        finally:
+            client.loop_stop()
+            client.disconnect()
+        m = gw.metrics
+        wait_until(lambda: m.messages_in == N_MUTATED + 1, 20, "every message handled")
+        rejected = sum(m.rejected.values())
+        assert m.messages_in == m.messages_decoded + rejected + sum(m.ignored.values())
+        assert rejected > N_MUTATED // 3 and m.messages_decoded > N_MUTATED // 10
+        assert not {"decoder_error", "handler_error"} & set(m.rejected), m.rejected  # nothing slipped through
+        col.wait_count(rejected, timeout=10)
+        sink = SQLiteSink(cfg.storage.timeseries_db)
+        wait_until(  # the storm did not disturb the next uplink
+            lambda: any(f.get("water_level_cm") == 4.5 for _, f in telemetry(sink, "WG-CS")),
+            5,
+            "stored after",
+        )

@@ -12,6 +12,7 @@ from devices.codecs import encode_manhole_binary
 from devices.engine import DeviceEngine
 from devices.registry import DeviceRegistry
 from devices.types import Device
+from gateway.broker_acl import plan_users
 from gateway.grids import GridIndex
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Pipeline
@@ -152,3 +153,13 @@ def test_tts_simulated_uplinks_are_ignored() -> None:
     )
     (pt,) = sink.points
     assert pt.fields == {"water_level_cm": 3.0, "rssi_dbm": -35.0, "snr_db": 5.2} and balanced(p)
+
+
+def test_the_broker_acl_lets_the_gateway_read_the_servers_topics_and_no_device_write_them() -> None:
+    cfg = GatewayConfig(
+        lorawan=LORAWAN, vendor_topics=[{"pattern": "lns/{dev_eui}/{event}", "envelope": "chirpstack"}]
+    )
+    p, *_ = make()
+    users = {u.username: u for u in plan_users(cfg, p.registry, [], "gw")}
+    assert {"application/+/device/+/event/+", "v3/+/devices/+/up", "lns/+/+"} <= set(users["gw"].read)
+    assert users["MH-L"].write == ["gridgate/devices/manhole/MH-L/up", "gridgate/devices/manhole/MH-L/status"]

@@ -282,7 +282,7 @@ def _chirpstack(event: str, doc: dict[str, Any], prefer_decoded: bool, topic_id:
     if isinstance(msg, _CSJoin):
         return Uplink(event, key, at, ignored=IgnoreReason.join, note=f"dev_addr={msg.devAddr or '-'}")
     assert isinstance(msg, _CSLog)
-    said = f"level={msg.level} code={msg.code} description={msg.description!r}"
+    said = f"level={snippet(msg.level)} code={snippet(msg.code)} description={snippet(msg.description, 120)}"
     if msg.level == "ERROR" and msg.code == "UPLINK_CODEC":
         return Uplink(
             event,

@@ -219,7 +219,7 @@ _json = st.recursive(
 ODD_PROFILE = Profile(field_map={"ts": "tilt_deg", "water_level_cm": {"field": "open", "scale": 1e300}})
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     envelope=st.sampled_from(["chirpstack", "tts"]),
     event=st.sampled_from(["up", "status", "join", "log", "ack", "down"]),
@@ -245,5 +245,47 @@ def test_hostile_envelopes_raise_only_decode_error(
                         assert r.values
                 except DecodeError:
                     pass
+    except DecodeError as exc:
+        assert exc.detail and exc.reason in RejectReason
+
+
+def _documented(kind: int) -> tuple[str, str, dict[str, Any], tuple[str, str]]:
+    if kind == 0:
+        return "chirpstack", "up", chirpstack_up(EUI, NOW, frame=FRAME, obj={"open": 1, "level_mm": 5}), CS_ID
+    if kind == 1:
+        return "chirpstack", "status", chirpstack_event(EUI, NOW, margin=3, batteryLevel=40.5), CS_ID
+    if kind == 2:
+        log = chirpstack_event(EUI, NOW, level="ERROR", code="UPLINK_CODEC", description="x")
+        return "chirpstack", "log", log, CS_ID
+    return (
+        "tts",
+        "up",
+        tts_up("cover-7", "70B3D57ED0000001", NOW, frame=FRAME, decoded={"tilt_deg": 4}),
+        TTS_ID,
+    )
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), kind=st.integers(0, 3), prefer=st.booleans())
+def test_documented_envelopes_with_hostile_values_raise_only_decode_error(
+    data: st.DataObject, kind: int, prefer: bool
+) -> None:
+    envelope, event, msg, topic_id = _documented(kind)
+    for _ in range(data.draw(st.integers(1, 3))):  # replace a value somewhere in the tree
+        node: Any = msg
+        while True:
+            keys = list(node) if isinstance(node, dict) else list(range(len(node)))
+            if not keys:
+                break
+            key = data.draw(st.sampled_from(keys))
+            if isinstance(node[key], dict | list) and data.draw(st.booleans()):
+                node = node[key]
+                continue
+            node[key] = data.draw(_json)
+            break
+    try:
+        up = unwrap(envelope, event, orjson.dumps(msg), prefer_decoded=prefer, topic_id=topic_id)  # type: ignore[arg-type]
+        if up.ignored is None and up.error is None:
+            readings_of(up, COVER, "manhole_binary", ODD_PROFILE, NOW, LIMITS)
     except DecodeError as exc:
         assert exc.detail and exc.reason in RejectReason

@@ -280,6 +280,21 @@ CHIRPSTACK_PATTERN = "application/+/device/{dev_eui}/event/{event}"
 TTS_PATTERN = "v3/+/devices/{lorawan_device_id}/up"
 
 
+def check_topic_pattern(pattern: str, *, has_envelope: bool) -> None:
+    """ValueError unless `pattern` names its device in one whole segment (and `{event}` at most once,
+    for a network server's envelope)."""
+    segments = pattern.split("/")
+    if sum(segments.count(s) for s in _DEVICE_SEGMENTS) != 1:
+        names = ", ".join(_DEVICE_SEGMENTS)
+        raise ValueError(f"pattern needs exactly one whole segment naming the device, one of {names}")
+    if "#" in pattern:
+        raise ValueError("`#` is not allowed; use `+` for single segments")
+    if segments.count("{event}") > 1:
+        raise ValueError("pattern may have one `{event}` segment")
+    if "{event}" in segments and not has_envelope:
+        raise ValueError("`{event}` names a network server's event: add `envelope: chirpstack` or `tts`")
+
+
 class VendorTopic(Strict):
     """A vendor's own topic mapped to a device id and a codec, e.g. `acme/covers/{device_id}/data`."""
 
@@ -300,16 +315,7 @@ class VendorTopic(Strict):
 
     @model_validator(mode="after")
     def _one_device_id(self) -> VendorTopic:
-        segments = self.pattern.split("/")
-        if sum(segments.count(s) for s in _DEVICE_SEGMENTS) != 1:
-            names = ", ".join(_DEVICE_SEGMENTS)
-            raise ValueError(f"pattern needs exactly one whole segment naming the device, one of {names}")
-        if "#" in self.pattern:
-            raise ValueError("`#` is not allowed; use `+` for single segments")
-        if segments.count("{event}") > 1:
-            raise ValueError("pattern may have one `{event}` segment")
-        if "{event}" in segments and self.envelope is None:
-            raise ValueError("`{event}` names a network server's event: add `envelope: chirpstack` or `tts`")
+        check_topic_pattern(self.pattern, has_envelope=self.envelope is not None)
         return self
 
     @property
@@ -339,6 +345,11 @@ class NetworkServerTopic(Strict):
     pattern: str = Field(description="its event topic, with `{event}` and the device segment")
     codec: str | None = Field(None, description="codec of the FRMPayload; default: the device's own")
     device_type: str | None = Field(None, description="only devices of this type come this way")
+
+    @model_validator(mode="after")
+    def _pattern(self) -> NetworkServerTopic:
+        check_topic_pattern(self.pattern, has_envelope=True)
+        return self
 
 
 class ChirpStackTopic(NetworkServerTopic):

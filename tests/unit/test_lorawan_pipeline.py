@@ -66,6 +66,8 @@ def test_vendor_topic_patterns_are_checked() -> None:
         VendorTopic(pattern="lora/{dev_eui}/{event}")
     with pytest.raises(ValidationError, match="exactly one whole segment"):
         VendorTopic(pattern="lora/{dev_eui}/{device_id}", envelope="chirpstack")
+    with pytest.raises(ValidationError, match=r"lorawan\.tts\n.*exactly one whole segment"):
+        GatewayConfig(lorawan={"tts": {"enabled": True, "pattern": "v3/+/devices/+/{event}"}})
     vt = VendorTopic(pattern="bridge/cs/application/+/device/{dev_eui}/event/{event}", envelope="chirpstack")
     m = vt.compile().match("bridge/cs/application/x/device/00aa/event/up")
     assert m is not None and m.group("dev_eui") == "00aa" and m.group("event") == "up"

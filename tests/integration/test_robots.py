@@ -23,10 +23,10 @@ from gateway.tickets.robots import RobotChannel
 from gateway.tickets.service import TicketService
 from gateway.tickets.webhook import DEAD, DELIVERED, HELD, OutboxNotifier, WebhookOutbox
 from gridgate.clock import FakeClock
-from gridgate.config import RobotConfig, StorageConfig
+from gridgate.config import RemindersConfig, RobotConfig, StorageConfig
 from tests.integration.spine_helpers import gateway_config
 from tests.robot_receiver import RobotReceiver
-from tests.servers import Mosquitto, pub, wait_until
+from tests.servers import Collector, Mosquitto, pub, wait_until
 from tests.ticket_helpers import CAMERA, ROUTING_FILE, event, grids, tickets_cfg
 
 pytestmark = pytest.mark.integration
@@ -188,3 +188,38 @@ def test_quiet_hours_hold_a_non_urgent_card_until_seven_and_urgent_ones_page_at_
         notifier.stop()
         outbox.close()
         svc.stop()
+
+
+def test_a_reminder_goes_on_the_team_topic_and_to_the_robot(
+    mosquitto: Mosquitto, tmp_path: Path, receiver: RobotReceiver
+) -> None:
+    clock = FakeClock(time.time())
+    cfg = config(tmp_path, mosquitto, receiver.url)
+    cfg = cfg.model_copy(
+        update={
+            "tickets": cfg.tickets.model_copy(
+                update={"robots": cfg.tickets.robots[:1], "reminders": RemindersConfig(every_min=5)}
+            )
+        }
+    )
+    with Collector.on(mosquitto, "gridgate/tickets/#") as col, Gateway(cfg, clock=clock) as gw:
+        assert gw.tickets is not None
+        gw.tickets.on_events([event("ponding", "camera:cam-1", clock.now(), CAMERA)])
+        assert gw.tickets.drain(10)
+        wait_until(lambda: receiver.of("wecom"), 10, "the created card")
+        clock.advance(5 * 60)
+        msgs = col.wait_for(lambda ms: any(m.json()["kind"] == "reminder" for m in ms), 10)
+        wait_until(
+            lambda: [r for r in receiver.of("wecom") if "催办" in r.raw.decode()], 10, "the reminder card"
+        )
+    [msg] = [m for m in msgs if m.json()["kind"] == "reminder"]
+    body = msg.json()
+    assert msg.topic == "gridgate/tickets/drainage"
+    assert (body["reminder"], body["reason"], body["target"]["role"]) == (1, "not_accepted", "worker")
+    cards = [r.body["markdown"]["content"] for r in receiver.of("wecom")]
+    # the accept SLA ran out in the same 5 minutes: escalation goes on beside the reminder
+    assert [c.split("\n")[0] for c in cards] == [
+        "### 新工单：积水",
+        "### 督办升级：积水",
+        "### 第 1 次催办：积水尚未接单",
+    ]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -130,6 +131,25 @@ def robot_verdict(resp: httpx.Response, vendor_name: str) -> Verdict:
     return Verdict(f"{vendor_name} error {code}: {message} (HTTP {resp.status_code})", final)
 
 
+KEY_CHARS = re.compile(r"[A-Za-z0-9_.~-]+")
+
+
+def robot_key(cfg: RobotConfig) -> str:
+    """The robot's key, refused (ValueError saying why) when it cannot be a webhook key."""
+    key = cfg.key_value()
+    if key.startswith(("http://", "https://")):
+        raise ValueError(
+            f"robot {cfg.name!r}: the key is a whole address; give only the part after "
+            "key= (WeCom), access_token= (DingTalk) or /hook/ (Feishu)"
+        )
+    if not KEY_CHARS.fullmatch(key):
+        raise ValueError(
+            f"robot {cfg.name!r}: the key has characters a {cfg.vendor} key never has "
+            "(only letters, digits and - _ . ~); check what was copied"
+        )
+    return key
+
+
 class RobotChannel:
     """One `tickets.robots` entry: which changes, the card, the signed request, the answer."""
 
@@ -147,7 +167,7 @@ class RobotChannel:
         self.cfg = cfg
         self.vendor = VENDORS[cfg.vendor]
         self.name = self.endpoint = f"robot:{cfg.name}"
-        self.key = cfg.key_value()
+        self.key = robot_key(cfg)
         self.secret = cfg.secret_value()
         self.tz = tz
         self.public_base_url = base_url

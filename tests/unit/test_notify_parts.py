@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, time
+from pathlib import Path
 from urllib.parse import quote_plus
 from zoneinfo import ZoneInfo
 
@@ -14,10 +15,11 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from gateway.tickets.cards import card_of, feishu_body, plain, wecom_body
+from gateway.tickets.channels import outbox_channels
 from gateway.tickets.models import ChangeKind, Target, Ticket, TicketChange
 from gateway.tickets.quiet import QuietHours, is_urgent, quiet_until
 from gateway.tickets.robots import RobotChannel, dingtalk_sign, feishu_sign, robot_verdict
-from gateway.tickets.webhook import OutboxRow
+from gateway.tickets.webhook import HELD, OutboxRow, WebhookOutbox
 from gridgate.config import GatewayConfig, QuietHoursConfig, QuietWindow, RobotConfig, UrgentRule
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -240,3 +242,48 @@ def test_config_says_what_is_wrong() -> None:
     with pytest.raises(ValueError, match="environment variable GG_NO_SUCH_KEY is not set"):
         RobotConfig(name="r", vendor="wecom", key_env="GG_NO_SUCH_KEY").key_value()
     assert GatewayConfig().timezone == "Asia/Shanghai"
+
+
+def test_a_pasted_address_or_a_mangled_key_is_refused_with_the_fix() -> None:
+    with pytest.raises(ValueError, match="the key is a whole address; give only the part after key="):
+        robot_with_key("https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=abc")
+    with pytest.raises(ValueError, match="characters a wecom key never has"):
+        robot_with_key("abc/../x?y")
+
+
+def robot_with_key(key: str) -> RobotChannel:
+    return RobotChannel(RobotConfig(name="r", vendor="wecom", key=key), SHANGHAI)
+
+
+def test_held_rows_wait_for_their_time_and_survive_a_restart(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/o.sqlite"
+    change = created(ticket())
+    outbox = WebhookOutbox(url)
+    assert outbox.add("robot:r", "gw", change, b"{}", 1.0, hold_until=100.0)
+    assert not outbox.add("robot:r", "gw", change, b"{}", 2.0)  # the same change: kept once
+    outbox.close()
+    outbox = WebhookOutbox(url)
+    assert outbox.counts("robot:r") == {HELD: 1} and outbox.pending("robot:r", "gw") == []
+    assert outbox.release("robot:r", "gw", clock_now=99.0, now=5.0) == 0
+    assert outbox.release("robot:r", "gw", clock_now=100.0, now=5.0) == 1
+    [row] = outbox.pending("robot:r", "gw")
+    assert (row.change_id, row.next_attempt_at) == (change.id, 5.0)
+    outbox.close()
+
+
+def test_every_broken_channel_is_named_in_the_config_problems() -> None:
+    cfg = GatewayConfig(
+        tickets={
+            "webhooks": [{"name": "city", "url": "https://x.example/h", "secret_env": "GG_UNSET_HOOK"}],
+            "robots": [
+                {"name": "ok", "vendor": "wecom", "key": "abc"},
+                {"name": "night", "vendor": "feishu", "key_env": "GG_UNSET_ROBOT"},
+            ],
+        }
+    )
+    channels, problems = outbox_channels(cfg, {})
+    assert [c.endpoint for c, _ in channels] == ["robot:ok"]
+    assert problems == [
+        "tickets.webhooks[0]: webhook 'city': environment variable GG_UNSET_HOOK is not set",
+        "tickets.robots[1] (night): robot 'night' key: environment variable GG_UNSET_ROBOT is not set",
+    ]

@@ -379,6 +379,9 @@ class WebhookConfig(Strict):
     kinds: list[ChangeKindName] = Field(
         default_factory=list, description="only these change kinds (empty: all)"
     )
+    grids: list[str] = Field(
+        default_factory=list, description="only tickets in these grids or micro-grids (empty: all)"
+    )
     timeout_s: float = Field(10.0, gt=0, le=300, description="per request")
     max_attempts: int = Field(
         10, ge=1, le=1000, description="attempts before a change goes to the dead letters"

@@ -35,6 +35,7 @@ from gateway.tickets.models import ChangeKind, TicketChange
 from gateway.tickets.quiet import QuietHours, is_urgent
 from gateway.tickets.webhook import (
     DELIVERED_OK,
+    ChangeFilter,
     OutboxRow,
     Post,
     Verdict,
@@ -180,21 +181,12 @@ class RobotChannel:
         redacted_path = self.vendor.path.format(key=REDACTED)
         param = f"?{self.vendor.key_param}={REDACTED}" if self.vendor.key_param else ""
         self.url_for_logs = host + redacted_path + param
-        self._teams = set(cfg.teams)
-        self._categories = set(cfg.categories)
-        self._grids = set(cfg.grids)
-        self._kinds = set(cfg.kinds)
+        self.filter = ChangeFilter.of(cfg.teams, cfg.categories, cfg.kinds, cfg.grids)
 
     def wants(self, change: TicketChange) -> bool:
-        t = change.ticket
         if change.kind is ChangeKind.updated and change.to_status is None:
             return False  # a count-only update: nothing a person must do, no page
-        return (
-            (not self._teams or (change.target.team or t.team) in self._teams)
-            and (not self._categories or t.category in self._categories)
-            and (not self._grids or bool({t.grid_id, t.micro_grid_id} & self._grids))
-            and (not self._kinds or change.kind.value in self._kinds)
-        )
+        return self.filter.matches(change)
 
     def body(self, change: TicketChange) -> bytes:
         card = card_of(

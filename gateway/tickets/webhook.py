@@ -326,6 +326,31 @@ class RetryPolicy(Protocol):
     backoff_max_s: float
 
 
+@dataclass(frozen=True)
+class ChangeFilter:
+    """A channel's routing: teams, categories, change kinds, grids or micro-grids (empty: all)."""
+
+    teams: frozenset[str]
+    categories: frozenset[str]
+    kinds: frozenset[str]
+    grids: frozenset[str]
+
+    @classmethod
+    def of(
+        cls, teams: Iterable[str], categories: Iterable[str], kinds: Iterable[str], grids: Iterable[str] = ()
+    ) -> ChangeFilter:
+        return cls(frozenset(teams), frozenset(categories), frozenset(kinds), frozenset(grids))
+
+    def matches(self, change: TicketChange) -> bool:
+        t = change.ticket
+        return (
+            (not self.teams or (change.target.team or t.team) in self.teams)
+            and (not self.categories or t.category in self.categories)
+            and (not self.kinds or change.kind.value in self.kinds)
+            and (not self.grids or t.grid_id in self.grids or t.micro_grid_id in self.grids)
+        )
+
+
 class WebhookChannel:
     """A signed JSON webhook (`tickets.webhooks`): the change as on MQTT, HMAC in a header."""
 
@@ -337,17 +362,10 @@ class WebhookChannel:
         self.endpoint = cfg.name
         self.secret = cfg.secret_value()
         self.url_for_logs = redact_url(cfg.url)
-        self._teams = set(cfg.teams)
-        self._categories = set(cfg.categories)
-        self._kinds = set(cfg.kinds)
+        self.filter = ChangeFilter.of(cfg.teams, cfg.categories, cfg.kinds, cfg.grids)
 
     def wants(self, change: TicketChange) -> bool:
-        t = change.ticket
-        return (
-            (not self._teams or (change.target.team or t.team) in self._teams)
-            and (not self._categories or t.category in self._categories)
-            and (not self._kinds or change.kind.value in self._kinds)
-        )
+        return self.filter.matches(change)
 
     def body(self, change: TicketChange) -> bytes:
         return orjson.dumps(webhook_payload(change))

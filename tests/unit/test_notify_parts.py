@@ -19,8 +19,15 @@ from gateway.tickets.channels import outbox_channels
 from gateway.tickets.models import ChangeKind, Target, Ticket, TicketChange
 from gateway.tickets.quiet import QuietHours, is_urgent, quiet_until
 from gateway.tickets.robots import RobotChannel, dingtalk_sign, feishu_sign, robot_verdict
-from gateway.tickets.webhook import HELD, OutboxRow, WebhookOutbox
-from gridgate.config import GatewayConfig, QuietHoursConfig, QuietWindow, RobotConfig, UrgentRule
+from gateway.tickets.webhook import HELD, OutboxRow, WebhookChannel, WebhookOutbox
+from gridgate.config import (
+    GatewayConfig,
+    QuietHoursConfig,
+    QuietWindow,
+    RobotConfig,
+    UrgentRule,
+    WebhookConfig,
+)
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 NIGHT = QuietWindow(start=time(22, 0), end=time(7, 0))
@@ -230,6 +237,9 @@ def test_count_only_updates_do_not_page_and_filters_route() -> None:
     assert not ch.wants(count_only)
     assert not ch.wants(created(ticket(micro_grid_id="G1-M2")))
     assert not ch.wants(created(ticket(team="sanitation", micro_grid_id="G1-M1")))
+    # webhooks route by grid the same way (and take count-only updates: they are not pages)
+    hook = WebhookChannel(WebhookConfig(name="city", url="https://x.example/h", grids=["G1"]))
+    assert hook.wants(count_only) and not hook.wants(created(ticket(grid_id="G2")))
 
 
 def test_config_says_what_is_wrong() -> None:

@@ -90,6 +90,7 @@ def test_a_device_alarm_reaches_three_robots_signed_retried_and_once(
         wait_until(
             lambda: [r["status"] for r in gw.outbox.rows("robot:covers-wecom")] == [DELIVERED], 5, "delivered"
         )
+        wait_until(lambda: gw.outbox.rows("robot:revoked", DEAD), 5, "the revoked robot's card dead")
         time.sleep(0.5)  # the revoked robot would retry by now, were it retried
         [dead] = gw.outbox.rows("robot:revoked")
         sent_before_restart = len(receiver.requests)
@@ -163,12 +164,15 @@ def test_quiet_hours_hold_a_non_urgent_card_until_seven_and_urgent_ones_page_at_
     try:
         svc.process([event("ponding", "camera:cam-1", clock.now(), CAMERA)])
         svc.process([event("manhole_open", "device:MH-1", clock.now(), (30.25, 120.15))])
-        wait_until(lambda: receiver.of("wecom"), 5, "the urgent card")
-        time.sleep(1.5)
+        wait_until(
+            lambda: [r["status"] for r in outbox.rows("robot:night")] == [HELD, DELIVERED],
+            5,
+            "the urgent card delivered, the other held",
+        )
+        time.sleep(1.0)
         [urgent] = receiver.of("wecom")
         assert "井盖打开" in urgent.body["markdown"]["content"]
         ponding = svc.store.list_tickets(category="ponding")[0]
-        assert [r["status"] for r in outbox.rows("robot:night")] == [HELD, DELIVERED]
         # the SLA clocks do not stop for the night: the deadlines are the routing's, from 23:00
         assert (ponding.accept_by, ponding.on_site_by) == (clock.now() + 60, clock.now() + 600)
 

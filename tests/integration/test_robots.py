@@ -202,7 +202,10 @@ def test_a_reminder_goes_on_the_team_topic_and_to_the_robot(
     cfg = cfg.model_copy(
         update={
             "tickets": cfg.tickets.model_copy(
-                update={"robots": cfg.tickets.robots[:1], "reminders": RemindersConfig(every_min=5)}
+                update={
+                    "robots": [cfg.tickets.robots[0].model_copy(update={"teams": ["drainage"]})],
+                    "reminders": RemindersConfig(every_min=5),
+                }
             )
         }
     )

@@ -164,3 +164,20 @@ def test_due_slot_counts_from_the_cycle_start() -> None:
     assert due_slot(t, t.cycle_started_at + 300, 300) == 1
     assert due_slot(t, t.cycle_started_at + 899, 300) == 2
     desk.store.close()
+
+
+def test_a_reopened_ticket_starts_its_reminders_again(tmp_path: Path) -> None:
+    clock = FakeClock()
+    t0 = clock.now()
+    svc, notes = service(f"sqlite:///{tmp_path}/t.sqlite", clock, tickets_cfg(reminders={"every_min": 5}))
+    [created] = svc.process([event("ponding", "camera:cam-1", t0)]).changes
+    tid = created.ticket.id
+    run(svc, clock, t0 + 6 * MIN)
+    svc.resolve(tid, "worker-G1-M1")
+    run(svc, clock, t0 + 10 * MIN)
+    svc.reopen(tid, "command-centre")
+    run(svc, clock, t0 + 21 * MIN)
+    reminders = sent(notes, t0, ChangeKind.reminder)
+    assert [(at, c.reminder) for at, c in reminders] == [(5 * MIN, 1), (15 * MIN, 1), (20 * MIN, 2)]
+    assert len({c.id for _, c in reminders}) == 3  # reminder 1 of each cycle is its own change
+    svc.stop()

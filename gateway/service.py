@@ -27,9 +27,10 @@ from gateway.shards import ShardPool, WorkerReport
 from gateway.sinks.runner import SinkRunner
 from gateway.store import GatewayStore, sqlite_url
 from gateway.stream import StreamHub
+from gateway.tickets.channels import outbox_channels
 from gateway.tickets.desk import Outcome
 from gateway.tickets.service import TicketService
-from gateway.tickets.webhook import WebhookNotifier, WebhookOutbox, webhook_metrics
+from gateway.tickets.webhook import OutboxNotifier, WebhookOutbox, webhook_metrics
 from gridgate.clock import Clock, SystemClock
 from gridgate.config import ConfigError, GatewayConfig, open_api_exposure
 from gridgate.models import Event, EventClass, utc
@@ -139,7 +140,7 @@ class Gateway:
         self.add_event_listener(self.stream.on_events)
         self.metrics.add_collector(self.stream.collect)
         self.outbox: WebhookOutbox | None = None
-        self.webhooks: list[WebhookNotifier] = []
+        self.webhooks: list[OutboxNotifier] = []  # webhooks and robots
         if self.tickets is not None:
             self.tickets.add_notifier(self.stream)
             self._add_webhooks()
@@ -157,27 +158,26 @@ class Gateway:
 
     # wiring ------------------------------------------------------------------------------
     def _add_webhooks(self) -> None:
-        """One notifier per `tickets.webhooks` entry, sharing an outbox table in the ticket database."""
+        """One notifier per `tickets.webhooks` and `tickets.robots` entry, sharing one outbox table."""
         assert self.tickets is not None
-        if not self.cfg.tickets.webhooks:
+        if not self.cfg.tickets.webhooks and not self.cfg.tickets.robots:
             return
         self.outbox = WebhookOutbox(self.tickets.store.url)
-        problems = []
-        for i, wcfg in enumerate(self.cfg.tickets.webhooks):
-            try:
-                notifier = WebhookNotifier(
-                    wcfg,
-                    self.outbox,
-                    origin=self.cfg.broker.client_id,
-                    dead_letter=lambda body: self.mqtt.publish(self.topics.dead_letter, body, 1),
-                )
-            except (ValueError, OSError) as exc:
-                problems.append(f"tickets.webhooks[{i}]: {exc}")
-                continue
-            self.webhooks.append(notifier)
-            self.tickets.add_notifier(notifier)
+        grid_names = {gid: props.name for gid, props in self.grids.grids.items() if props.name}
+        channels, problems = outbox_channels(self.cfg, grid_names)
         if problems:
             raise ConfigError("gateway config", problems)
+        for channel, policy in channels:
+            notifier = OutboxNotifier(
+                channel,
+                policy,
+                self.outbox,
+                origin=self.cfg.broker.client_id,
+                clock=self.clock,
+                dead_letter=lambda body: self.mqtt.publish(self.topics.dead_letter, body, 1),
+            )
+            self.webhooks.append(notifier)
+            self.tickets.add_notifier(notifier)
         self.metrics.add_collector(webhook_metrics(self.webhooks))
 
     def _team_of(self, ev: Event) -> str | None:

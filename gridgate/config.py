@@ -9,11 +9,21 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from datetime import time as clock_time
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gridgate.topics import TopicLevel, topic_level_problem
@@ -416,6 +426,25 @@ class LimitsConfig(Strict):
     max_photos_per_ticket: int = Field(20, ge=1, le=500, description="photos one ticket may hold in all")
 
 
+def _secret_or_env(owner: str, value: SecretStr | None, env: str | None, file: Path | None) -> str | None:
+    """A secret given inline, by environment variable or by file; ValueError if the variable is empty."""
+    if env is not None:
+        found = os.environ.get(env, "")
+        if not found:
+            raise ValueError(f"{owner}: environment variable {env} is not set")
+        return found
+    return _secret_from(value, file)
+
+
+def _at_most_one(owner: str, **given: object) -> None:
+    named = [k for k, v in given.items() if v is not None]
+    if len(named) > 1:
+        raise ValueError(f"{owner}: give at most one of {', '.join(given)} (got {', '.join(named)})")
+
+
+ChangeKindName = Literal["created", "updated", "escalated", "reminder"]
+
+
 class WebhookConfig(Strict):
     """One webhook endpoint: signed JSON POSTs of ticket changes, from a persisted outbox."""
 
@@ -430,8 +459,11 @@ class WebhookConfig(Strict):
     categories: list[str] = Field(
         default_factory=list, description="only tickets of these categories (empty: all)"
     )
-    kinds: list[Literal["created", "updated", "escalated"]] = Field(
+    kinds: list[ChangeKindName] = Field(
         default_factory=list, description="only these change kinds (empty: all)"
+    )
+    grids: list[str] = Field(
+        default_factory=list, description="only tickets in these grids or micro-grids (empty: all)"
     )
     timeout_s: float = Field(10.0, gt=0, le=300, description="per request")
     max_attempts: int = Field(
@@ -443,18 +475,141 @@ class WebhookConfig(Strict):
 
     @model_validator(mode="after")
     def _one_secret(self) -> WebhookConfig:
-        if len([x for x in (self.secret, self.secret_env, self.secret_file) if x is not None]) > 1:
-            raise ValueError("give at most one of secret, secret_env or secret_file")
+        _at_most_one(
+            f"webhook {self.name!r}",
+            secret=self.secret,
+            secret_env=self.secret_env,
+            secret_file=self.secret_file,
+        )
         return self
 
     def secret_value(self) -> str | None:
         """The HMAC key, or None for an unsigned endpoint; ValueError if its variable/file is empty."""
-        if self.secret_env is not None:
-            value = os.environ.get(self.secret_env, "")
-            if not value:
-                raise ValueError(f"webhook {self.name!r}: environment variable {self.secret_env} is not set")
-            return value
-        return _secret_from(self.secret, self.secret_file)
+        return _secret_or_env(f"webhook {self.name!r}", self.secret, self.secret_env, self.secret_file)
+
+
+class RobotConfig(Strict):
+    """One group-chat robot (WeCom, DingTalk or Feishu): a card per ticket change, from the outbox."""
+
+    name: str = Field(
+        min_length=1, max_length=48, pattern=r"^[A-Za-z0-9_.-]+$", description="names it in logs and metrics"
+    )
+    vendor: Literal["wecom", "dingtalk", "feishu"] = Field(
+        description="wecom (企业微信群机器人), dingtalk (钉钉自定义机器人) or feishu (飞书/Lark 自定义机器人)"
+    )
+    key: SecretStr | None = Field(
+        None,
+        description="the robot's credential from its webhook address: WeCom `key`, DingTalk `access_token`, "
+        "Feishu hook token (prefer key_env or key_file)",
+    )
+    key_env: str | None = Field(None, description="environment variable holding the key")
+    key_file: Path | None = Field(None, description="file whose first line is the key")
+    secret: SecretStr | None = Field(
+        None, description="signing secret (DingTalk 加签 `SEC...`, Feishu 签名校验); none: unsigned"
+    )
+    secret_env: str | None = Field(None, description="environment variable holding the signing secret")
+    secret_file: Path | None = Field(None, description="file whose first line is the signing secret")
+    base_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="the vendor's API host (default https://qyapi.weixin.qq.com, https://oapi.dingtalk.com, "
+        "https://open.feishu.cn; https://open.larksuite.com for Lark); a relay or test server otherwise",
+    )
+    teams: list[str] = Field(default_factory=list, description="only changes for these teams (empty: all)")
+    categories: list[str] = Field(
+        default_factory=list, description="only tickets of these categories (empty: all)"
+    )
+    grids: list[str] = Field(
+        default_factory=list, description="only tickets in these grids or micro-grids (empty: all)"
+    )
+    kinds: list[ChangeKindName] = Field(
+        default_factory=list,
+        description="only these change kinds (empty: all; count-only `updated` changes never page)",
+    )
+    timeout_s: float = Field(10.0, gt=0, le=300, description="per request")
+    max_attempts: int = Field(
+        10, ge=1, le=1000, description="attempts before a card goes to the dead letters"
+    )
+    backoff_base_s: float = Field(2.0, gt=0, description="wait after the first failure; doubles each time")
+    backoff_max_s: float = Field(300.0, gt=0, description="cap of the backoff between attempts")
+
+    @model_validator(mode="after")
+    def _one_each(self) -> RobotConfig:
+        owner = f"robot {self.name!r}"
+        _at_most_one(owner, key=self.key, key_env=self.key_env, key_file=self.key_file)
+        _at_most_one(owner, secret=self.secret, secret_env=self.secret_env, secret_file=self.secret_file)
+        if self.key is None and self.key_env is None and self.key_file is None:
+            raise ValueError(
+                f"{owner}: give key, key_env or key_file (the credential in its webhook address)"
+            )
+        return self
+
+    def key_value(self) -> str:
+        key = _secret_or_env(f"robot {self.name!r} key", self.key, self.key_env, self.key_file)
+        if not key:
+            raise ValueError(f"robot {self.name!r}: the key is empty (key_file {self.key_file})")
+        return key
+
+    def secret_value(self) -> str | None:
+        return _secret_or_env(f"robot {self.name!r} secret", self.secret, self.secret_env, self.secret_file)
+
+
+class RemindersConfig(Strict):
+    """`tickets.reminders:`: re-notify the assignee while nobody has accepted (beside escalation)."""
+
+    every_min: float | None = Field(
+        None, gt=0, description="remind every this many minutes while dispatched and not accepted; none: off"
+    )
+    by_category: dict[str, float] = Field(
+        default_factory=dict, description="per category minutes, overriding every_min (0: no reminders)"
+    )
+    offline_every_min: float | None = Field(
+        240.0, gt=0, description="device_offline tickets: remind this often while open (accepted or not)"
+    )
+
+    @field_validator("by_category")
+    @classmethod
+    def _not_negative(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = [k for k, minutes in v.items() if minutes < 0]
+        if bad:
+            raise ValueError(f"minutes must be 0 (off) or more, not negative: {', '.join(bad)}")
+        return v
+
+
+class QuietWindow(Strict):
+    """A daily window in the city's time zone (`timezone`); start after end spans midnight."""
+
+    start: clock_time = Field(clock_time(22, 0), description="quiet from this local time (HH:MM)")
+    end: clock_time = Field(
+        clock_time(7, 0), description="until this local time (HH:MM); = start: never quiet"
+    )
+
+
+class UrgentRule(Strict):
+    """A ticket that always pages: its category, at or above a severity if one is given."""
+
+    category: str
+    min_severity: Literal["info", "minor", "major", "critical"] | None = None
+
+
+def _default_urgent() -> list[UrgentRule]:
+    return [
+        UrgentRule(category="manhole_open"),
+        UrgentRule(category="water_high", min_severity="critical"),
+        UrgentRule(category="gas_high"),
+        UrgentRule(category="bin_fire"),
+    ]
+
+
+class QuietHoursConfig(QuietWindow):
+    """`tickets.quiet_hours:`: non-urgent tickets do not page at night; the cards wait for the morning."""
+
+    by_category: dict[str, QuietWindow] = Field(
+        default_factory=dict, description="a category's own window, replacing start/end for it"
+    )
+    urgent: list[UrgentRule] = Field(
+        default_factory=_default_urgent, description="tickets that page even in quiet hours"
+    )
 
 
 class Open311Config(Strict):
@@ -524,6 +679,19 @@ class TicketsConfig(Strict):
     webhooks: list[WebhookConfig] = Field(
         default_factory=list, description="external grid platforms that get every matching ticket change"
     )
+    robots: list[RobotConfig] = Field(
+        default_factory=list, description="WeCom / DingTalk / Feishu group robots: a card per matching change"
+    )
+    public_base_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="the dashboard's address as people open it (https://grid.example.cn); robot cards "
+        "link to {public_base_url}/#ticket={id}; none: cards carry no link",
+    )
+    reminders: RemindersConfig = RemindersConfig()
+    quiet_hours: QuietHoursConfig | None = Field(
+        None, description="nightly window in which non-urgent tickets do not page; none: always page"
+    )
 
     def url(self, storage: StorageConfig) -> str:
         """The database URL: `database_url`, or SQLite in the data dir."""
@@ -573,6 +741,18 @@ class GatewayConfig(EnvFirstSettings):
     auth: AuthConfig = AuthConfig()
     open311: Open311Config = Open311Config()
     map: MapConfig = MapConfig()
+    timezone: str = Field(
+        "Asia/Shanghai", description="the city's IANA time zone: quiet hours and local times are read in it"
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {v!r}: use an IANA name such as Asia/Shanghai") from exc
+        return v
 
     @model_validator(mode="after")
     def _no_open_api_on_the_network(self) -> GatewayConfig:

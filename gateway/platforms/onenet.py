@@ -192,12 +192,12 @@ def _problem(reason: RejectReason, detail: str) -> ParsedPush:
 def _new(
     doc: dict[str, Any], registry: DeviceRegistry, topics: Topics, token: str | None, aes_key: bytes | None
 ) -> ParsedPush:
+    if token is not None:  # before anything else is read: an unsigned body is refused, not dead-lettered
+        check_signature(token, _str(doc.get("nonce")), doc["msg"], _str(doc.get("signature")))
     try:
         push = NewPush.model_validate(doc)
     except ValidationError as exc:
         return ParsedPush(problems=[invalid(PLATFORM, exc)])
-    if token is not None:
-        check_signature(token, push.nonce, push.msg, push.signature)
     key = dedup_key(PLATFORM, "id", push.id) if push.id else dedup_key(PLATFORM, "msg", push.msg)
     parsed = ParsedPush(key=key)
     try:

@@ -93,12 +93,12 @@ def create_app(view: GatewayView) -> FastAPI:
         "and a body is only read once its bearer token is valid (401).",
     )
     app.state.auth = view.auth
+    if view.push is not None:  # first: routes are matched in order, and a push must be answered fast
+        app.include_router(platforms.router(view))
     for module in (ops, devices, events, cameras, tickets, grids, reports, dashboard, stream):
         app.include_router(module.router(view))
     if view.cfg.open311.enabled:
         app.include_router(open311.router(view))
-    if view.push is not None:
-        app.include_router(platforms.router(view))
     # the pages last: `/` (the command centre) and `/m/` (the grid worker's phone), static files only
     app.mount("/", pages.Pages(view.cfg.map.tiles), name="pages")
     errors.install(app)

@@ -172,13 +172,13 @@ def test_signature_is_base64_of_the_md5_of_token_nonce_msg() -> None:
     assert signature(TOKEN, "abcdefgh", "hello") == expected
     check_signature(TOKEN, "abcdefgh", "hello", expected)
     check_signature(TOKEN, "abcdefgh", "hello", expected.replace("+", " "))  # '+' unescaped in a query
-    for nonce, msg, given in [
+    for nonce, msg, sent in [
         ("abcdefgh", "hellO", expected),
         ("abcdefgi", "hello", expected),
         ("abcdefgh", "hello", None),
     ]:
         with pytest.raises(SignatureError):
-            check_signature(TOKEN, nonce, msg, given)
+            check_signature(TOKEN, nonce, msg, sent)
 
 
 def openssl_encrypt(key: bytes, text: str) -> str:

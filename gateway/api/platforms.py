@@ -79,7 +79,7 @@ def router(view: GatewayView) -> APIRouter:
 
         @r.get(
             "/onenet/{secret}",
-            response_class=PlainTextResponse,
+            response_class=Response,  # the 200 is text (documented below), the errors JSON
             responses={
                 200: {
                     "content": {"text/plain": {"schema": {"type": "string"}}},

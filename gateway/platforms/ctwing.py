@@ -28,6 +28,7 @@ from devices.types import Device
 from gateway.platforms.native import (
     IdText,
     NativeMessage,
+    Note,
     ParsedPush,
     PushProblem,
     dedup_key,
@@ -44,6 +45,8 @@ from gridgate.topics import Topics
 PLATFORM = "ctwing"
 NOTED = frozenset({"commandResponse", "dataReportTupUnion"})  # the batch form repeats dataReports
 EVENT_TYPES = {1: "info", 2: "warning", 3: "fault"}
+# what the retry key hashes as the message's payload: the data, the event, the state, the reply
+CONTENT = ("payload", "eventContent", "eventType", "taskId", "result")
 
 
 class CommandResult(BaseModel):
@@ -87,12 +90,13 @@ def parse_ctwing(body: bytes, registry: DeviceRegistry, topics: Topics) -> Parse
         push = CtwingPush.model_validate(doc)
     except ValidationError as exc:
         return ParsedPush(problems=[invalid(PLATFORM, exc)])
-    key = dedup_key(
-        PLATFORM, push.device_id, push.message_type, push.timestamp, payload_digest(_content(doc))
-    )
+    content = payload_digest({k: doc.get(k) for k in CONTENT})
+    key = dedup_key(PLATFORM, push.device_id, push.message_type, push.timestamp, content)
     parsed = ParsedPush(key=key)
     if push.message_type in NOTED:
-        parsed.noted.append(push.message_type)
+        result = push.result or CommandResult()
+        detail = f"device={push.device_id} task_id={push.task_id} result={result.resultCode}"
+        parsed.noted.append(Note(push.message_type, detail))
         return parsed
     ids = [("imei", push.imei), ("ctwing_device_id", push.device_id)]
     device = find_device(registry, ids)
@@ -100,7 +104,8 @@ def parse_ctwing(body: bytes, registry: DeviceRegistry, topics: Topics) -> Parse
         parsed.problems.append(unknown_device(PLATFORM, ids))
         return parsed
     if push.message_type == "eventReport":
-        parsed.noted.append(f"eventReport/{EVENT_TYPES.get(push.event_type, push.event_type)}")
+        kind = EVENT_TYPES.get(push.event_type, "other") if push.event_type is not None else "other"
+        parsed.noted.append(Note(f"eventReport/{kind}", f"device={device.id} event_type={push.event_type}"))
     try:
         parsed.messages.append(_message(push, registry, topics, device))
     except DecodeError as exc:
@@ -108,11 +113,6 @@ def parse_ctwing(body: bytes, registry: DeviceRegistry, topics: Topics) -> Parse
             PushProblem(exc.reason, f"{PLATFORM} {push.message_type}: {exc.detail}", device.id)
         )
     return parsed
-
-
-def _content(doc: dict[str, Any]) -> Any:
-    """What the retry key hashes: the payload, the event's content or the on/offline state."""
-    return doc.get("payload", doc.get("eventContent", doc.get("eventType")))
 
 
 def _message(push: CtwingPush, registry: DeviceRegistry, topics: Topics, device: Device) -> NativeMessage:

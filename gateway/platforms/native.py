@@ -42,6 +42,14 @@ class PushProblem:
     device_id: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Note:
+    """Something logged and counted but not stored: a command reply, an event's type."""
+
+    what: str  # a metric label: from a fixed set, never the platform's free text
+    detail: str = ""  # for the log line
+
+
 @dataclass(slots=True)
 class ParsedPush:
     """A push body, parsed: its retry key, the native messages, the problems, what was only noted."""
@@ -49,7 +57,7 @@ class ParsedPush:
     key: str | None = None  # the same for every retry of this body; None: not deduplicated
     messages: list[NativeMessage] = field(default_factory=list)
     problems: list[PushProblem] = field(default_factory=list)
-    noted: list[str] = field(default_factory=list)  # what is logged and counted: command replies, event types
+    noted: list[Note] = field(default_factory=list)
 
 
 def dedup_key(platform: str, *parts: Any) -> str:

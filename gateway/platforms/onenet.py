@@ -36,6 +36,7 @@ from devices.codecs.fields import json_type
 from devices.registry import DeviceRegistry
 from gateway.platforms.native import (
     IdText,
+    Note,
     ParsedPush,
     PushProblem,
     dedup_key,
@@ -50,6 +51,7 @@ from gridgate.topics import Topics
 
 PLATFORM = "onenet"
 AES_KEY_BYTES = (16, 24, 32)  # OneNET generates 16; AES takes these three
+NOTED = frozenset({"reply", "sceneLog", "lbsAndWifi"})  # message types logged, not stored
 
 
 class SignatureError(Exception):
@@ -218,7 +220,10 @@ def _new_message(item: Any, where: str, registry: DeviceRegistry, topics: Topics
         parsed.problems.append(invalid(PLATFORM, exc, where))
         return
     if m.messageType not in ("lifeCycle", "notify"):
-        parsed.noted.append(m.messageType)
+        what = m.messageType if m.messageType in NOTED else "other"
+        parsed.noted.append(
+            Note(what, f"device={m.deviceName or m.deviceId} message_type={m.messageType[:40]!r}")
+        )
         return
     ids = [("onenet_device", m.deviceName), ("onenet_device", m.deviceId), ("imei", m.imei)]
     device = find_device(registry, ids)
@@ -241,7 +246,7 @@ def _new_message(item: Any, where: str, registry: DeviceRegistry, topics: Topics
     params = data.params or {}
     if m.notifyType == "event":
         for name, p in params.items():
-            parsed.noted.append(f"event/{p.eventType or name}")
+            parsed.noted.append(Note("event", f"device={device.id} event={name[:40]!r} type={p.eventType!r}"))
             if not isinstance(p.value, dict):
                 parsed.problems.append(
                     PushProblem(
@@ -255,7 +260,9 @@ def _new_message(item: Any, where: str, registry: DeviceRegistry, topics: Topics
             parsed.messages.append(reading(topics, registry, device, p.value, p.time))
         return
     if m.notifyType != "property":
-        parsed.noted.append(f"notify/{m.notifyType}")
+        parsed.noted.append(
+            Note("notify/other", f"device={device.id} notify_type={str(m.notifyType)[:40]!r}")
+        )
         return
     by_time: dict[int | None, dict[str, Any]] = defaultdict(dict)
     for name, p in params.items():

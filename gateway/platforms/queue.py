@@ -51,7 +51,8 @@ class PushQueue:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop handing over; what is left stays in the journal for the next start's replay."""
+        """Hand over what is queued, then stop; a push queued after this waits in the journal for
+        the next start's replay."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
@@ -60,7 +61,7 @@ class PushQueue:
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wake.wait(0.5)
-            while not self._stop.is_set():
+            while True:  # until the queue is empty, also when stopping: no push waits for a replay
                 with self._lock:
                     if not self._items:
                         self._wake.clear()  # under the lock: a `put` after this sets it again

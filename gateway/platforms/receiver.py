@@ -23,12 +23,13 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from devices.codecs.errors import RejectReason, describe_exception
 from devices.registry import DeviceRegistry
 from gateway.pipeline import LogThrottle
 from gateway.platforms.ctwing import parse_ctwing
 from gateway.platforms.dedup import PushDedup
 from gateway.platforms.metrics import PushMetrics
-from gateway.platforms.native import NativeMessage, ParsedPush
+from gateway.platforms.native import NativeMessage, ParsedPush, PushProblem
 from gateway.platforms.onenet import SignatureError, aes_key_bytes, check_signature, parse_onenet
 from gateway.platforms.ratelimit import SourceBuckets
 from gridgate.clock import Clock
@@ -143,7 +144,7 @@ class PushReceiver:
             )
             return Answer(
                 429,
-                detail=f"more than {self._rate(platform)} pushes/s from {source}: slow down",
+                detail=f"more than {self._buckets[platform].rate_per_s:g} pushes/s from {source}: slow down",
                 retry_after_s=1,
             )
         return None
@@ -180,10 +181,19 @@ class PushReceiver:
         return answer
 
     def _receive(self, platform: Platform, body: bytes) -> Answer:
-        if platform == "ctwing":
-            parsed = parse_ctwing(body, self.registry, self.topics)
-        else:
-            parsed = parse_onenet(body, self.registry, self.topics, self.onenet_token, self.onenet_aes_key)
+        try:
+            if platform == "ctwing":
+                parsed = parse_ctwing(body, self.registry, self.topics)
+            else:
+                parsed = parse_onenet(
+                    body, self.registry, self.topics, self.onenet_token, self.onenet_aes_key
+                )
+        except SignatureError:
+            raise
+        except Exception as exc:  # a bug or an input nobody foresaw: this push only, dead-lettered
+            log.debug("event=push_parse_error platform=%s", platform, exc_info=True)
+            problem = PushProblem(RejectReason.handler_error, f"{platform} push: {describe_exception(exc)}")
+            parsed = ParsedPush(problems=[problem])
         with self._accepting:
             return self._accept(platform, parsed, body)
 
@@ -213,12 +223,23 @@ class PushReceiver:
             except sqlite3.Error as exc:  # journaled already: a retry may be stored twice, never lost
                 self._note_once("dedup", "event=push_dedup_write_failed error=%r", exc)
         self._dead_letter(platform, parsed, body, now)
-        for what in parsed.noted:
-            self.metrics.noted[(platform, what)] += 1
-            log.debug("event=push_noted platform=%s what=%s", platform, what)
+        for note in parsed.noted:
+            self.metrics.noted[(platform, note.what)] += 1
+            self._note_once(
+                f"{platform}:{note.what}",
+                "event=push_noted platform=%s what=%s %s",
+                platform,
+                note.what,
+                note.detail,
+                level=logging.INFO,
+            )
         return Answer(
             200,
-            PushAnswer(accepted=len(parsed.messages), dead_lettered=len(parsed.problems), noted=parsed.noted),
+            PushAnswer(
+                accepted=len(parsed.messages),
+                dead_lettered=len(parsed.problems),
+                noted=[n.what for n in parsed.noted],
+            ),
         )
 
     def _dead_letter(self, platform: str, parsed: ParsedPush, body: bytes, now: float) -> None:
@@ -239,13 +260,11 @@ class PushReceiver:
         )
         return Answer(status, detail=detail)
 
-    def _note_once(self, key: str, message: str, *args: object) -> None:
+    def _note_once(self, key: str, message: str, *args: object, level: int = logging.WARNING) -> None:
+        """One line per key every 10 s at most, with the count held back (a flood logs little)."""
         more = self._throttle.due(key)
         if more is not None:
-            log.warning(message + " suppressed_since_last=%d", *args, more)
-
-    def _rate(self, platform: str) -> float:
-        return self._buckets[platform].rate_per_s
+            log.log(level, message + " suppressed_since_last=%d", *args, more)
 
 
 def _read(get: Callable[[], str | None], where: str, problems: list[str]) -> str | None:

@@ -108,7 +108,7 @@ def test_ctwing_event_report_is_a_reading_and_its_type_is_noted() -> None:
     )
     parsed = parse_ctwing(body, REGISTRY, TOPICS)
     assert native(parsed.messages[0].payload) == {"water_level_cm": 30.0, "ts": 1650554828.842}
-    assert parsed.noted == ["eventReport/warning"]
+    assert [n.what for n in parsed.noted] == ["eventReport/warning"]
 
 
 @pytest.mark.parametrize(("event_type", "status"), [(1, b"online"), (0, b"offline")])
@@ -128,7 +128,10 @@ def test_ctwing_command_response_is_noted_not_an_error() -> None:
         deviceId=CT_ID,
     )
     parsed = parse_ctwing(body, REGISTRY, TOPICS)
-    assert parsed.noted == ["commandResponse"] and not parsed.messages and not parsed.problems
+    assert (
+        [n.what for n in parsed.noted] == ["commandResponse"] and not parsed.messages and not parsed.problems
+    )
+    assert "task_id=1 result=DELIVERED" in parsed.noted[0].detail
 
 
 def test_ctwing_unknown_device_names_the_ids_and_the_fix() -> None:
@@ -280,9 +283,11 @@ def test_onenet_event_is_a_reading_and_reply_is_noted() -> None:
     }
     parsed = parse_onenet(new_body(event), REGISTRY, TOPICS, None, None)
     assert native(parsed.messages[0].payload) == {"water_level_cm": 25.0, "ts": 1631522002.543}
-    assert parsed.noted == ["event/alarm"]
+    assert [n.what for n in parsed.noted] == ["event"] and "alarm" in parsed.noted[0].detail
     reply = {"deviceName": "test01", "messageType": "reply", "callType": "sync", "response": {"code": 200}}
-    assert parse_onenet(new_body(reply), REGISTRY, TOPICS, None, None).noted == ["reply"]
+    assert [n.what for n in parse_onenet(new_body(reply), REGISTRY, TOPICS, None, None).noted] == ["reply"]
+    odd = reply | {"messageType": "x" * 500}  # a metric label never carries the platform's free text
+    assert [n.what for n in parse_onenet(new_body(odd), REGISTRY, TOPICS, None, None).noted] == ["other"]
 
 
 def test_onenet_old_datastream_format_and_its_signature_over_the_msg_text_as_sent() -> None:

@@ -14,6 +14,7 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from devices.codecs.errors import DecodeError, RejectReason
 from devices.codecs.manhole_binary import encode_manhole_binary
@@ -23,6 +24,9 @@ from gateway.platforms.ctwing import parse_ctwing
 from gateway.platforms.dedup import PushDedup
 from gateway.platforms.onenet import SignatureError, check_signature, decrypt, parse_onenet, signature
 from gateway.platforms.ratelimit import SourceBuckets
+from gateway.platforms.receiver import PushReceiver
+from gridgate.clock import SystemClock
+from gridgate.config import ConfigError, GatewayConfig, PlatformsConfig
 from gridgate.topics import Topics
 
 IMEI = "862592051651472"
@@ -400,3 +404,44 @@ def test_source_buckets_allow_a_burst_then_the_rate() -> None:
     assert [buckets.allow("a", 0.0) for _ in range(6)] == [True] * 5 + [False]
     assert buckets.allow("b", 0.0)  # each source its own bucket
     assert buckets.allow("a", 0.1) and not buckets.allow("a", 0.1)
+
+
+# configuration -----------------------------------------------------------------------------------
+def receiver(tmp_path: Path, **platforms: Any) -> PushReceiver:
+    return PushReceiver(
+        PlatformsConfig.model_validate(platforms),
+        registry=REGISTRY,
+        topics=TOPICS,
+        data_dir=tmp_path,
+        clock=SystemClock(),
+        journal=lambda messages: None,
+        reject=lambda rejection, now: None,
+    )
+
+
+def test_an_enabled_platform_needs_its_path_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValidationError, match="secret"):
+        GatewayConfig(platforms={"ctwing": {"enabled": True}})
+    with pytest.raises(ConfigError, match=r"platforms\.ctwing\.secret: missing or shorter than 16"):
+        receiver(tmp_path, ctwing={"enabled": True, "secret": "short"})
+    with pytest.raises(ConfigError, match=r"platforms\.ctwing\.secret"):
+        receiver(tmp_path, ctwing={"enabled": True, "secret_env": "GRIDGATE_TEST_UNSET_SECRET"})
+    monkeypatch.setenv("GRIDGATE_TEST_CT_SECRET", "from-the-environment-123")
+    push = receiver(tmp_path, ctwing={"enabled": True, "secret_env": "GRIDGATE_TEST_CT_SECRET"})
+    assert push.platforms == ["ctwing"]
+    assert push.admit("ctwing", "from-the-environment-123", "10.0.0.1") is None
+    refused = push.admit("ctwing", "from-the-environment-124", "10.0.0.1")
+    assert refused is not None and refused.status == 401 and "from-the" not in (refused.detail or "")
+    push.close()
+
+
+def test_the_onenet_aes_key_must_be_an_aes_key(tmp_path: Path) -> None:
+    on = {"enabled": True, "secret": "a-long-enough-secret", "aes_key": "12345"}
+    with pytest.raises(ConfigError, match=r"platforms\.onenet\.aes_key: 5 bytes, expected 16"):
+        receiver(tmp_path, onenet=on)
+    push = receiver(tmp_path, onenet=on | {"aes_key": AES_KEY.decode(), "token": TOKEN})
+    assert push.onenet_aes_key == AES_KEY and push.onenet_token == TOKEN
+    assert push.verify_onenet("hi", "abcdefgh", signature(TOKEN, "abcdefgh", "hi")).text == "hi"
+    assert push.verify_onenet("hi", "abcdefgh", "bogus").status == 403
+    assert push.verify_onenet(None, None, None).status == 400
+    push.close()

@@ -95,7 +95,7 @@ class Gateway:
         )
         self.topics = Topics(cfg.broker.topic_prefix)
         subscriptions = [self.topics.device_filter, self.topics.edge_filter]
-        subscriptions += [vt.subscription for vt in cfg.vendor_topics]
+        subscriptions += [vt.subscription for vt in cfg.all_vendor_topics()]
         self.shards: ShardPool | None = None
         self._shard_gauges: dict[int, dict[str, float]] = {}
         self._shard_errors: dict[int, str | None] = {}
@@ -108,7 +108,7 @@ class Gateway:
             subscriptions,
             self._on_message,
             on_connect=self._on_connect,
-            on_read_done=self._flush_shards if self.shards else None,
+            on_read_done=self.shards.flush if self.shards else None,
             before_send=self.journal.flush,
             expect_session=self.journal.last_seq > 0 and not fresh_broker,
             dropped_seen=self.store.load_mark(BROKER_DROPPED),
@@ -276,12 +276,6 @@ class Gateway:
         oldest = self.push_queue.oldest()
         return self._handled_seq if oldest is None else min(self._handled_seq, oldest - 1)
 
-    def _flush_shards(self) -> None:
-        """After an MQTT read: the push thread submits to the shards too, under the ingest lock."""
-        assert self.shards is not None
-        with self._ingest_lock:
-            self.shards.flush()
-
     def _on_edge(self, topic: str, payload: bytes, now: float) -> None:
         et = self.topics.parse_edge(topic)
         if et is None:  # under edge/ but not a known channel: rejected as unknown_topic
@@ -347,25 +341,27 @@ class Gateway:
         return route.device_id if route else None
 
     def _apply_report(self, shard: int, rep: WorkerReport) -> None:
-        """A worker's results: publish for it, count, remember its events, mirror its devices' state.
+        """A worker's results: publish for it, mirror its devices' state, remember its events, count.
 
         The events come before the checkpoint they belong to (one pipe, in order), so a checkpoint
-        saved after this report has handed them to the store and the ticket desk."""
+        saved after this report has handed them to the store and the ticket desk. The counters come
+        last: whoever sees `messages_in` reach a number finds those messages' effects in place."""
         for topic, payload, qos in rep.publishes:
             self.mqtt.publish(topic, payload, qos)
-        m = self.metrics
-        for name, delta in rep.counters.items():
-            setattr(m, name, getattr(m, name) + delta)
-        m.rejected.update(rep.rejected)
-        m.events_out.update(rep.events_out)
         self._shard_gauges[shard] = rep.gauges
         self._shard_errors[shard] = rep.sink_error
-        if rep.snapshots:
+        if rep.views:  # as of this report (checkpoint snapshots may be older: they are for saving)
             with self.pipeline.lock:
-                for device_id, state in rep.snapshots.items():
-                    self.engine.restore(device_id, state)
+                for device_id, view in rep.views.items():
+                    self.engine.apply_view(device_id, view)
         if rep.events:
             self._remember(rep.events)
+        m = self.metrics
+        m.rejected.update(rep.rejected)
+        m.ignored.update(rep.ignored)
+        m.events_out.update(rep.events_out)
+        for name, delta in rep.counters.items():
+            setattr(m, name, getattr(m, name) + delta)
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Wait until every message received so far is handled and its points are written."""
@@ -550,7 +546,7 @@ class Gateway:
 
         Messages that arrive while stopping are journaled, acknowledged and handled at the next start.
         """
-        self.push_queue.stop()  # pushes still queued are journaled: the next start replays them
+        self.push_queue.stop()  # hands over what is queued; a later push waits in the journal for a replay
         with self._ingest_lock:
             self._closing = True
             if self.shards is not None:
@@ -659,7 +655,11 @@ def check_vendor_codecs(cfg: GatewayConfig) -> None:
     problems = [
         f"vendor_topics[{i}].codec: unknown codec {vt.codec!r} (use one of {', '.join(known)})"
         for i, vt in enumerate(cfg.vendor_topics)
-        if vt.codec not in known
+        if vt.codec is not None and vt.codec not in known
+    ] + [
+        f"lorawan.{vt.envelope}.codec: unknown codec {vt.codec!r} (use one of {', '.join(known)})"
+        for vt in cfg.lorawan.vendor_topics()
+        if vt.codec is not None and vt.codec not in known
     ]
     if problems:
         raise ConfigError("gateway config", problems)

@@ -272,33 +272,116 @@ class AuthConfig(Strict):
     )
 
 
+# the ids a vendor topic may name its device by: gridgate's own, or a LoRaWAN network server's
+TOPIC_DEVICE_KEYS = ("device_id", "dev_eui", "lorawan_device_id")
+_DEVICE_SEGMENTS = tuple("{" + k + "}" for k in TOPIC_DEVICE_KEYS)
+_PLACEHOLDERS = frozenset((*_DEVICE_SEGMENTS, "{event}"))
+CHIRPSTACK_PATTERN = "application/+/device/{dev_eui}/event/{event}"
+TTS_PATTERN = "v3/+/devices/{lorawan_device_id}/up"
+
+
+def check_topic_pattern(pattern: str, *, has_envelope: bool) -> None:
+    """ValueError unless `pattern` names its device in one whole segment (and `{event}` at most once,
+    for a network server's envelope)."""
+    segments = pattern.split("/")
+    if sum(segments.count(s) for s in _DEVICE_SEGMENTS) != 1:
+        names = ", ".join(_DEVICE_SEGMENTS)
+        raise ValueError(f"pattern needs exactly one whole segment naming the device, one of {names}")
+    if "#" in pattern:
+        raise ValueError("`#` is not allowed; use `+` for single segments")
+    if segments.count("{event}") > 1:
+        raise ValueError("pattern may have one `{event}` segment")
+    if "{event}" in segments and not has_envelope:
+        raise ValueError("`{event}` names a network server's event: add `envelope: chirpstack` or `tts`")
+
+
 class VendorTopic(Strict):
     """A vendor's own topic mapped to a device id and a codec, e.g. `acme/covers/{device_id}/data`."""
 
-    pattern: str = Field(description="MQTT topic with one `{device_id}` segment; `+` matches any segment")
-    codec: str
+    pattern: str = Field(
+        description="MQTT topic with one whole segment naming the device: `{device_id}` (gridgate's id), "
+        "`{dev_eui}` or `{lorawan_device_id}` (looked up in devices.yaml, falling back to the id); "
+        "`{event}` marks the segment holding a network server's event name; `+` matches any segment"
+    )
+    codec: str | None = Field(
+        None, description="codec of the payload (of the LoRaWAN FRMPayload); default: the device's own"
+    )
     device_type: str | None = Field(None, description="defaults to the type in devices.yaml")
+    envelope: Literal["chirpstack", "tts"] | None = Field(
+        None,
+        description="the JSON a LoRaWAN network server wraps each message in (ChirpStack v4 or The "
+        "Things Stack v3 MQTT integration), unwrapped before the codec (docs/platforms.md)",
+    )
 
     @model_validator(mode="after")
     def _one_device_id(self) -> VendorTopic:
-        segments = self.pattern.split("/")
-        if segments.count("{device_id}") != 1:
-            raise ValueError("pattern needs exactly one whole segment `{device_id}`")
-        if "#" in self.pattern:
-            raise ValueError("`#` is not allowed; use `+` for single segments")
+        check_topic_pattern(self.pattern, has_envelope=self.envelope is not None)
         return self
 
     @property
+    def device_key(self) -> str:
+        """Which id the topic names the device by: device_id, dev_eui or lorawan_device_id."""
+        segments = self.pattern.split("/")
+        return next(k for k, s in zip(TOPIC_DEVICE_KEYS, _DEVICE_SEGMENTS, strict=True) if s in segments)
+
+    @property
     def subscription(self) -> str:
-        return self.pattern.replace("{device_id}", "+")
+        return "/".join("+" if s in _PLACEHOLDERS else s for s in self.pattern.split("/"))
 
     def compile(self) -> re.Pattern[str]:
         parts = []
         for seg in self.pattern.split("/"):
-            parts.append(
-                "(?P<device_id>[^/]+)" if seg == "{device_id}" else "[^/]+" if seg == "+" else re.escape(seg)
-            )
+            if seg in _PLACEHOLDERS:
+                parts.append(f"(?P<{seg[1:-1]}>[^/]+)")
+            else:
+                parts.append("[^/]+" if seg == "+" else re.escape(seg))
         return re.compile("^" + "/".join(parts) + "$")
+
+
+class NetworkServerTopic(Strict):
+    """One LoRaWAN network server's MQTT integration as a preset vendor topic."""
+
+    enabled: bool = Field(False, description="subscribe to this server's uplink topics")
+    pattern: str = Field(description="its event topic, with `{event}` and the device segment")
+    codec: str | None = Field(None, description="codec of the FRMPayload; default: the device's own")
+    device_type: str | None = Field(None, description="only devices of this type come this way")
+
+    @model_validator(mode="after")
+    def _pattern(self) -> NetworkServerTopic:
+        check_topic_pattern(self.pattern, has_envelope=True)
+        return self
+
+
+class ChirpStackTopic(NetworkServerTopic):
+    pattern: str = Field(
+        CHIRPSTACK_PATTERN,
+        description="ChirpStack v4 `event_topic` (its default); the DevEUI segment is `{dev_eui}`",
+    )
+
+
+class TTSTopic(NetworkServerTopic):
+    pattern: str = Field(
+        TTS_PATTERN,
+        description="The Things Stack v3 uplink topic; `v3/{app}@{tenant}/...` is one segment, matched "
+        "by `+`; use `.../{event}` to take `join` too",
+    )
+
+
+class LoRaWANConfig(Strict):
+    """`lorawan:`: LoRaWAN network servers publishing to this broker (or bridged into it)."""
+
+    chirpstack: ChirpStackTopic = Field(
+        default_factory=ChirpStackTopic, description="ChirpStack v4 MQTT integration (JSON)"
+    )
+    tts: TTSTopic = Field(default_factory=TTSTopic, description="The Things Stack v3 MQTT integration")
+
+    def vendor_topics(self) -> list[VendorTopic]:
+        """The enabled servers as vendor topics with their envelope."""
+        return [
+            VendorTopic(pattern=s.pattern, codec=s.codec, device_type=s.device_type, envelope=name)
+            for name, s in (("chirpstack", self.chirpstack), ("tts", self.tts))
+            if s.enabled
+        ]
 
 
 class IngestConfig(Strict):
@@ -569,6 +652,7 @@ class GatewayConfig(EnvFirstSettings):
     fallback_grid: TopicLevel = Field("unassigned", description="grid of a point inside no polygon")
     maintenance_team: TopicLevel = Field("maintenance", description="default team for device faults")
     vendor_topics: list[VendorTopic] = []
+    lorawan: LoRaWANConfig = LoRaWANConfig()
     limits: LimitsConfig = LimitsConfig()
     ingest: IngestConfig = IngestConfig()
     offline_check_s: float = Field(5.0, gt=0, description="how often silent devices are looked for")
@@ -587,6 +671,10 @@ class GatewayConfig(EnvFirstSettings):
                 "tickets as admin; add auth.tokens, bind api.host to 127.0.0.1, or set auth.allow_open: true"
             )
         return self
+
+    def all_vendor_topics(self) -> list[VendorTopic]:
+        """`vendor_topics` and the LoRaWAN presets `lorawan:` turns on: every topic routed to a device."""
+        return [*self.vendor_topics, *self.lorawan.vendor_topics()]
 
 
 LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost"})

@@ -1,9 +1,10 @@
-"""Operator platforms that push device messages over HTTP: China Telecom's CTWing, China Mobile's OneNET.
+"""Operator platforms and network servers: their envelopes unwrapped into what the codecs decode.
 
-Each platform's envelope is parsed here, with no I/O, into the device's own native messages
-(`{prefix}/devices/{type}/{id}/up` with the raw uplink bytes or native JSON, `.../status` with
-`online`/`offline`), which the gateway journals and hands to the same pipeline as MQTT: the codecs
-never know how the bytes arrived. `ctwing` and `onenet` hold the envelopes, `native` the messages
-and device identity they share, `dedup` the retry keys kept across restarts, `receiver` the HTTP
-side (secrets, signatures, rate limits, answers, counters) and `queue` the hand-over to the pipeline.
+`lorawan` reads ChirpStack's and The Things Stack's MQTT JSON. CTWing and China Mobile's OneNET
+push over HTTP: `ctwing` and `onenet` parse their envelopes, with no I/O, into the device's own
+native messages (`{prefix}/devices/{type}/{id}/up` with the raw uplink bytes or native JSON,
+`.../status` with `online`/`offline`), which the gateway journals and hands to the same pipeline
+as MQTT; `native` holds those messages and the device identity both share, `dedup` the retry keys
+kept across restarts, `receiver` the HTTP side (secrets, signatures, rate limits, answers,
+counters) and `queue` the hand-over to the pipeline.
 """

@@ -26,8 +26,6 @@ import re
 from collections import defaultdict
 from typing import Any
 
-from cryptography.hazmat.primitives import padding
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from devices.codecs.base import loads_json
@@ -78,15 +76,24 @@ def check_signature(token: str, nonce: str | None, msg: str, given: str | None) 
 
 
 def aes_key_bytes(key: str) -> bytes:
-    """The configured key as AES key bytes; ValueError naming the length otherwise."""
+    """The configured key as AES key bytes; ValueError naming the length (or the missing package)."""
     raw = key.encode()
     if len(raw) not in AES_KEY_BYTES:
         raise ValueError(f"platforms.onenet.aes_key: {len(raw)} bytes, expected 16 (the console's key)")
+    try:
+        import cryptography  # noqa: F401  (only secure mode needs it: imported when configured)
+    except ImportError:
+        raise ValueError(
+            "platforms.onenet.aes_key needs the cryptography package: pip install cryptography"
+        ) from None
     return raw
 
 
 def decrypt(key: bytes, text: str) -> str:
     """Secure mode: base64 -> AES-CBC with IV = key -> PKCS7 unpadding -> UTF-8. DecodeError if any fails."""
+    from cryptography.hazmat.primitives import padding
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
     try:
         data = base64.b64decode(text, validate=True)
         decryptor = Cipher(algorithms.AES(key), modes.CBC(key[:16])).decryptor()

@@ -22,7 +22,7 @@ from devices.codecs.manhole_binary import encode_manhole_binary
 from gateway.platforms.onenet import signature
 from gateway.service import Gateway
 from gateway.sinks.sqlite import SQLiteSink
-from gridgate.config import GatewayConfig
+from gridgate.config import GatewayConfig, IngestConfig
 from tests.integration.push_storm import STORM_SECRET, storm, storm_devices
 from tests.integration.spine_helpers import gateway_config
 from tests.servers import Collector, Mosquitto, pub, wait_until
@@ -344,8 +344,11 @@ def test_every_envelope_stores_what_the_same_reading_stores_over_mqtt(
     assert {c for c, _, _ in push_tickets} >= {"manhole_open", "water_high"}
 
 
-def test_retries_are_stored_once_even_after_a_restart(mosquitto: Mosquitto, tmp_path: Path) -> None:
-    cfg = push_config(tmp_path, mosquitto)
+@pytest.mark.parametrize("workers", [0, 1])
+def test_retries_are_stored_once_even_after_a_restart(
+    mosquitto: Mosquitto, tmp_path: Path, workers: int
+) -> None:
+    cfg = push_config(tmp_path, mosquitto).model_copy(update={"ingest": IngestConfig(workers=workers)})
     frame = encode_manhole_binary(tilt_deg=4.0, ts=T0 + 30)
     body = ct_transparent(frame, (T0 + 30) * 1000)
     old = onenet_old(

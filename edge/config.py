@@ -212,7 +212,9 @@ class CaptureConfig(Strict):
         10.0, gt=0, description="watchdog: reopen a stream that delivered no frame this long"
     )
     reconnect_min_s: float = Field(0.5, gt=0, description="first wait before reopening; doubles each failure")
-    reconnect_max_s: float = Field(30.0, gt=0, description="cap of the wait between reopen attempts")
+    reconnect_max_s: float = Field(
+        8.0, gt=0, description="cap of the wait between reopen attempts (a camera is back within it)"
+    )
     loop: bool = Field(False, description="files only: start again at the end (demo, soak)")
     realtime: bool = Field(
         True,
@@ -253,6 +255,56 @@ class MotionConfig(Strict):
     hold_s: float = Field(1.0, ge=0, description="keep detecting this long after motion stops")
 
 
+class HealthConfig(Strict):
+    """Camera health checks (edge/camera_health.py): faults a maintenance team receives."""
+
+    enabled: bool = Field(True, description="false: no camera health faults for this camera")
+    sample_s: float = Field(2.0, gt=0, description="frame time between two checks")
+    warmup_checks: int = Field(
+        5, ge=1, description="checks that learn the camera's look before any judgement"
+    )
+    bad_checks: int = Field(3, ge=1, description="bad checks in a row before a fault is raised")
+    good_checks: int = Field(3, ge=1, description="good checks in a row before it clears (cool-down)")
+    lost_after_s: float = Field(20.0, gt=0, description="camera_lost after this long without a frame")
+    frozen_after_s: float = Field(
+        60.0, gt=0, description="camera_frozen after a bit-identical picture this long"
+    )
+    dark_below: float = Field(25.0, ge=0, le=255, description="obscured: mean grey below this and ...")
+    flat_below: float = Field(8.0, ge=0, description="... grey standard deviation below this")
+    contrast_ratio: float = Field(
+        0.35,
+        gt=0,
+        lt=1,
+        description="obscured (besides dark): grey deviation below this x the baseline's and ...",
+    )
+    one_colour_share: float = Field(
+        0.8, gt=0, le=1, description="obscured: one grey level covers this share (while normally it does not)"
+    )
+    entropy_ratio: float = Field(
+        0.45, gt=0, lt=1, description="obscured: entropy below this x the baseline's"
+    )
+    min_entropy_bits: float = Field(
+        2.5, ge=0, description="a scene below this entropy is not judged by entropy"
+    )
+    blur_ratio: float = Field(
+        0.2, gt=0, lt=1, description="blurred: Laplacian variance below this x the baseline's"
+    )
+    crisp_ratio: float = Field(
+        0.35, gt=0, lt=1, description="... and the edges' crispness below this x the baseline's"
+    )
+    min_sharpness: float = Field(30.0, ge=0, description="a scene flatter than this is not judged for blur")
+    moved_share: float = Field(
+        0.04, gt=0, lt=1, description="moved: the view shifted by this share of the frame"
+    )
+    min_response: float = Field(
+        0.05, ge=0, le=1, description="phase-correlation peak needed to trust a shift"
+    )
+    day_starts: int = Field(
+        7, ge=0, le=23, description="local hour the day baseline starts (IR cameras switch)"
+    )
+    night_starts: int = Field(19, ge=0, le=24, description="local hour the night baseline starts")
+
+
 class CameraConfig(Strict):
     """One entry of `cameras:`."""
 
@@ -279,6 +331,9 @@ class CameraConfig(Strict):
         description="names of the `models:` this camera's frames go through; default all of them",
     )
     zones: list[Zone] = Field([], description="no_parking, ponding and bin_overflow regions")
+    health: HealthConfig = Field(
+        HealthConfig(), description="lost, frozen, obscured, blurred and moved camera faults"
+    )
 
     @field_validator("zones")
     @classmethod

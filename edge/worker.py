@@ -22,9 +22,17 @@ import numpy as np
 
 from detectors.annotate import annotate, to_jpeg
 from detectors.model import is_demo_model
-from detectors.rules import CameraRules, SnapshotRequest
+from detectors.rules import CameraRules, Signal, SnapshotRequest
 from detectors.tracking import Tracker
 from detectors.zones import DetectionLike, Zone
+from edge.camera_health import (
+    SEVERITY,
+    CameraHealth,
+    HealthChange,
+    load_reference,
+    save_reference,
+    zones_digest,
+)
 from edge.capture import Capture, Frame, source_kind
 from edge.config import CameraConfig, EdgeConfig
 from edge.events import Draft, EventEmitter
@@ -35,7 +43,7 @@ from edge.publisher import EdgePublisher
 from edge.queue import DiskQueue, Outgoing
 from edge.scheduler import DetectorLike, run_batch
 from edge.stats import CameraCounters, CameraStats, EdgeStats, percentile
-from gridgate.models import EdgeEventMessage, Location
+from gridgate.models import CAMERA_ZONE, EdgeEventMessage, Location
 from gridgate.topics import Topics
 
 log = logging.getLogger("gridgate.edge.worker")
@@ -65,7 +73,12 @@ class CameraRuntime:
     held: HeldPictures
     tz: ZoneInfo
     zones: dict[str, Zone]
+    health: CameraHealth
+    reference_path: Path  # the health check's reference view, kept across restarts
+    zones_digest: str  # the zones the reference was taken for
     models: frozenset[str] | None = None  # the models its frames go through; None: all
+    last_frame_wall: float = 0.0  # wall time of its last frame (camera_lost counts from here)
+    muted_logged: bool = False  # one log line per moved spell for the zone events it mutes
     counters: CameraCounters = field(default_factory=CameraCounters)
     gated_out: int = 0
     last_ts: float = 0.0  # frame time of the last analysis
@@ -104,6 +117,7 @@ class EdgeWorker:
         self.evidence = EvidenceStore(data / "evidence", cfg.evidence)
         self.feedback = Feedback.for_worker(cfg, detector)  # frames to label; false alarms from tickets
         self.on_message = on_message
+        self.wall = wall
         self.event_latency_ms: list[float] = []  # frame received -> event queued, last 1000
         self.cameras: list[CameraRuntime] = []
         self._wake = threading.Event()
@@ -111,6 +125,9 @@ class EdgeWorker:
             if not cam.enabled:
                 continue
             cap = Capture(cam.id, cam.url, cam.capture, wall=wall)
+            digest = zones_digest([z.model_dump(mode="json") for z in cam.zones])
+            reference_path = data / "health" / f"{cam.id}.npz"
+            health = CameraHealth(cam.id, cam.health, cfg.tz(cam), load_reference(reference_path, digest))
             self.cameras.append(
                 CameraRuntime(
                     cfg=cam,
@@ -123,6 +140,9 @@ class EdgeWorker:
                     held=HeldPictures(),
                     tz=cfg.tz(cam),
                     zones={z.name: z for z in cam.zones},
+                    health=health,
+                    reference_path=reference_path,
+                    zones_digest=digest,
                     models=frozenset(cam.models) if cam.models else None,
                 )
             )
@@ -139,6 +159,7 @@ class EdgeWorker:
             self.publisher.start()
         self.feedback.start(listen=publisher)
         for rt in self.cameras:
+            rt.last_frame_wall = self.wall()  # a camera that never sends a frame is lost too
             rt.capture.start()
         log.info(
             "event=edge_started edge_id=%s cameras=%d broker=%s data_dir=%s",
@@ -211,6 +232,7 @@ class EdgeWorker:
         for i in range(n):
             rt = self.cameras[(self._rr + i) % n]
             frame = rt.capture.take()
+            self._watch(rt, frame)
             if frame is None:
                 continue
             decision = rt.gate.decide(frame.image, frame.ts)
@@ -232,6 +254,53 @@ class EdgeWorker:
                 except Exception:  # one camera's bad moment must not stop the others
                     log.exception("event=analysis_failed camera=%s ts=%.3f", rt.cfg.id, frame.ts)
         return len(due)
+
+    def _watch(self, rt: CameraRuntime, frame: Frame | None) -> None:
+        """Camera health: lost while no frame comes, and every `sample_s` a look at the picture."""
+        if frame is None:
+            if not rt.capture.ended:
+                self._health(rt, rt.health.idle(self.wall(), rt.last_frame_wall), None)
+            return
+        rt.last_frame_wall = self.wall()
+        changes = rt.health.frame_arrived(rt.last_frame_wall)
+        if rt.health.due(frame.ts):
+            try:
+                changes += rt.health.check(frame.image, frame.ts)
+            except Exception:  # a health check must never cost the camera its analysis
+                log.exception("event=camera_health_failed camera=%s ts=%.3f", rt.cfg.id, frame.ts)
+            ref = rt.health.reference
+            if ref is not None and rt.health.reference_is_new:
+                rt.health.reference_is_new = False
+                try:
+                    save_reference(rt.reference_path, rt.zones_digest, ref)
+                except OSError as exc:
+                    log.warning("event=camera_reference_not_saved camera=%s error=%r", rt.cfg.id, str(exc))
+        self._health(rt, changes, frame)
+
+    def _health(self, rt: CameraRuntime, changes: list[HealthChange], frame: Frame | None) -> None:
+        """Health changes become camera fault events (zone `camera`) with the picture that shows them."""
+        for c in changes:
+            key = f"health:{c.kind}"
+            sig = Signal(
+                c.kind, CAMERA_ZONE, key, c.action, c.at, c.started_at, SEVERITY[c.kind], 1.0, c.measurements
+            )
+            draft = rt.emitter.on_signal(sig)
+            if draft is None:
+                continue
+            pics: list[Picture] = []
+            if frame is not None and c.action == "raise":
+                pic = self._picture(rt, SnapshotRequest(key, CAMERA_ZONE, "camera", frame.ts), frame)
+                pics = [pic] if pic is not None else []
+            log.warning(
+                "event=camera_health camera=%s fault=%s action=%s %s",
+                rt.cfg.id,
+                c.kind,
+                c.action,
+                " ".join(f"{k}={v}" for k, v in c.measurements.items()),
+            )
+            self._emit(rt, draft, pics, frame.received if frame is not None else time.monotonic())
+            if c.kind == "camera_moved" and c.action == "clear":
+                rt.muted_logged = False
 
     def analyse(self, rt: CameraRuntime, frame: Frame, dets: Any, inference_ms: float) -> None:
         rt.last_ts = frame.ts
@@ -258,12 +327,19 @@ class EdgeWorker:
             else:
                 now_pics.setdefault(snap.key, []).append(pic)
         for sig in res.signals:
+            if sig.action == "raise" and rt.health.moved:  # its zones cover other ground now
+                if not rt.muted_logged:
+                    rt.muted_logged = True
+                    log.warning(
+                        "event=zone_events_muted camera=%s reason=camera_moved kind=%s", rt.cfg.id, sig.kind
+                    )
+                continue
             draft = rt.emitter.on_signal(sig)
             if draft is None:
                 continue
             drafts.append(draft)
             pics = rt.held.pop(sig.key) + now_pics.pop(sig.key, []) if draft.phase != "update" else []
-            self._emit(rt, draft, pics, frame)
+            self._emit(rt, draft, pics, frame.received)
         for key in res.forget:
             rt.held.forget(key)
         self.feedback.observe(
@@ -342,7 +418,8 @@ class EdgeWorker:
             return None
         return Picture(f"{snap.name}.jpg", ts, jpeg)
 
-    def _emit(self, rt: CameraRuntime, draft: Draft, pics: list[Picture], frame: Frame) -> None:
+    def _emit(self, rt: CameraRuntime, draft: Draft, pics: list[Picture], received: float) -> None:
+        """Queue one event message with its pictures; `received` (monotonic) starts its latency."""
         ev = draft.event
         items: list[Outgoing] = []
         for pic in pics:
@@ -366,7 +443,7 @@ class EdgeWorker:
             return Outgoing(topic, msg.model_dump_json().encode(), "event")
 
         self.publisher.enqueue(items, build)
-        latency = (time.monotonic() - frame.received) * 1000.0
+        latency = (time.monotonic() - received) * 1000.0
         self.event_latency_ms.append(latency)
         del self.event_latency_ms[:-1000]
         msg = built[0]

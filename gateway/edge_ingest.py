@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from devices.codecs.errors import RejectReason
 from gateway.pipeline import Pipeline
 from gridgate.models import (
+    CAMERA_FAULTS,
     EdgeEventMessage,
     EdgePhase,
     Event,
@@ -64,10 +65,16 @@ def to_event(msg: EdgeEventMessage) -> Event:
     """The gateway event for one edge message (the edge's event id is kept from new to end)."""
     ended = msg.phase is EdgePhase.end
     value = msg.measurements.get("dwell_s", msg.measurements.get("water_ratio"))
+    fault = msg.kind in CAMERA_FAULTS  # the camera itself: maintenance's, not the street's
+    what = (
+        f"camera {msg.camera_id}: {msg.kind.removeprefix('camera_')}"
+        if fault
+        else f"{msg.kind.replace('_', ' ')} in zone {msg.zone} of camera {msg.camera_id}"
+    )
     return Event(
         id=msg.event_id,
         kind=msg.kind,
-        event_class=EventClass.alarm,
+        event_class=EventClass.fault if fault else EventClass.alarm,
         source=f"camera:{msg.camera_id}",
         location=msg.location,
         severity=msg.severity,
@@ -90,7 +97,7 @@ def to_event(msg: EdgeEventMessage) -> Event:
             ]
         },
         dedup_key=f"{msg.kind}:camera:{msg.camera_id}:{msg.zone}",
-        message=f"{msg.kind.replace('_', ' ')} in zone {msg.zone} of camera {msg.camera_id}",
+        message=what,
     )
 
 

@@ -167,6 +167,13 @@ class EvidenceRef(BaseModel):
     bytes: int = Field(ge=0)
 
 
+# camera health faults an edge box raises (edge/camera_health.py): maintenance faults, not alarms
+CAMERA_FAULTS = frozenset(
+    {"camera_lost", "camera_frozen", "camera_obscured", "camera_blurred", "camera_moved"}
+)
+CAMERA_ZONE = "camera"  # the `zone` of a camera fault: the whole picture
+
+
 class EdgeEventMessage(BaseModel):
     """`{p}/edge/{edge_id}/events`: one video event's `new`, `update` or `end`, published at QoS 1."""
 
@@ -177,7 +184,9 @@ class EdgeEventMessage(BaseModel):
     seq: int = Field(ge=0, description="per edge box, increasing: replayed messages keep their order")
     phase: EdgePhase
     event_id: str = Field(min_length=1, max_length=64, description="stable from new to end")
-    kind: str = Field(description="illegal_parking, ponding or bin_overflow")
+    kind: str = Field(
+        description="illegal_parking, ponding, bin_overflow, or a camera fault (camera_lost ...)"
+    )
     zone: str
     location: Location
     severity: Severity = Severity.major

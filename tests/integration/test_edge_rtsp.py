@@ -162,3 +162,48 @@ def test_rtsp_reconnect_and_watchdog(
         assert stats.stalls_1h >= (1 if backend == "ffmpeg" else 0)
     finally:
         worker.stop()
+
+
+def test_a_lost_rtsp_camera_is_a_fault_and_back_within_10_s_of_its_stream(
+    rtsp_camera: RTSPCamera, tmp_path: Path
+) -> None:
+    """Default backoff and health settings: a 35 s outage raises camera_lost once; the first frame
+    after the server returns comes within 10 s (the backoff cap was 30 s: 19 s measured) and clears it."""
+    import time
+
+    from edge.config import load_edge_config
+    from edge.worker import EdgeWorker
+
+    cfg = load_edge_config(
+        None,
+        edge_id="rtsp-lost",
+        data_dir=str(tmp_path / "edge"),
+        broker={"port": 1},
+        cameras=[
+            {
+                "id": "cam-rtsp",
+                "url": rtsp_camera.url,
+                "location": {"lat": 31.2, "lon": 121.4},
+                "motion": {"enabled": False},
+                "capture": {"decode_fps": 4, "open_timeout_s": 3, "read_timeout_s": 3, "stall_s": 3},
+            }
+        ],
+    )
+    got: list[Any] = []
+    worker = EdgeWorker(cfg, CountingDetector(), on_message=got.append).start(publisher=False)
+    worker.run_in_thread()
+    rt = worker.cameras[0]
+    try:
+        wait_until(lambda: rt.counters.analysed >= 4, 30, "first analyses over RTSP")
+        rtsp_camera.kill()
+        wait_until(lambda: any(m.kind == "camera_lost" for m in got), 40, "camera_lost raised")
+        time.sleep(max(0.0, 35 - 20 - 3))  # the backoff has grown to its cap by now
+        rtsp_camera.start()
+        back_at = time.monotonic()
+        before = rt.counters.analysed
+        wait_until(lambda: rt.counters.analysed > before, 30, "frames after the server restarted")
+        assert time.monotonic() - back_at <= 10.0
+        wait_until(lambda: [m.phase for m in got if m.kind == "camera_lost"] == ["new", "end"], 5, "cleared")
+    finally:
+        worker.stop()
+    assert {m.kind for m in got} == {"camera_lost"}

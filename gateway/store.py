@@ -200,6 +200,13 @@ class GatewayStore:
             rows = conn.scalars(q.limit(limit).offset(offset)).all()
         return [Event.model_validate(json.loads(r) if isinstance(r, str) else r) for r in rows]
 
+    def events_active_or_ended_since(self, since: datetime) -> list[Event]:
+        """Every active event, and those that ended at or after `since` (what alert hygiene rebuilds from)."""
+        q = select(events.c.body).where((events.c.state == "active") | (events.c.ended_at >= since))
+        with self.engine.connect() as conn:
+            rows = conn.scalars(q).all()
+        return [Event.model_validate(json.loads(r) if isinstance(r, str) else r) for r in rows]
+
     def source_places(self, prefix: str) -> dict[str, tuple[float | None, float | None, int]]:
         """source -> (lat, lon) of its latest event and how many of its events are active, for the
         sources that start with `prefix` (`camera:`)."""

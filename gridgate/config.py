@@ -11,11 +11,21 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gridgate.hygiene_config import HygieneConfig
 from gridgate.topics import TopicLevel, topic_level_problem
 
 ENV_PREFIX = "GRIDGATE_"
@@ -489,6 +499,22 @@ class GatewayConfig(EnvFirstSettings):
     auth: AuthConfig = AuthConfig()
     open311: Open311Config = Open311Config()
     map: MapConfig = MapConfig()
+    timezone: str = Field(
+        "Asia/Shanghai",
+        description="the city's IANA time zone: weekly maintenance windows are in its local time",
+    )
+    hygiene: HygieneConfig = Field(
+        default_factory=HygieneConfig, description="cause mutes symptoms, maintenance windows (alert hygiene)"
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {v!r} (e.g. Asia/Shanghai, Europe/Berlin)") from None
+        return v
 
     @model_validator(mode="after")
     def _no_open_api_on_the_network(self) -> GatewayConfig:

@@ -20,6 +20,9 @@ VALUE_ALARMS = ["water_high", "bin_full", "manhole_tilt", "bin_fallen"]
 CAMERA_CAUSES = ["camera_stream_lost", "camera_moved"]
 VIDEO_EVENTS = ["illegal_parking", "ponding", "bin_overflow"]
 
+# what `device_types` may name: the device types of devices.yaml, and the video sources
+SOURCE_TYPES = ("manhole", "bin", "water_gauge", "camera", "edge")
+
 _HHMM = re.compile(r"^(?:[01]\d|2[0-3]):[0-5]\d$|^24:00$")
 
 
@@ -102,6 +105,14 @@ class WindowSpec(BaseModel):
     def _hhmm(cls, v: str | None) -> str | None:
         if v is not None and not _HHMM.match(v):
             raise ValueError(f"{v!r} is not a time of day: write HH:MM, 00:00 to 23:59 (or 24:00 for an end)")
+        return v
+
+    @field_validator("device_types")
+    @classmethod
+    def _known_types(cls, v: list[str]) -> list[str]:
+        unknown = [t for t in v if t not in SOURCE_TYPES]
+        if unknown:
+            raise ValueError(f"unknown type {', '.join(map(repr, unknown))}: use {', '.join(SOURCE_TYPES)}")
         return v
 
     @model_validator(mode="after")

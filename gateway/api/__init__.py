@@ -1,11 +1,11 @@
 """The gateway's HTTP API (FastAPI): one router per resource, its models beside it.
 
 `ops` (health, metrics: unauthenticated), `devices`, `events`, `cameras`, `tickets` (with their
-photos), `grids`, `reports`, `dashboard` (what the pages read: me, map, figures), `stream`
-(WebSocket) and `open311` (GeoReport v2); `pages` serves the dashboard (`/`) and the grid
-worker's page (`/m/`). `auth` holds the bearer tokens and roles, `errors` the one error body (and
-Open311's), `body` the per-route body limits checked after authentication, `params` the bounded
-query types (limit, offset, ISO 8601 times).
+photos), `grids`, `maintenance` (maintenance windows), `reports`, `dashboard` (what the pages
+read: me, map, figures), `stream` (WebSocket) and `open311` (GeoReport v2); `pages` serves the
+dashboard (`/`) and the grid worker's page (`/m/`). `auth` holds the bearer tokens and roles,
+`errors` the one error body (and Open311's), `body` the per-route body limits checked after
+authentication, `params` the bounded query types (limit, offset, ISO 8601 times).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from gateway.api import (
     errors,
     events,
     grids,
+    maintenance,
     open311,
     ops,
     pages,
@@ -36,6 +37,7 @@ from gateway.api.devices import DeviceOut
 from gateway.api.ops import Health
 from gateway.edge_ingest import CameraFrame
 from gateway.grids import GridIndex
+from gateway.hygiene import MaintenanceWindows
 from gateway.metrics import GatewayMetrics
 from gateway.store import GatewayStore
 from gateway.stream import StreamHub
@@ -59,6 +61,7 @@ class GatewayView(Protocol):
     tickets: TicketService | None
     stream: StreamHub
     auth: Authenticator
+    windows: MaintenanceWindows
 
     def devices(self) -> list[DeviceOut]: ...
 
@@ -90,7 +93,7 @@ def create_app(view: GatewayView) -> FastAPI:
         "and a body is only read once its bearer token is valid (401).",
     )
     app.state.auth = view.auth
-    for module in (ops, devices, events, cameras, tickets, grids, reports, dashboard, stream):
+    for module in (ops, devices, events, cameras, tickets, grids, maintenance, reports, dashboard, stream):
         app.include_router(module.router(view))
     if view.cfg.open311.enabled:
         app.include_router(open311.router(view))

@@ -23,7 +23,7 @@ VIDEO_EVENTS = ["illegal_parking", "ponding", "bin_overflow"]
 # what `device_types` may name: the device types of devices.yaml, and the video sources
 SOURCE_TYPES = ("manhole", "bin", "water_gauge", "camera", "edge")
 
-_HHMM = re.compile(r"^(?:[01]\d|2[0-3]):[0-5]\d$|^24:00$")
+_HHMM = re.compile(r"(?:[01][0-9]|2[0-3]):[0-5][0-9]|24:00")
 
 
 class Weekday(StrEnum):
@@ -103,7 +103,7 @@ class WindowSpec(BaseModel):
     @field_validator("start", "end")
     @classmethod
     def _hhmm(cls, v: str | None) -> str | None:
-        if v is not None and not _HHMM.match(v):
+        if v is not None and not _HHMM.fullmatch(v):
             raise ValueError(f"{v!r} is not a time of day: write HH:MM, 00:00 to 23:59 (or 24:00 for an end)")
         return v
 

@@ -37,7 +37,7 @@ def router(view: GatewayView) -> APIRouter:
         except WindowNotFound as exc:
             raise HTTPException(404, str(exc)) from exc
 
-    @r.post("", response_model=MaintenanceWindow, status_code=201, responses=responses(403))
+    @r.post("", response_model=MaintenanceWindow, status_code=201, responses=responses(400, 403, 413))
     def create(body: WindowSpec, who: Supervisor, response: Response) -> MaintenanceWindow:
         """A maintenance window: readings and events of what it covers are kept (suppressed), no tickets."""
         known = view.grids.grids

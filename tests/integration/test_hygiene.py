@@ -275,3 +275,22 @@ def test_a_weekly_window_from_the_file_and_its_expiry(mosquitto: Mosquitto, tmp_
         assert api(gw).get("/api/v1/maintenance-windows").json()[0]["state"] == "idle"
     finally:
         gw.stop()
+
+
+def test_causes_survive_a_restart(mosquitto: Mosquitto, tmp_path: Path, clock: FakeClock) -> None:
+    gw = make_gateway(tmp_path, mosquitto, clock)
+    try:
+        pub(mosquitto, "gridgate/edge/EB-1/status", "offline")
+        wait_until(lambda: events(gw, kind="device_offline"), 10)
+    finally:
+        gw.stop()
+    # a new gateway process: the edge box is still offline in the event store, so it still mutes
+    gw = make_gateway(tmp_path, mosquitto, clock)
+    try:
+        pub(mosquitto, "gridgate/devices/manhole/MH-E1/status", "offline")
+        wait_until(lambda: len(events(gw, kind="device_offline")) == 2, 10)
+        by_source = {e["source"]: e for e in events(gw, kind="device_offline")}
+        assert by_source["device:MH-E1"]["suppressed_by"] == by_source["edge:EB-1"]["id"]
+        assert categories(gw, "device:MH-E1") == []
+    finally:
+        gw.stop()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -16,12 +17,13 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from websockets.sync.client import connect
 
 from gateway.service import Gateway
 from gridgate.clock import FakeClock
 from gridgate.models import utc
 from tests.integration.spine_helpers import DEVICES, gateway_config
-from tests.servers import Mosquitto, pub, wait_until
+from tests.servers import Collector, Mosquitto, pub, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -146,11 +148,33 @@ def test_an_offline_edge_box_mutes_the_offline_of_the_devices_behind_it(
 ) -> None:
     gw = make_gateway(tmp_path, mosquitto, clock)
     try:
+        faults = Collector.on(
+            mosquitto, ["gridgate/maintenance/#", "gridgate/alerts/+/device_offline"]
+        ).start()
         pub(mosquitto, "gridgate/edge/EB-1/status", "offline")
         wait_until(lambda: [t for t in tickets(gw) if t["category"] == "device_offline"], 10)
         for device in ("MH-E1", "MH-E2", "MH-1"):
             pub(mosquitto, f"gridgate/devices/manhole/{device}/status", "offline")
         wait_until(lambda: len(events(gw, kind="device_offline")) == 4, 10)
+        # the command centre sees every alert with its reason; maintenance is paged for the live ones
+        alerts = faults.wait_count(4, "gridgate/alerts/#")
+        assert {m.json()["source"]: m.json()["suppressed_by"] is not None for m in alerts} == {
+            "edge:EB-1": False,
+            "device:MH-E1": True,
+            "device:MH-E2": True,
+            "device:MH-1": False,
+        }
+        paged = faults.wait_count(2, "gridgate/maintenance/#")
+        time.sleep(0.3)
+        assert (
+            sorted(m.json()["source"] for m in faults.on_topic("gridgate/maintenance/#"))
+            == [
+                "device:MH-1",
+                "edge:EB-1",
+            ]
+            and len(paged) == 2
+        )
+        faults.stop()
         by_source = {e["source"]: e for e in events(gw, kind="device_offline")}
         edge_id = by_source["edge:EB-1"]["id"]
         assert by_source["device:MH-E1"]["suppressed_by"] == edge_id
@@ -161,6 +185,7 @@ def test_an_offline_edge_box_mutes_the_offline_of_the_devices_behind_it(
         sources = sorted(s for t in tickets(gw) for s in t["sources"])
         assert sources == ["device:MH-1", "edge:EB-1"]
     finally:
+        faults.stop()
         gw.stop()
 
 
@@ -208,12 +233,17 @@ def test_a_maintenance_window_over_the_api_mutes_its_bins_until_it_ends(
     devices = {d["id"]: d for d in client.get("/api/v1/devices").json()}
     assert devices["BIN-1"]["in_maintenance"] and not devices["WG-1"]["in_maintenance"]
 
-    # during the window: readings stored, the event stored as suppressed, no ticket
-    up(mosquitto, "bin", "BIN-1", clock.now(), fill_pct=95.0)
+    # during the window: readings stored, the event stored (and streamed) as suppressed, no ticket
+    ws_url = (gw.api_url or "").replace("http://", "ws://") + "/api/v1/stream"
+    with connect(f"{ws_url}?token={token('cc')['Authorization'][7:]}&types=alert&kinds=bin_full") as ws:
+        assert json.loads(ws.recv(5))["type"] == "hello"
+        up(mosquitto, "bin", "BIN-1", clock.now(), fill_pct=95.0)
+        streamed = json.loads(ws.recv(10))
+    assert streamed["event"]["suppressed_by"] == f"maintenance:{window['id']}"
     up(mosquitto, "water_gauge", "WG-1", clock.now(), water_level_cm=25.0)  # not covered: ticketed
     wait_for_kinds(gw, "bin_full", "water_high")
     [full] = events(gw, kind="bin_full")
-    assert full["suppressed_by"] == f"maintenance:{window['id']}"
+    assert full["suppressed_by"] == f"maintenance:{window['id']}" and full["id"] == streamed["event"]["id"]
     assert events(gw, kind="water_high")[0]["suppressed_by"] is None
     wait_until(lambda: categories(gw, "device:WG-1") == ["water_high"], 10)
     assert categories(gw, "device:BIN-1") == []

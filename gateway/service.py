@@ -42,6 +42,7 @@ log = logging.getLogger("gridgate.gateway")
 WS_MAX_BYTES = 64 * 1024  # a WebSocket client sends only its auth and filters: uvicorn allows 16 MiB
 BROKER_DROPPED = "broker_dropped_seen"  # stored beside the journal marks: the broker's $SYS drop counter
 RELEASE_CHECK_S = 1.0  # how often muted events are checked for a cause or window that is over
+WINDOWS_REFRESH_S = 10.0  # how often maintenance windows are re-read from the (shared) ticket database
 
 
 class Gateway:
@@ -145,6 +146,8 @@ class Gateway:
         )
         self._hygiene_lock = threading.Lock()  # one decision at a time, announced in the order made
         self.metrics.gauge("events_muted_now", lambda: float(len(self.hygiene.muted_now())))
+        self.metrics.gauge("events_muted", lambda: float(self.hygiene.muted_total))
+        self.metrics.gauge("events_unmuted", lambda: float(self.hygiene.released_total))
         # tickets (issue 3): event changes -> grid tickets, dispatched on {prefix}/tickets/{team}
         self.tickets: TicketService | None = None
         if cfg.tickets.enabled:
@@ -447,6 +450,7 @@ class Gateway:
 
     def _housekeeping(self) -> None:
         next_silence = next_checkpoint = next_release = 0.0
+        next_windows = time.monotonic() + WINDOWS_REFRESH_S
         while not self._stop.wait(0.05):
             try:
                 now = self.clock.now()
@@ -457,6 +461,9 @@ class Gateway:
                 if now >= next_release:
                     next_release = now + RELEASE_CHECK_S
                     self._release_muted(now)
+                if time.monotonic() >= next_windows:  # windows another gateway created or ended
+                    next_windows = time.monotonic() + WINDOWS_REFRESH_S
+                    self.windows.refresh()
                 if time.monotonic() >= next_checkpoint:
                     next_checkpoint = time.monotonic() + self.cfg.ingest.checkpoint_s
                     self.checkpoint()

@@ -132,7 +132,7 @@ class MaintenanceWindows:
 
     def refresh(self) -> None:
         """Reload the API's windows (another gateway sharing the database may have changed them)."""
-        with self.engine.connect() as conn:
+        with self._lock, self.engine.connect() as conn:  # a create meanwhile lands after this
             stored = [
                 _Row(
                     r.id,
@@ -145,7 +145,6 @@ class MaintenanceWindows:
                 )
                 for r in conn.execute(select(windows_table).order_by(windows_table.c.created_at))
             ]
-        with self._lock:
             self._rows = self._configured + stored
 
     # ---- the per-event check ----------------------------------------------------------------------
@@ -171,7 +170,7 @@ class MaintenanceWindows:
             )
             conn.execute(audit_table.insert().values(window_id=row.id, at=now, by=by, action="created"))
         with self._lock:
-            self._rows = [*self._rows, row]
+            self._rows = [*(r for r in self._rows if r.id != row.id), row]
         return self._out(row, now, self._audit([row.id]))
 
     def end(self, window_id: str, by: str, now: float) -> MaintenanceWindow:
@@ -198,7 +197,9 @@ class MaintenanceWindows:
                     f"maintenance window {window_id!r} was ended by someone else meanwhile"
                 )
             conn.execute(audit_table.insert().values(window_id=window_id, at=now, by=by, action="ended"))
-        row.ended_by, row.ended_at = by, now
+        with self._lock:  # the row now cached (a refresh may have replaced the one found)
+            row = next(r for r in self._rows if r.id == window_id)
+            row.ended_by, row.ended_at = by, now
         return self._out(row, now, self._audit([window_id]))
 
     def list(self, now: float) -> list[MaintenanceWindow]:
@@ -213,9 +214,16 @@ class MaintenanceWindows:
 
     # ---- helpers ------------------------------------------------------------------------------------
 
-    def _find(self, window_id: str) -> _Row:
+    def _cached(self, window_id: str) -> _Row | None:
         with self._lock:
-            row = next((r for r in self._rows if r.id == window_id), None)
+            return next((r for r in self._rows if r.id == window_id), None)
+
+    def _find(self, window_id: str) -> _Row:
+        """The cached window; on a miss the database is read again (another gateway may have made it)."""
+        row = self._cached(window_id)
+        if row is None:
+            self.refresh()
+            row = self._cached(window_id)
         if row is None:
             raise WindowNotFound(
                 f"no maintenance window {window_id!r} (GET /api/v1/maintenance-windows lists them)"

@@ -86,7 +86,7 @@ def test_windows_from_the_file_are_listed_and_not_ended_over_the_api(tmp_path: P
     assert (w.id, w.origin, w.created_by, w.state, w.audit) == ("night", "config", "config", "open", [])
     assert windows.open_for(BIN, monday_night) == "night"
     assert windows.get("night", monday_night + 7200).state == "idle"
-    with pytest.raises(WindowNotEndable, match="defined in gateway.yaml"):
+    with pytest.raises(WindowNotEndable, match=r"defined in gateway\.yaml"):
         windows.end("night", "cc", monday_night)
     windows.close()
 

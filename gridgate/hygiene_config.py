@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from datetime import time
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -22,6 +22,8 @@ VIDEO_EVENTS = ["illegal_parking", "ponding", "bin_overflow"]
 
 # what `device_types` may name: the device types of devices.yaml, and the video sources
 SOURCE_TYPES = ("manhole", "bin", "water_gauge", "camera", "edge")
+
+SourceId = Annotated[str, Field(min_length=1, max_length=128)]
 
 _HHMM = re.compile(r"(?:[01][0-9]|2[0-3]):[0-5][0-9]|24:00")
 
@@ -84,18 +86,24 @@ class WindowSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: str = Field(min_length=1, max_length=500, description="why, shown on the dashboard and in audit")
-    devices: list[str] = Field(default_factory=list, description="source ids: device, camera or edge box ids")
-    device_types: list[str] = Field(
-        default_factory=list, description="manhole, bin, water_gauge; `camera` and `edge` for those sources"
+    devices: list[SourceId] = Field(
+        default_factory=list, max_length=1000, description="source ids: device, camera or edge box ids"
     )
-    grids: list[str] = Field(default_factory=list, description="grid ids")
-    micro_grids: list[str] = Field(default_factory=list, description="micro-grid ids")
+    device_types: list[str] = Field(
+        default_factory=list,
+        max_length=len(SOURCE_TYPES),
+        description="manhole, bin, water_gauge; `camera` and `edge` for those sources",
+    )
+    grids: list[SourceId] = Field(default_factory=list, max_length=1000, description="grid ids")
+    micro_grids: list[SourceId] = Field(default_factory=list, max_length=1000, description="micro-grid ids")
     starts_at: AwareDatetime | None = Field(None, description="ISO 8601 with an offset; a one-off's start")
     ends_at: AwareDatetime | None = Field(
         None, description="ISO 8601 with an offset; the window expires then"
     )
     weekdays: list[Weekday] = Field(
-        default_factory=list, description="weekly: mon..sun on which the window opens at `start`"
+        default_factory=list,
+        max_length=7,
+        description="weekly: mon..sun on which the window opens at `start`",
     )
     start: str | None = Field(None, description="weekly: local opening time `HH:MM`")
     end: str | None = Field(None, description="weekly: local closing time `HH:MM` (`24:00`: midnight)")

@@ -24,15 +24,16 @@ from gridgate.hygiene_config import ConfiguredWindow, WindowSpec
 from gridgate.models import new_event_id, utc
 
 metadata = MetaData()
+ACTOR_MAX = 256  # a token's name is the actor; longer names are cut to fit the column
 
 windows_table = Table(
     "maintenance_windows",
     metadata,
     Column("id", String(64), primary_key=True),
     Column("spec", JSON, nullable=False),
-    Column("created_by", String(64), nullable=False),
+    Column("created_by", String(ACTOR_MAX), nullable=False),
     Column("created_at", Float, nullable=False),
-    Column("ended_by", String(64)),
+    Column("ended_by", String(ACTOR_MAX)),
     Column("ended_at", Float),
 )
 
@@ -42,7 +43,7 @@ audit_table = Table(
     Column("seq", Integer, primary_key=True, autoincrement=True),
     Column("window_id", String(64), nullable=False, index=True),
     Column("at", Float, nullable=False),
-    Column("by", String(64), nullable=False),
+    Column("by", String(ACTOR_MAX), nullable=False),
     Column("action", String(16), nullable=False),
 )
 
@@ -161,6 +162,7 @@ class MaintenanceWindows:
     # ---- the API ------------------------------------------------------------------------------------
 
     def create(self, spec: WindowSpec, by: str, now: float) -> MaintenanceWindow:
+        by = by[:ACTOR_MAX]
         row = _Row(new_event_id(), spec, "api", by, now)
         with self.engine.begin() as conn:
             conn.execute(
@@ -176,6 +178,7 @@ class MaintenanceWindows:
     def end(self, window_id: str, by: str, now: float) -> MaintenanceWindow:
         """End a window early; raises WindowNotFound, or WindowNotEndable for one from the file or
         one already over."""
+        by = by[:ACTOR_MAX]
         row = self._find(window_id)
         if row.origin == "config":
             raise WindowNotEndable(

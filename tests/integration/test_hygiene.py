@@ -13,14 +13,17 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 import yaml
 from websockets.sync.client import connect
 
+from gateway.hygiene import MaintenanceWindows, Target
 from gateway.service import Gateway
 from gridgate.clock import FakeClock
+from gridgate.hygiene_config import WindowSpec
 from gridgate.models import utc
 from tests.integration.spine_helpers import DEVICES, gateway_config
 from tests.servers import Collector, Mosquitto, pub, wait_until
@@ -324,3 +327,19 @@ def test_causes_survive_a_restart(mosquitto: Mosquitto, tmp_path: Path, clock: F
         assert categories(gw, "device:MH-E1") == []
     finally:
         gw.stop()
+
+
+def test_windows_and_their_audit_in_sqlite_and_postgresql(ticket_db_url: str) -> None:
+    spec = WindowSpec(reason="仓库维修", grids=["G1"], weekdays=["mon", "sun"], start="22:00", end="06:00")
+    first = MaintenanceWindows(ticket_db_url, [], ZoneInfo("Asia/Shanghai"))
+    made = first.create(spec, "c" * 300, T0)
+    assert made.created_by == "c" * 256
+    second = MaintenanceWindows(ticket_db_url, [], ZoneInfo("Asia/Shanghai"))
+    ended = second.end(made.id, "cc", T0 + 60)
+    assert [(a.action, a.by) for a in ended.audit] == [("created", "c" * 256), ("ended", "cc")]
+    first.refresh()
+    [w] = first.list(T0 + 120)
+    assert (w.state, w.reason, w.weekdays) == ("ended", "仓库维修", ["mon", "sun"])
+    assert first.open_for(Target("BIN-1", "bin", "G1", None), T0 + 120) is None
+    first.close()
+    second.close()

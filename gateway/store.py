@@ -179,10 +179,15 @@ class GatewayStore:
         event_class: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
+        suppressed: bool | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> list[Event]:
+        """Events newest first; `suppressed`: only muted ones (True) or only live ones (False)."""
         q = select(events.c.body).order_by(events.c.started_at.desc(), events.c.id.desc())
+        if suppressed is not None:
+            muted_by = events.c.body["suppressed_by"].as_string()
+            q = q.where(muted_by.is_not(None) if suppressed else muted_by.is_(None))
         for col, value in (
             (events.c.kind, kind),
             (events.c.grid_id, grid_id),

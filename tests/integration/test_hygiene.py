@@ -183,6 +183,9 @@ def test_an_offline_edge_box_mutes_the_offline_of_the_devices_behind_it(
         assert by_source["device:MH-E1"]["suppressed_by"] == edge_id
         assert by_source["device:MH-E2"]["suppressed_by"] == edge_id
         assert by_source["device:MH-1"]["suppressed_by"] is None  # not behind the box
+        muted = {e["source"] for e in events(gw, kind="device_offline", suppressed="true")}
+        live = {e["source"] for e in events(gw, kind="device_offline", suppressed="false")}
+        assert (muted, live) == ({"device:MH-E1", "device:MH-E2"}, {"device:MH-1", "edge:EB-1"})
         wait_until(lambda: len(tickets(gw)) == 2, 10)
         assert gw.tickets is not None and gw.tickets.drain(5)
         sources = sorted(s for t in tickets(gw) for s in t["sources"])

@@ -20,6 +20,7 @@ OFFLINE = "device_offline"
 SENSOR_FAULT = "sensor_fault"
 STUCK = "stuck_sensor"
 SNAPSHOT_VERSION = 1
+RECENT_UPLINKS = 16  # delivery keys kept per device: a network server redelivers within seconds
 
 FAULT_SEVERITY = {OFFLINE: Severity.major, SENSOR_FAULT: Severity.major, STUCK: Severity.minor}
 
@@ -37,6 +38,7 @@ class _State:
     rule_states: dict[str, RuleState] = field(default_factory=dict)
     events: dict[str, Event] = field(default_factory=dict)  # active events by kind
     stuck: dict[str, list[Any]] = field(default_factory=dict)  # field -> [value, since]
+    uplink_keys: list[str] = field(default_factory=list)  # the newest RECENT_UPLINKS delivery keys
 
 
 def _where(device: Device) -> str:
@@ -86,6 +88,7 @@ class DeviceEngine:
         self.owns = owns
         self._states: dict[str, _State] = {}
         self._touched: set[str] = set()  # devices whose state changed since `take_touched`
+        self._unviewed: set[str] = set()  # devices whose state changed since `take_views`
         for device in registry:
             if owns is None or owns(device.id):
                 self._states[device.id] = self._new_state(device, started_at)
@@ -112,8 +115,12 @@ class DeviceEngine:
             device.type, self.registry.profiles.get(device.profile) if device.profile else None
         )
 
+    def _touch(self, device_id: str) -> None:
+        self._touched.add(device_id)
+        self._unviewed.add(device_id)
+
     def _state(self, device: Device, now: float | None = None) -> _State:
-        self._touched.add(device.id)
+        self._touch(device.id)
         st = self._states.get(device.id)
         if st is None:
             st = self._states[device.id] = self._new_state(device, now)
@@ -404,6 +411,16 @@ class DeviceEngine:
             ]
         return []
 
+    def first_delivery(self, device: Device, key: str) -> bool:
+        """False when `key` (a network server's uplink id) is among the device's recent ones: the
+        same uplink delivered again. The keys are the device's state: kept where its rules run."""
+        keys = self._state(device).uplink_keys
+        if key in keys:
+            return False
+        keys.append(key)
+        del keys[:-RECENT_UPLINKS]
+        return True
+
     def on_status(self, device: Device, online: bool, now: float) -> list[Event]:
         """An `online`/`offline` status (MQTT last will) from the device."""
         st = self._state(device, now)
@@ -447,14 +464,14 @@ class DeviceEngine:
             if now >= st.deadline:
                 if OFFLINE not in active:
                     events.append(self._offline(st, now))
-                    self._touched.add(st.device.id)
+                    self._touch(st.device.id)
                 continue
             if st.stuck and STUCK not in active and OFFLINE not in active and st.last_t is not None:
                 device_now = st.last_t + max(0.0, now - (st.last_seen if st.last_seen is not None else now))
                 stuck = self._stuck_fields(st, device_now)
                 if stuck:
                     events.append(self._stuck_event(st, stuck, device_now))
-                    self._touched.add(st.device.id)
+                    self._touch(st.device.id)
         return events
 
     def _offline(self, st: _State, now: float) -> Event:
@@ -499,6 +516,21 @@ class DeviceEngine:
         touched, self._touched = self._touched, set()
         return touched
 
+    def take_views(self) -> dict[str, DeviceView]:
+        """What the API shows of each device changed since the last call: last seen, active events."""
+        views, self._unviewed = self._unviewed, set()
+        return {d: DeviceView(st.last_seen, dict(st.events)) for d in views if (st := self._states.get(d))}
+
+    def apply_view(self, device_id: str, view: DeviceView) -> None:
+        """Mirror a device another engine (an ingest worker's) owns, for reading only."""
+        device = self.registry.get(device_id)
+        st = self._states.get(device_id)
+        if st is None:
+            if device is None:
+                return
+            st = self._states[device_id] = self._new_state(device, None)
+        st.last_seen, st.events = view.last_seen, view.events
+
     def snapshot(self, device_id: str) -> dict[str, Any]:
         """Everything needed to resume this device after a restart, as JSON-ready plain data."""
         st = self._states.get(device_id)
@@ -512,6 +544,7 @@ class DeviceEngine:
             "rules": {kind: rs.to_dict() for kind, rs in st.rule_states.items() if rs != _IDLE},
             "events": {kind: ev.model_dump(mode="json") for kind, ev in st.events.items()},
             "stuck": {name: list(entry) for name, entry in st.stuck.items()},
+            "uplink_keys": list(st.uplink_keys),
         }
 
     def restore(self, device_id: str, data: dict[str, Any], now: float | None = None) -> None:
@@ -538,6 +571,7 @@ class DeviceEngine:
             st.rule_states[kind] = RuleState.from_dict(rs)
         st.events = {kind: Event.model_validate(ev) for kind, ev in (data.get("events") or {}).items()}
         st.stuck = {name: list(entry) for name, entry in (data.get("stuck") or {}).items()}
+        st.uplink_keys = list(data.get("uplink_keys") or [])
 
     def snapshot_all(self) -> dict[str, dict[str, Any]]:
         return {device_id: self.snapshot(device_id) for device_id in self._states}
@@ -548,3 +582,11 @@ class DeviceEngine:
 
 
 _IDLE = RuleState()
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceView:
+    """A device as the API shows it, sent from the worker that owns it to the gateway process."""
+
+    last_seen: float | None
+    events: dict[str, Event]

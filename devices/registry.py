@@ -77,6 +77,11 @@ class Profile(_Strict):
         "offset}), for CTWing object models, OneNET properties, ChirpStack `object` and TTS "
         "`decoded_payload`; names already gridgate's need no entry",
     )
+    server_decoded: bool = Field(
+        False,
+        description="LoRaWAN: store the network server's decoded payload (ChirpStack `object`, TTS "
+        "`decoded_payload`) even when the device's codec could read the FRMPayload bytes",
+    )
 
     def to_native(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         """A platform's decoded properties as native JSON readings: mapped names, scaled numbers.

@@ -84,7 +84,7 @@ def plan_users(
         "gateway",
         write=[f"{p}/alerts/#", f"{p}/tickets/#", f"{p}/maintenance/#", topics.dead_letter],
         read=[topics.device_filter, topics.edge_filter]
-        + [vt.subscription for vt in cfg.vendor_topics]
+        + [vt.subscription for vt in cfg.all_vendor_topics()]
         + [SYS_DROPPED],
     )
     users = [gateway]
@@ -108,6 +108,8 @@ def plan_users(
             topics.device_status(device.type.value, device.id),
         ]
         for vt in cfg.vendor_topics:
+            if vt.envelope is not None or vt.device_key != "device_id":
+                continue  # a network server publishes these: its own broker user (docs/platforms.md)
             if vt.device_type is None or vt.device_type == device.type.value:
                 write.append(vt.pattern.replace("{device_id}", device.id))
         users.append(BrokerUser(device.id, "device", write=write))

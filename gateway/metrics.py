@@ -20,6 +20,7 @@ class GatewayMetrics(Collector):
         self.readings = 0
         self.fields_dropped = 0  # payload fields their device type does not declare
         self.rejected: Counter[str] = Counter()
+        self.ignored: Counter[str] = Counter()  # network server messages with nothing to store, by why
         self.events_out: Counter[str] = Counter()
         self.points_written = 0
         self.points_refused = 0  # points the database refused as bad data (each dead-lettered)
@@ -56,6 +57,14 @@ class GatewayMetrics(Collector):
         for reason, n in sorted(self.rejected.items()):
             rejected.add_metric([reason], n)
         yield rejected
+        ignored = CounterMetricFamily(
+            "gridgate_messages_ignored",
+            "network server messages that hold no telemetry (duplicate, join, ack, ...)",
+            labels=["reason"],
+        )
+        for reason, n in sorted(self.ignored.items()):
+            ignored.add_metric([reason], n)
+        yield ignored
         events = CounterMetricFamily(
             "gridgate_events", "event state changes published", labels=["kind", "state"]
         )

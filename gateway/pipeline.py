@@ -22,6 +22,7 @@ from devices.engine import DeviceEngine
 from devices.registry import Device, DeviceRegistry
 from gateway.grids import GridIndex, GridMatch
 from gateway.metrics import GatewayMetrics
+from gateway.platforms.lorawan import Envelope, IgnoreReason, prefers_server_decoded, readings_of, unwrap
 from gridgate.config import GatewayConfig
 from gridgate.models import (
     Event,
@@ -54,6 +55,9 @@ class Route:
     channel: str  # "up" or "status"
     codec: str | None  # None: the device's own codec
     device_type: str | None  # what the topic claims, checked against the registry
+    envelope: Envelope | None = None  # a LoRaWAN network server's JSON around the payload
+    event: str = "up"  # the network server's event (its topic's `{event}` or last segment)
+    named_by: tuple[str, str] | None = None  # a platform id the topic named the device by, as given
 
 
 def dead_letter_body(rej: Rejection, received_at: float) -> bytes:
@@ -126,7 +130,7 @@ class Pipeline:
         self.on_events = on_events
         self.metrics = metrics
         self.max_payload = cfg.limits.max_payload_bytes
-        self._vendor = [(vt.compile(), vt) for vt in cfg.vendor_topics]
+        self._vendor = [(vt.compile(), vt) for vt in cfg.all_vendor_topics()]
         self._grid_cache: dict[str, GridMatch] = {}
         self._tags_cache: dict[str, dict[str, str]] = {}
         # the engine is driven by the MQTT thread and by the silence checker
@@ -141,7 +145,15 @@ class Pipeline:
         for rx, vt in self._vendor:
             m = rx.match(topic)
             if m:
-                return Route(m.group("device_id"), "up", vt.codec, vt.device_type)
+                scheme = vt.device_key
+                value = m.group(scheme)
+                event = m.groupdict().get("event") or topic.rsplit("/", 1)[-1]
+                if scheme == "device_id":
+                    return Route(value, "up", vt.codec, vt.device_type, vt.envelope, event)
+                # a platform id, or (falling back) gridgate's own id: one dict lookup, never the body
+                device = self.registry.lookup(scheme, value)
+                device_id = device.id if device is not None else value
+                return Route(device_id, "up", vt.codec, vt.device_type, vt.envelope, event, (scheme, value))
         return None
 
     def grid_of(self, device: Device) -> GridMatch:
@@ -154,7 +166,8 @@ class Pipeline:
     # the hot path ------------------------------------------------------------------------
     def handle(self, topic: str, payload: bytes, now: float) -> None:
         """Process one message; never raises. Every message ends counted once, as decoded (status
-        messages included) or as rejected: `messages_in == messages_decoded + sum(rejected)`.
+        messages included), as rejected or (a network server's message holding no telemetry) as
+        ignored: `messages_in == messages_decoded + sum(rejected) + sum(ignored)`.
         `messages_in` is counted last, so a reader that sees it has seen the outcome too."""
         try:
             self._handle(topic, payload, now)
@@ -175,10 +188,7 @@ class Pipeline:
                 )
             device = self.registry.get(route.device_id)
             if device is None:
-                raise DecodeError(
-                    RejectReason.unknown_device,
-                    f"device {route.device_id!r} is not in the registry (devices.yaml)",
-                )
+                raise DecodeError(RejectReason.unknown_device, _unknown_device(route))
             if route.device_type is not None and route.device_type != device.type:
                 raise DecodeError(
                     RejectReason.unknown_device,
@@ -188,14 +198,9 @@ class Pipeline:
             if route.channel == "status":
                 self._status(device, payload, now, topic)
             else:
-                try:
-                    readings = decode(route.codec or device.codec, payload, device, now, self.cfg.limits)
-                except DecodeError:
-                    with self.lock:  # a garbled uplink still proves the device is alive
-                        seen = self.engine.seen(device, now)
-                    if seen:
-                        self.emit(seen)
-                    raise
+                readings = self._decode(route, device, payload, now)
+                if readings is None:
+                    return
                 for reading in readings:
                     self._reading(device, reading, now)
         except DecodeError as exc:
@@ -217,6 +222,56 @@ class Pipeline:
             )
             return
         self.metrics.messages_decoded += 1
+
+    def _decode(self, route: Route, device: Device, payload: bytes, now: float) -> list[Reading] | None:
+        """An uplink's readings; None for a network server's message that holds none (counted as
+        ignored). A payload that fails to decode still proves the device alive."""
+        codec = route.codec or device.codec
+        profile = self.registry.profile_of(device)
+        up = None
+        if route.envelope is not None:
+            named_by = route.named_by or ("device_id", route.device_id)
+            prefer = prefers_server_decoded(codec, profile)
+            up = unwrap(route.envelope, route.event, payload, prefer_decoded=prefer, topic_id=named_by)
+            with self.lock:
+                first = up.dedup_key is None or self.engine.first_delivery(device, up.dedup_key)
+            if not first:
+                self._ignore(route, device, IgnoreReason.duplicate, "")
+                return None
+            if up.ignored is not None:
+                if up.seen:
+                    self._seen(device, now)
+                self._ignore(route, device, up.ignored, up.note)
+                return None
+            if up.error is not None:
+                self._seen(device, now)
+                raise DecodeError(RejectReason.server_codec_error, up.error)
+        try:
+            if up is None:
+                return decode(codec, payload, device, now, self.cfg.limits)
+            return readings_of(up, device, codec, profile, now, self.cfg.limits)
+        except DecodeError:
+            self._seen(device, now)
+            raise
+
+    def _seen(self, device: Device, now: float) -> None:
+        with self.lock:
+            seen = self.engine.seen(device, now)
+        if seen:
+            self.emit(seen)
+
+    def _ignore(self, route: Route, device: Device, reason: IgnoreReason, note: str) -> None:
+        self.metrics.ignored[reason.value] += 1
+        level = logging.INFO if note else logging.DEBUG  # joins and the server's own logs are worth a line
+        log.log(
+            level,
+            "event=lorawan_ignored envelope=%s lorawan_event=%s device=%s reason=%s%s",
+            route.envelope,
+            route.event,
+            device.id,
+            reason.value,
+            " " + note if note else "",
+        )
 
     def _reading(self, device: Device, reading: Reading, now: float) -> None:
         with self.lock:
@@ -312,6 +367,16 @@ class Pipeline:
         self.metrics.reject(rej.reason)
         self._log_reject(rej)
         self.outbox.publish(self.topics.dead_letter, dead_letter_body(rej, now), 1)
+
+
+def _unknown_device(route: Route) -> str:
+    if route.named_by is None:
+        return f"device {route.device_id!r} is not in the registry (devices.yaml)"
+    scheme, value = route.named_by
+    return (
+        f"no device in devices.yaml has {scheme} {value!r} (nor the id {value!r}); "
+        f"add `{scheme}: {value}` to its entry"
+    )
 
 
 def _device_from(topic: str, pipeline: Pipeline) -> str | None:

@@ -29,9 +29,10 @@ from gateway.shards import ShardPool, WorkerReport
 from gateway.sinks.runner import SinkRunner
 from gateway.store import GatewayStore, sqlite_url
 from gateway.stream import StreamHub
+from gateway.tickets.channels import outbox_channels
 from gateway.tickets.desk import Outcome
 from gateway.tickets.service import TicketService
-from gateway.tickets.webhook import WebhookNotifier, WebhookOutbox, webhook_metrics
+from gateway.tickets.webhook import OutboxNotifier, WebhookOutbox, webhook_metrics
 from gridgate.clock import Clock, SystemClock
 from gridgate.config import ConfigError, GatewayConfig, open_api_exposure
 from gridgate.models import Event, EventClass, utc
@@ -96,7 +97,7 @@ class Gateway:
         )
         self.topics = Topics(cfg.broker.topic_prefix)
         subscriptions = [self.topics.device_filter, self.topics.edge_filter]
-        subscriptions += [vt.subscription for vt in cfg.vendor_topics]
+        subscriptions += [vt.subscription for vt in cfg.all_vendor_topics()]
         self.shards: ShardPool | None = None
         self._shard_gauges: dict[int, dict[str, float]] = {}
         self._shard_errors: dict[int, str | None] = {}
@@ -158,7 +159,7 @@ class Gateway:
         self.add_event_listener(self.stream.on_events)
         self.metrics.add_collector(self.stream.collect)
         self.outbox: WebhookOutbox | None = None
-        self.webhooks: list[WebhookNotifier] = []
+        self.webhooks: list[OutboxNotifier] = []  # webhooks and robots
         if self.tickets is not None:
             self.tickets.add_notifier(self.stream)
             self._add_webhooks()
@@ -176,27 +177,26 @@ class Gateway:
 
     # wiring ------------------------------------------------------------------------------
     def _add_webhooks(self) -> None:
-        """One notifier per `tickets.webhooks` entry, sharing an outbox table in the ticket database."""
+        """One notifier per `tickets.webhooks` and `tickets.robots` entry, sharing one outbox table."""
         assert self.tickets is not None
-        if not self.cfg.tickets.webhooks:
+        if not self.cfg.tickets.webhooks and not self.cfg.tickets.robots:
             return
         self.outbox = WebhookOutbox(self.tickets.store.url)
-        problems = []
-        for i, wcfg in enumerate(self.cfg.tickets.webhooks):
-            try:
-                notifier = WebhookNotifier(
-                    wcfg,
-                    self.outbox,
-                    origin=self.cfg.broker.client_id,
-                    dead_letter=lambda body: self.mqtt.publish(self.topics.dead_letter, body, 1),
-                )
-            except (ValueError, OSError) as exc:
-                problems.append(f"tickets.webhooks[{i}]: {exc}")
-                continue
-            self.webhooks.append(notifier)
-            self.tickets.add_notifier(notifier)
+        grid_names = {gid: props.name for gid, props in self.grids.grids.items() if props.name}
+        channels, problems = outbox_channels(self.cfg, grid_names)
         if problems:
             raise ConfigError("gateway config", problems)
+        for channel, policy in channels:
+            notifier = OutboxNotifier(
+                channel,
+                policy,
+                self.outbox,
+                origin=self.cfg.broker.client_id,
+                clock=self.clock,
+                dead_letter=lambda body: self.mqtt.publish(self.topics.dead_letter, body, 1),
+            )
+            self.webhooks.append(notifier)
+            self.tickets.add_notifier(notifier)
         self.metrics.add_collector(webhook_metrics(self.webhooks))
 
     def _team_of(self, ev: Event) -> str | None:
@@ -322,25 +322,27 @@ class Gateway:
         return route.device_id if route else None
 
     def _apply_report(self, shard: int, rep: WorkerReport) -> None:
-        """A worker's results: publish for it, count, remember its events, mirror its devices' state.
+        """A worker's results: publish for it, mirror its devices' state, remember its events, count.
 
         The events come before the checkpoint they belong to (one pipe, in order), so a checkpoint
-        saved after this report has handed them to the store and the ticket desk."""
+        saved after this report has handed them to the store and the ticket desk. The counters come
+        last: whoever sees `messages_in` reach a number finds those messages' effects in place."""
         for topic, payload, qos in rep.publishes:
             self.mqtt.publish(topic, payload, qos)
-        m = self.metrics
-        for name, delta in rep.counters.items():
-            setattr(m, name, getattr(m, name) + delta)
-        m.rejected.update(rep.rejected)
-        m.events_out.update(rep.events_out)
         self._shard_gauges[shard] = rep.gauges
         self._shard_errors[shard] = rep.sink_error
-        if rep.snapshots:
+        if rep.views:  # as of this report (checkpoint snapshots may be older: they are for saving)
             with self.pipeline.lock:
-                for device_id, state in rep.snapshots.items():
-                    self.engine.restore(device_id, state)
+                for device_id, view in rep.views.items():
+                    self.engine.apply_view(device_id, view)
         if rep.events:
             self._remember(rep.events)
+        m = self.metrics
+        m.rejected.update(rep.rejected)
+        m.ignored.update(rep.ignored)
+        m.events_out.update(rep.events_out)
+        for name, delta in rep.counters.items():
+            setattr(m, name, getattr(m, name) + delta)
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Wait until every message received so far is handled and its points are written."""
@@ -659,7 +661,11 @@ def check_vendor_codecs(cfg: GatewayConfig) -> None:
     problems = [
         f"vendor_topics[{i}].codec: unknown codec {vt.codec!r} (use one of {', '.join(known)})"
         for i, vt in enumerate(cfg.vendor_topics)
-        if vt.codec not in known
+        if vt.codec is not None and vt.codec not in known
+    ] + [
+        f"lorawan.{vt.envelope}.codec: unknown codec {vt.codec!r} (use one of {', '.join(known)})"
+        for vt in cfg.lorawan.vendor_topics()
+        if vt.codec is not None and vt.codec not in known
     ]
     if problems:
         raise ConfigError("gateway config", problems)

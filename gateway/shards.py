@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-from devices.engine import DeviceEngine
+from devices.engine import DeviceEngine, DeviceView
 from devices.registry import load_registry
 from gateway.grids import GridIndex
 from gateway.metrics import GatewayMetrics
@@ -64,8 +64,10 @@ class WorkerReport:
     publishes: list[tuple[str, bytes, int]] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)
+    views: dict[str, DeviceView] = field(default_factory=dict)  # devices changed since the last report
     counters: dict[str, int] = field(default_factory=dict)
     rejected: Counter[str] = field(default_factory=Counter)
+    ignored: Counter[str] = field(default_factory=Counter)
     events_out: Counter[tuple[str, str]] = field(default_factory=Counter)
     gauges: dict[str, float] = field(default_factory=dict)
     checkpoint: int | None = None  # every message up to this seq is durable, `snapshots` account for it
@@ -156,10 +158,12 @@ def worker_main(
                 rep.counters[name] = value - sent[name]
                 sent[name] = value
             rep.rejected, metrics.rejected = metrics.rejected, Counter()
+            rep.ignored, metrics.ignored = metrics.ignored, Counter()
             rep.events_out, metrics.events_out = metrics.events_out, Counter()
             rep.gauges = {name: read() for name, read in metrics.gauges.items()}
             rep.sink_error = runner.status()["last_error"]
             rep.snapshots = snapshots or {}
+            rep.views = engine.take_views()
             rep.checkpoint = checkpoint
             rep.final = final
             try:
@@ -189,8 +193,8 @@ def worker_main(
                     captured.pop(0)
                     report(snapshots=snaps, checkpoint=seq)
                     continue
-            if relay.report.publishes or relay.report.events:
-                report()
+            if relay.report.publishes or relay.report.events or metrics.messages_in != sent["messages_in"]:
+                report()  # whatever changed reaches the gateway within REPORT_EVERY_S, not at a checkpoint
 
     keeper = threading.Thread(target=housekeeping, name=f"gridgate-shard{index}-housekeeping", daemon=True)
     tune_gc()
@@ -304,25 +308,32 @@ class ShardPool:
         i = shard_of(device_id, self.n) if device_id else 0
         if seq <= self._skip[i]:
             return
-        self.submitted += 1
-        pending = self._pending[i]
-        pending.append((seq, received_at, topic, payload, device_id))
-        if len(pending) >= BATCH_MESSAGES:
-            self._send(i)
-
-    def flush(self) -> None:
-        """Hand every partial batch over (called when the MQTT thread has read all it had)."""
-        for i in range(self.n):
-            if self._pending[i]:
+        with self._lock:
+            self.submitted += 1
+            pending = self._pending[i]
+            pending.append((seq, received_at, topic, payload, device_id))
+            if len(pending) >= BATCH_MESSAGES:
                 self._send(i)
 
+    def flush(self) -> None:
+        """Hand every partial batch over (the MQTT thread has read all it had, or someone waits)."""
+        with self._lock:
+            for i in range(self.n):
+                if self._pending[i]:
+                    self._send(i)
+
     def request_checkpoint(self, seq: int) -> None:
-        """Ask every worker for a checkpoint at journal seq `seq` (every message up to it submitted)."""
+        """Ask every worker for a checkpoint at journal seq `seq` (every message up to it submitted).
+
+        Under the one lock every hand-off takes: a batch taken by another thread cannot reach a
+        worker after the checkpoint request that accounts for it (the worker would skip it)."""
         if self._stopped:
             return  # their final reports carry their last checkpoint
-        self.flush()
-        for i in range(self.n):
-            self._post(i, ("ckpt", seq), 0)
+        with self._lock:
+            for i in range(self.n):
+                if self._pending[i]:
+                    self._send(i)
+                self._post(i, ("ckpt", seq), 0)
 
     def take_checkpoints(self) -> tuple[list[int], dict[str, dict[str, Any]]]:
         """The workers' marks and the device states they account for, handed over for saving."""
@@ -340,13 +351,14 @@ class ShardPool:
                 self._ckpt_states[shard_of(device_id, self.n)].setdefault(device_id, state)
 
     def _send(self, i: int) -> None:
+        """Under `_lock`: batches reach each worker in journal order, checkpoint requests after them."""
         batch, self._pending[i] = self._pending[i], []
         self._post(i, ("batch", batch), len(batch))
 
     def _post(self, i: int, message: tuple[str, Any], count: int) -> None:
+        """Under `_lock`."""
         try:
-            with self._lock:
-                self._to[i].send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+            self._to[i].send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
         except OSError as exc:  # the worker died: never take the MQTT thread down with it
             self.lost += count
             log.error(

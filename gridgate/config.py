@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from datetime import time as clock_time
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -282,33 +283,116 @@ class AuthConfig(Strict):
     )
 
 
+# the ids a vendor topic may name its device by: gridgate's own, or a LoRaWAN network server's
+TOPIC_DEVICE_KEYS = ("device_id", "dev_eui", "lorawan_device_id")
+_DEVICE_SEGMENTS = tuple("{" + k + "}" for k in TOPIC_DEVICE_KEYS)
+_PLACEHOLDERS = frozenset((*_DEVICE_SEGMENTS, "{event}"))
+CHIRPSTACK_PATTERN = "application/+/device/{dev_eui}/event/{event}"
+TTS_PATTERN = "v3/+/devices/{lorawan_device_id}/up"
+
+
+def check_topic_pattern(pattern: str, *, has_envelope: bool) -> None:
+    """ValueError unless `pattern` names its device in one whole segment (and `{event}` at most once,
+    for a network server's envelope)."""
+    segments = pattern.split("/")
+    if sum(segments.count(s) for s in _DEVICE_SEGMENTS) != 1:
+        names = ", ".join(_DEVICE_SEGMENTS)
+        raise ValueError(f"pattern needs exactly one whole segment naming the device, one of {names}")
+    if "#" in pattern:
+        raise ValueError("`#` is not allowed; use `+` for single segments")
+    if segments.count("{event}") > 1:
+        raise ValueError("pattern may have one `{event}` segment")
+    if "{event}" in segments and not has_envelope:
+        raise ValueError("`{event}` names a network server's event: add `envelope: chirpstack` or `tts`")
+
+
 class VendorTopic(Strict):
     """A vendor's own topic mapped to a device id and a codec, e.g. `acme/covers/{device_id}/data`."""
 
-    pattern: str = Field(description="MQTT topic with one `{device_id}` segment; `+` matches any segment")
-    codec: str
+    pattern: str = Field(
+        description="MQTT topic with one whole segment naming the device: `{device_id}` (gridgate's id), "
+        "`{dev_eui}` or `{lorawan_device_id}` (looked up in devices.yaml, falling back to the id); "
+        "`{event}` marks the segment holding a network server's event name; `+` matches any segment"
+    )
+    codec: str | None = Field(
+        None, description="codec of the payload (of the LoRaWAN FRMPayload); default: the device's own"
+    )
     device_type: str | None = Field(None, description="defaults to the type in devices.yaml")
+    envelope: Literal["chirpstack", "tts"] | None = Field(
+        None,
+        description="the JSON a LoRaWAN network server wraps each message in (ChirpStack v4 or The "
+        "Things Stack v3 MQTT integration), unwrapped before the codec (docs/platforms.md)",
+    )
 
     @model_validator(mode="after")
     def _one_device_id(self) -> VendorTopic:
-        segments = self.pattern.split("/")
-        if segments.count("{device_id}") != 1:
-            raise ValueError("pattern needs exactly one whole segment `{device_id}`")
-        if "#" in self.pattern:
-            raise ValueError("`#` is not allowed; use `+` for single segments")
+        check_topic_pattern(self.pattern, has_envelope=self.envelope is not None)
         return self
 
     @property
+    def device_key(self) -> str:
+        """Which id the topic names the device by: device_id, dev_eui or lorawan_device_id."""
+        segments = self.pattern.split("/")
+        return next(k for k, s in zip(TOPIC_DEVICE_KEYS, _DEVICE_SEGMENTS, strict=True) if s in segments)
+
+    @property
     def subscription(self) -> str:
-        return self.pattern.replace("{device_id}", "+")
+        return "/".join("+" if s in _PLACEHOLDERS else s for s in self.pattern.split("/"))
 
     def compile(self) -> re.Pattern[str]:
         parts = []
         for seg in self.pattern.split("/"):
-            parts.append(
-                "(?P<device_id>[^/]+)" if seg == "{device_id}" else "[^/]+" if seg == "+" else re.escape(seg)
-            )
+            if seg in _PLACEHOLDERS:
+                parts.append(f"(?P<{seg[1:-1]}>[^/]+)")
+            else:
+                parts.append("[^/]+" if seg == "+" else re.escape(seg))
         return re.compile("^" + "/".join(parts) + "$")
+
+
+class NetworkServerTopic(Strict):
+    """One LoRaWAN network server's MQTT integration as a preset vendor topic."""
+
+    enabled: bool = Field(False, description="subscribe to this server's uplink topics")
+    pattern: str = Field(description="its event topic, with `{event}` and the device segment")
+    codec: str | None = Field(None, description="codec of the FRMPayload; default: the device's own")
+    device_type: str | None = Field(None, description="only devices of this type come this way")
+
+    @model_validator(mode="after")
+    def _pattern(self) -> NetworkServerTopic:
+        check_topic_pattern(self.pattern, has_envelope=True)
+        return self
+
+
+class ChirpStackTopic(NetworkServerTopic):
+    pattern: str = Field(
+        CHIRPSTACK_PATTERN,
+        description="ChirpStack v4 `event_topic` (its default); the DevEUI segment is `{dev_eui}`",
+    )
+
+
+class TTSTopic(NetworkServerTopic):
+    pattern: str = Field(
+        TTS_PATTERN,
+        description="The Things Stack v3 uplink topic; `v3/{app}@{tenant}/...` is one segment, matched "
+        "by `+`; use `.../{event}` to take `join` too",
+    )
+
+
+class LoRaWANConfig(Strict):
+    """`lorawan:`: LoRaWAN network servers publishing to this broker (or bridged into it)."""
+
+    chirpstack: ChirpStackTopic = Field(
+        default_factory=ChirpStackTopic, description="ChirpStack v4 MQTT integration (JSON)"
+    )
+    tts: TTSTopic = Field(default_factory=TTSTopic, description="The Things Stack v3 MQTT integration")
+
+    def vendor_topics(self) -> list[VendorTopic]:
+        """The enabled servers as vendor topics with their envelope."""
+        return [
+            VendorTopic(pattern=s.pattern, codec=s.codec, device_type=s.device_type, envelope=name)
+            for name, s in (("chirpstack", self.chirpstack), ("tts", self.tts))
+            if s.enabled
+        ]
 
 
 class IngestConfig(Strict):
@@ -343,6 +427,25 @@ class LimitsConfig(Strict):
     max_photos_per_ticket: int = Field(20, ge=1, le=500, description="photos one ticket may hold in all")
 
 
+def _secret_or_env(owner: str, value: SecretStr | None, env: str | None, file: Path | None) -> str | None:
+    """A secret given inline, by environment variable or by file; ValueError if the variable is empty."""
+    if env is not None:
+        found = os.environ.get(env, "")
+        if not found:
+            raise ValueError(f"{owner}: environment variable {env} is not set")
+        return found
+    return _secret_from(value, file)
+
+
+def _at_most_one(owner: str, **given: object) -> None:
+    named = [k for k, v in given.items() if v is not None]
+    if len(named) > 1:
+        raise ValueError(f"{owner}: give at most one of {', '.join(given)} (got {', '.join(named)})")
+
+
+ChangeKindName = Literal["created", "updated", "escalated", "reminder"]
+
+
 class WebhookConfig(Strict):
     """One webhook endpoint: signed JSON POSTs of ticket changes, from a persisted outbox."""
 
@@ -357,8 +460,11 @@ class WebhookConfig(Strict):
     categories: list[str] = Field(
         default_factory=list, description="only tickets of these categories (empty: all)"
     )
-    kinds: list[Literal["created", "updated", "escalated"]] = Field(
+    kinds: list[ChangeKindName] = Field(
         default_factory=list, description="only these change kinds (empty: all)"
+    )
+    grids: list[str] = Field(
+        default_factory=list, description="only tickets in these grids or micro-grids (empty: all)"
     )
     timeout_s: float = Field(10.0, gt=0, le=300, description="per request")
     max_attempts: int = Field(
@@ -370,18 +476,141 @@ class WebhookConfig(Strict):
 
     @model_validator(mode="after")
     def _one_secret(self) -> WebhookConfig:
-        if len([x for x in (self.secret, self.secret_env, self.secret_file) if x is not None]) > 1:
-            raise ValueError("give at most one of secret, secret_env or secret_file")
+        _at_most_one(
+            f"webhook {self.name!r}",
+            secret=self.secret,
+            secret_env=self.secret_env,
+            secret_file=self.secret_file,
+        )
         return self
 
     def secret_value(self) -> str | None:
         """The HMAC key, or None for an unsigned endpoint; ValueError if its variable/file is empty."""
-        if self.secret_env is not None:
-            value = os.environ.get(self.secret_env, "")
-            if not value:
-                raise ValueError(f"webhook {self.name!r}: environment variable {self.secret_env} is not set")
-            return value
-        return _secret_from(self.secret, self.secret_file)
+        return _secret_or_env(f"webhook {self.name!r}", self.secret, self.secret_env, self.secret_file)
+
+
+class RobotConfig(Strict):
+    """One group-chat robot (WeCom, DingTalk or Feishu): a card per ticket change, from the outbox."""
+
+    name: str = Field(
+        min_length=1, max_length=48, pattern=r"^[A-Za-z0-9_.-]+$", description="names it in logs and metrics"
+    )
+    vendor: Literal["wecom", "dingtalk", "feishu"] = Field(
+        description="wecom (企业微信群机器人), dingtalk (钉钉自定义机器人) or feishu (飞书/Lark 自定义机器人)"
+    )
+    key: SecretStr | None = Field(
+        None,
+        description="the robot's credential from its webhook address: WeCom `key`, DingTalk `access_token`, "
+        "Feishu hook token (prefer key_env or key_file)",
+    )
+    key_env: str | None = Field(None, description="environment variable holding the key")
+    key_file: Path | None = Field(None, description="file whose first line is the key")
+    secret: SecretStr | None = Field(
+        None, description="signing secret (DingTalk 加签 `SEC...`, Feishu 签名校验); none: unsigned"
+    )
+    secret_env: str | None = Field(None, description="environment variable holding the signing secret")
+    secret_file: Path | None = Field(None, description="file whose first line is the signing secret")
+    base_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="the vendor's API host (default https://qyapi.weixin.qq.com, https://oapi.dingtalk.com, "
+        "https://open.feishu.cn; https://open.larksuite.com for Lark); a relay or test server otherwise",
+    )
+    teams: list[str] = Field(default_factory=list, description="only changes for these teams (empty: all)")
+    categories: list[str] = Field(
+        default_factory=list, description="only tickets of these categories (empty: all)"
+    )
+    grids: list[str] = Field(
+        default_factory=list, description="only tickets in these grids or micro-grids (empty: all)"
+    )
+    kinds: list[ChangeKindName] = Field(
+        default_factory=list,
+        description="only these change kinds (empty: all; count-only `updated` changes never page)",
+    )
+    timeout_s: float = Field(10.0, gt=0, le=300, description="per request")
+    max_attempts: int = Field(
+        10, ge=1, le=1000, description="attempts before a card goes to the dead letters"
+    )
+    backoff_base_s: float = Field(2.0, gt=0, description="wait after the first failure; doubles each time")
+    backoff_max_s: float = Field(300.0, gt=0, description="cap of the backoff between attempts")
+
+    @model_validator(mode="after")
+    def _one_each(self) -> RobotConfig:
+        owner = f"robot {self.name!r}"
+        _at_most_one(owner, key=self.key, key_env=self.key_env, key_file=self.key_file)
+        _at_most_one(owner, secret=self.secret, secret_env=self.secret_env, secret_file=self.secret_file)
+        if self.key is None and self.key_env is None and self.key_file is None:
+            raise ValueError(
+                f"{owner}: give key, key_env or key_file (the credential in its webhook address)"
+            )
+        return self
+
+    def key_value(self) -> str:
+        key = _secret_or_env(f"robot {self.name!r} key", self.key, self.key_env, self.key_file)
+        if not key:
+            raise ValueError(f"robot {self.name!r}: the key is empty (key_file {self.key_file})")
+        return key
+
+    def secret_value(self) -> str | None:
+        return _secret_or_env(f"robot {self.name!r} secret", self.secret, self.secret_env, self.secret_file)
+
+
+class RemindersConfig(Strict):
+    """`tickets.reminders:`: re-notify the assignee while nobody has accepted (beside escalation)."""
+
+    every_min: float | None = Field(
+        None, gt=0, description="remind every this many minutes while dispatched and not accepted; none: off"
+    )
+    by_category: dict[str, float] = Field(
+        default_factory=dict, description="per category minutes, overriding every_min (0: no reminders)"
+    )
+    offline_every_min: float | None = Field(
+        240.0, gt=0, description="device_offline tickets: remind this often while open (accepted or not)"
+    )
+
+    @field_validator("by_category")
+    @classmethod
+    def _not_negative(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = [k for k, minutes in v.items() if minutes < 0]
+        if bad:
+            raise ValueError(f"minutes must be 0 (off) or more, not negative: {', '.join(bad)}")
+        return v
+
+
+class QuietWindow(Strict):
+    """A daily window in the city's time zone (`timezone`); start after end spans midnight."""
+
+    start: clock_time = Field(clock_time(22, 0), description="quiet from this local time (HH:MM)")
+    end: clock_time = Field(
+        clock_time(7, 0), description="until this local time (HH:MM); = start: never quiet"
+    )
+
+
+class UrgentRule(Strict):
+    """A ticket that always pages: its category, at or above a severity if one is given."""
+
+    category: str
+    min_severity: Literal["info", "minor", "major", "critical"] | None = None
+
+
+def _default_urgent() -> list[UrgentRule]:
+    return [
+        UrgentRule(category="manhole_open"),
+        UrgentRule(category="water_high", min_severity="critical"),
+        UrgentRule(category="gas_high"),
+        UrgentRule(category="bin_fire"),
+    ]
+
+
+class QuietHoursConfig(QuietWindow):
+    """`tickets.quiet_hours:`: non-urgent tickets do not page at night; the cards wait for the morning."""
+
+    by_category: dict[str, QuietWindow] = Field(
+        default_factory=dict, description="a category's own window, replacing start/end for it"
+    )
+    urgent: list[UrgentRule] = Field(
+        default_factory=_default_urgent, description="tickets that page even in quiet hours"
+    )
 
 
 class Open311Config(Strict):
@@ -451,6 +680,19 @@ class TicketsConfig(Strict):
     webhooks: list[WebhookConfig] = Field(
         default_factory=list, description="external grid platforms that get every matching ticket change"
     )
+    robots: list[RobotConfig] = Field(
+        default_factory=list, description="WeCom / DingTalk / Feishu group robots: a card per matching change"
+    )
+    public_base_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="the dashboard's address as people open it (https://grid.example.cn); robot cards "
+        "link to {public_base_url}/#ticket={id}; none: cards carry no link",
+    )
+    reminders: RemindersConfig = RemindersConfig()
+    quiet_hours: QuietHoursConfig | None = Field(
+        None, description="nightly window in which non-urgent tickets do not page; none: always page"
+    )
 
     def url(self, storage: StorageConfig) -> str:
         """The database URL: `database_url`, or SQLite in the data dir."""
@@ -492,6 +734,7 @@ class GatewayConfig(EnvFirstSettings):
     fallback_grid: TopicLevel = Field("unassigned", description="grid of a point inside no polygon")
     maintenance_team: TopicLevel = Field("maintenance", description="default team for device faults")
     vendor_topics: list[VendorTopic] = []
+    lorawan: LoRaWANConfig = LoRaWANConfig()
     limits: LimitsConfig = LimitsConfig()
     ingest: IngestConfig = IngestConfig()
     offline_check_s: float = Field(5.0, gt=0, description="how often silent devices are looked for")
@@ -501,7 +744,8 @@ class GatewayConfig(EnvFirstSettings):
     map: MapConfig = MapConfig()
     timezone: str = Field(
         "Asia/Shanghai",
-        description="the city's IANA time zone: weekly maintenance windows are in its local time",
+        description="the city's IANA time zone: quiet hours, weekly maintenance windows and local times "
+        "are read in it",
     )
     hygiene: HygieneConfig = Field(
         default_factory=HygieneConfig, description="cause mutes symptoms, maintenance windows (alert hygiene)"
@@ -512,8 +756,8 @@ class GatewayConfig(EnvFirstSettings):
     def _known_zone(cls, v: str) -> str:
         try:
             ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown IANA time zone {v!r} (e.g. Asia/Shanghai, Europe/Berlin)") from None
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {v!r}: use an IANA name such as Asia/Shanghai") from exc
         return v
 
     @model_validator(mode="after")
@@ -525,6 +769,10 @@ class GatewayConfig(EnvFirstSettings):
                 "tickets as admin; add auth.tokens, bind api.host to 127.0.0.1, or set auth.allow_open: true"
             )
         return self
+
+    def all_vendor_topics(self) -> list[VendorTopic]:
+        """`vendor_topics` and the LoRaWAN presets `lorawan:` turns on: every topic routed to a device."""
+        return [*self.vendor_topics, *self.lorawan.vendor_topics()]
 
 
 LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost"})

@@ -21,6 +21,7 @@ from gridgate.config import LimitsConfig
 from gridgate.models import Reading
 
 __all__ = [
+    "TEXT_CODECS",
     "Codec",
     "CodecFn",
     "DecodeError",
@@ -83,6 +84,10 @@ def decode_auto(payload: bytes, device: Device, now: float) -> list[Reading]:
         RejectReason.not_json, f"payload starts with {head!r}: expected a JSON object or a SenML array"
     )
 
+
+# the built-in codecs that read JSON text; any other reads a device's own bytes (a LoRaWAN device
+# with one of these is read from its network server's decoded object, docs/platforms.md)
+TEXT_CODECS = frozenset({"json", "senml", "auto"})
 
 register_codec("json", decode_json)
 register_codec("senml", decode_senml)

@@ -24,6 +24,8 @@ class RejectReason(StrEnum):
     bad_field_name = "bad_field_name"
     too_deep = "too_deep"
     decoder_error = "decoder_error"  # a codec raised something else: a bug, or an input nobody foresaw
+    bad_envelope = "bad_envelope"  # a network server's JSON envelope not in its documented shape
+    server_codec_error = "server_codec_error"  # the network server's own payload codec failed (its log)
     # produced by the gateway, listed here so that all codes live in one place
     unknown_device = "unknown_device"
     unknown_topic = "unknown_topic"

@@ -3,7 +3,9 @@
 One module per concept (after Alertmanager's split), each testable alone with a fake clock:
 `states` (state machine), `dedup` (correlation), `routing` (routing.yaml), `sla` (timers and
 escalation), `storm` (offline grace, parent grouping, rate limit), `coalesce` (update pacing),
-`notify` (channels), `points` (the `tickets` measurement), `store` (SQLAlchemy), `desk` (the
+`notify` (channels), `webhook` (the outbox and its delivery, signed webhooks), `robots` and
+`cards` (WeCom / DingTalk / Feishu group robots), `reminders` (re-notifying while unaccepted),
+`quiet` (quiet hours), `points` (the `tickets` measurement), `store` (SQLAlchemy), `desk` (the
 logic over the store) and `service` (threads and wiring to the gateway).
 """
 

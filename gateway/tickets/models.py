@@ -167,6 +167,7 @@ class ChangeKind(StrEnum):
     created = "created"
     updated = "updated"
     escalated = "escalated"
+    reminder = "reminder"  # nobody acted yet: the same ticket again (not a change of the ticket)
 
 
 class Target(BaseModel):
@@ -193,6 +194,7 @@ class TicketChange(BaseModel):
     event_ids: list[str] = Field(
         default_factory=list, description="with a resolution: the ticket's events (edge boxes mark them)"
     )
+    reminder: int | None = Field(None, description="a reminder: which one in this cycle (1, 2, ...)")
 
     def to_json(self) -> dict[str, Any]:
         """The payload channels send: the change and the ticket summary (+ resolution, event ids)."""
@@ -209,4 +211,6 @@ class TicketChange(BaseModel):
         if self.resolution is not None:  # only then: every other payload stays as it was
             out["resolution"] = self.resolution.value
             out["event_ids"] = list(self.event_ids)
+        if self.reminder is not None:
+            out["reminder"] = self.reminder
         return out

@@ -23,6 +23,8 @@ from gateway.tickets.desk import Action, Outcome, TicketDesk, target_of
 from gateway.tickets.models import AuditEntry, ChangeKind, Ticket, TicketChange, TicketEvent
 from gateway.tickets.notify import FanOut, MQTTNotifier, Notifier
 from gateway.tickets.points import transition_point
+from gateway.tickets.quiet import QuietHours
+from gateway.tickets.reminders import ReminderLedger, Reminders
 from gateway.tickets.routing import DEFAULT_ROUTING_FILE, RoutingConfig, load_routing
 from gateway.tickets.states import Resolution
 from gateway.tickets.store import TicketStore
@@ -51,6 +53,7 @@ class TicketStats:
     created: int = 0
     updated: int = 0
     escalated: int = 0
+    reminders: int = 0
     failures: int = 0
 
 
@@ -104,8 +107,10 @@ class TicketService:
         link: Callable[[], bool] | None = None,
         tick_s: float = 1.0,
         coalesce_s: float = 30.0,
+        reminders: Reminders | None = None,
     ) -> None:
         self.desk = desk
+        self.reminders = reminders
         self.store: TicketStore = desk.store
         self.notifier = notifier
         self.clock = clock
@@ -136,8 +141,9 @@ class TicketService:
         link: Callable[[], bool] | None = None,
         registry: DeviceRegistry | None = None,
         store_url: str | None = None,
+        timezone: str = "Asia/Shanghai",
     ) -> TicketService:
-        """A service from config: routing.yaml, the store, and the given notifiers behind a fan-out."""
+        """A service from config: routing.yaml, the store, reminders, and the notifiers behind a fan-out."""
         routing = load_routing_or_default(cfg.routing_file)
         store = TicketStore(store_url or cfg.url(storage))
         desk = TicketDesk(
@@ -158,6 +164,12 @@ class TicketService:
             link=link,
             tick_s=cfg.tick_s,
             coalesce_s=cfg.update_coalesce_s,
+            reminders=Reminders(
+                cfg.reminders,
+                ReminderLedger(store.engine),
+                clock.now(),
+                QuietHours(cfg.quiet_hours, timezone) if cfg.quiet_hours is not None else None,
+            ),
         )
 
     @classmethod
@@ -172,6 +184,7 @@ class TicketService:
             sink=gateway.runner,
             link=gateway.mqtt.connected.is_set,
             registry=gateway.registry,
+            timezone=gateway.cfg.timezone,
         )
 
     def add_notifier(self, notifier: Notifier) -> None:
@@ -225,6 +238,11 @@ class TicketService:
         with self._out_lock:
             for tid in self.coalescer.due(now):
                 self._send(self._updated(tid, now, "events"))
+            if self.reminders is not None:
+                with self.desk.lock:
+                    due = self.reminders.due(self.desk.tickets.values(), now)
+                for change in due:
+                    self._send(change)
         return out
 
     # ---- the worker -----------------------------------------------------------------------------
@@ -328,6 +346,8 @@ class TicketService:
             self.stats.created += 1
         elif change.kind is ChangeKind.escalated:
             self.stats.escalated += 1
+        elif change.kind is ChangeKind.reminder:
+            self.stats.reminders += 1
         else:
             self.stats.updated += 1
         self.notifier.notify(change)

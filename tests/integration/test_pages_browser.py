@@ -336,6 +336,17 @@ def test_dashboard_and_grid_worker_pages(
             shutil.copyfile(tmp_path / name, SCREENSHOTS / name)
 
 
+def test_a_robot_cards_link_opens_its_ticket(gw: Gateway, mosquitto: Mosquitto, browser: Any) -> None:
+    """Robot cards link to `{public_base_url}/#ticket={id}` (docs/notifications.md)."""
+    uplink(mosquitto, "water_gauge", "WG-1", ts=time.time() - 1200, water_level_cm=22)
+    ticket = only_ticket(gw, "water_high")
+    page = signed_in(browser, "centre", viewport=DESKTOP)
+    page.goto(f"{gw.api_url}/#ticket={ticket.id}")
+    page.wait_for_selector(f"#detail.show[data-ticket='{ticket.id}']", timeout=10_000)
+    assert ticket.id in page.inner_text("#detail")
+    assert page.errors == []
+
+
 def test_the_feed_reconnects_resumes_and_says_when_it_is_behind(
     gw: Gateway, mosquitto: Mosquitto, browser: Any
 ) -> None:

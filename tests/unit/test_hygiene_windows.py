@@ -92,7 +92,7 @@ def test_windows_from_the_file_are_listed_and_not_ended_over_the_api(tmp_path: P
 
 
 def test_config_errors_name_the_field() -> None:
-    with pytest.raises(ValidationError, match="unknown IANA time zone 'Mars/Olympus'"):
+    with pytest.raises(ValidationError, match=r"unknown time zone .Mars/Olympus."):
         GatewayConfig(timezone="Mars/Olympus")
     window = {
         "id": "a",

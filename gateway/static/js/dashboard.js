@@ -572,6 +572,12 @@ function startStream() {
   });
 }
 
+// a robot card's link: /#ticket=<id> opens that ticket (after sign-in)
+function showLinkedTicket() {
+  const m = /^#ticket=([0-9A-Za-z]+)$/.exec(location.hash);
+  if (m) showDetail(m[1]).catch((err) => toast(`${m[1]}: ${err.message}`));
+}
+
 // ---- refresh ------------------------------------------------------------------------------------
 
 async function refresh(parts) {
@@ -609,6 +615,8 @@ async function main() {
   await initMap();
   await refresh(["figures", "board", "grids", "cameras", "hotspots"]);
   document.body.dataset.ready = "1";
+  showLinkedTicket();
+  window.addEventListener("hashchange", showLinkedTicket);
   startStream();
   setInterval(tickClocks, 1000);
   setInterval(() => refresh(["figures", "grids", "board"]), 30000);

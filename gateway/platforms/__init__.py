@@ -1,0 +1,1 @@
+"""Operator platforms and network servers: their envelopes unwrapped into what the codecs decode."""

@@ -146,6 +146,24 @@ def test_an_offline_gauge_mutes_its_water_alarm_until_it_has_recovered(
         gw.stop()
 
 
+def test_an_offline_cover_mutes_its_tilt_but_never_an_open_lid(
+    mosquitto: Mosquitto, tmp_path: Path, clock: FakeClock
+) -> None:
+    gw = make_gateway(tmp_path, mosquitto, clock)
+    try:
+        pub(mosquitto, "gridgate/devices/manhole/MH-1/status", "offline")
+        wait_until(lambda: categories(gw, "device:MH-1") == ["device_offline"], 10)
+        up(mosquitto, "manhole", "MH-1", clock.now(), tilt_deg=25.0, open=True)
+        wait_for_kinds(gw, "manhole_tilt", "manhole_open")
+        [offline] = events(gw, kind="device_offline", source="device:MH-1")
+        assert events(gw, kind="manhole_tilt")[0]["suppressed_by"] == offline["id"]
+        assert events(gw, kind="manhole_open")[0]["suppressed_by"] is None  # a hole in the road
+        wait_until(lambda: "manhole_open" in categories(gw, "device:MH-1"), 10)
+        assert sorted(categories(gw, "device:MH-1")) == ["device_offline", "manhole_open"]
+    finally:
+        gw.stop()
+
+
 def test_an_offline_edge_box_mutes_the_offline_of_the_devices_behind_it(
     mosquitto: Mosquitto, tmp_path: Path, clock: FakeClock
 ) -> None:

@@ -196,3 +196,22 @@ def test_any_time_text_is_accepted_as_hhmm_or_refused_with_a_validation_error(st
         return
     assert spec.start is not None and len(spec.start) == 5 and spec.start[2] == ":"
     is_open(spec, YEAR_2026[0], SHANGHAI)  # and it evaluates
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12,
+)
+FIELDS = ["reason", "devices", "device_types", "grids", "starts_at", "ends_at", "weekdays", "start", "end"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=8), json_values, max_size=9))
+def test_any_json_body_is_a_window_or_a_validation_error(body: dict[str, object]) -> None:
+    """A hostile POST body never raises anything but the 422 the API answers with."""
+    try:
+        spec = WindowSpec.model_validate(body)
+    except ValidationError:
+        return
+    is_open(spec, YEAR_2026[0], BERLIN)

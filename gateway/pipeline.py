@@ -83,21 +83,34 @@ def dead_letter_body(rej: Rejection, received_at: float) -> bytes:
     )
 
 
-class RejectLog:
-    """Logs rejections at most once per reason every `every_s` seconds, with the count in between."""
+class LogThrottle:
+    """At most one log line per key every `every_s` seconds, with the count held back in between."""
 
     def __init__(self, every_s: float = 10.0) -> None:
         self.every_s = every_s
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
 
-    def __call__(self, rej: Rejection) -> None:
+    def due(self, key: str) -> int | None:
+        """None: stay quiet; else log now, with this many lines held back since the last one."""
         now = time.monotonic()
-        if now - self._last.get(rej.reason, -1e9) < self.every_s:
-            self._suppressed[rej.reason] = self._suppressed.get(rej.reason, 0) + 1
+        if now - self._last.get(key, -1e9) < self.every_s:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return None
+        self._last[key] = now
+        return self._suppressed.pop(key, 0)
+
+
+class RejectLog:
+    """Logs rejections at most once per reason every `every_s` seconds, with the count in between."""
+
+    def __init__(self, every_s: float = 10.0) -> None:
+        self._throttle = LogThrottle(every_s)
+
+    def __call__(self, rej: Rejection) -> None:
+        more = self._throttle.due(rej.reason)
+        if more is None:
             return
-        self._last[rej.reason] = now
-        more = self._suppressed.pop(rej.reason, 0)
         log.warning(
             "event=payload_rejected reason=%s topic=%s device=%s detail=%r suppressed_since_last=%d",
             rej.reason,

@@ -25,6 +25,9 @@ from gateway.journal import Journal, redelivery_key
 from gateway.metrics import GatewayMetrics
 from gateway.mqtt import GatewayMQTT
 from gateway.pipeline import Pipeline
+from gateway.platforms.native import NativeMessage
+from gateway.platforms.queue import PushQueue
+from gateway.platforms.receiver import PushReceiver
 from gateway.shards import ShardPool, WorkerReport
 from gateway.sinks.runner import SinkRunner
 from gateway.store import GatewayStore, sqlite_url
@@ -149,6 +152,22 @@ class Gateway:
         self.metrics.gauge("events_muted_now", lambda: float(len(self.hygiene.muted_now())))
         self.metrics.gauge("events_muted", lambda: float(self.hygiene.muted_total))
         self.metrics.gauge("events_unmuted", lambda: float(self.hygiene.released_total))
+        # operator platforms' HTTP push (CTWing, OneNET): journaled like MQTT, handed over by a thread
+        self.push_queue = PushQueue(
+            self._ingest_lock, self._dispatch_pushed, self.shards.flush if self.shards else None
+        )
+        self.push: PushReceiver | None = None
+        if cfg.platforms.ctwing.enabled or cfg.platforms.onenet.enabled:
+            self.push = PushReceiver(
+                cfg.platforms,
+                registry=self.registry,
+                topics=self.topics,
+                data_dir=cfg.storage.data_dir,
+                clock=self.clock,
+                journal=self.ingest_push,
+                reject=self.pipeline.reject,
+            )
+            self.metrics.add_collector(self.push.metrics.collect)
         # tickets (issue 3): event changes -> grid tickets, dispatched on {prefix}/tickets/{team}
         self.tickets: TicketService | None = None
         if cfg.tickets.enabled:
@@ -257,6 +276,27 @@ class Gateway:
         elif seq > self._marks[0]:
             self.pipeline.handle(topic, payload, now)
 
+    def ingest_push(self, messages: list[NativeMessage]) -> None:
+        """Messages from a platform's HTTP push: in the journal file when this returns (OSError if
+        it cannot be written), handed to the pipeline by the push thread: the answer never waits."""
+        with self._ingest_lock:
+            now = self.clock.now()
+            seqs = [self.journal.append(now, 0, m.topic, m.payload) for m in messages]  # MQTT mids are 1+
+            self.journal.flush()
+            for seq, m in zip(seqs, messages, strict=True):
+                self.push_queue.put(seq, now, m.topic, m.payload)
+
+    def _dispatch_pushed(self, seq: int, now: float, topic: str, payload: bytes) -> None:
+        """The push thread, with the ingest lock held."""
+        self._dispatch(seq, now, topic, payload)
+        self._handled_seq = max(self._handled_seq, seq)
+
+    def _settled_seq(self) -> int:
+        """The newest journal seq up to which every message has been handed over (ingest lock held):
+        journaled pushes still queued are left for a replay."""
+        oldest = self.push_queue.oldest()
+        return self._handled_seq if oldest is None else min(self._handled_seq, oldest - 1)
+
     def _on_edge(self, topic: str, payload: bytes, now: float) -> None:
         et = self.topics.parse_edge(topic)
         if et is None:  # under edge/ but not a known channel: rejected as unknown_topic
@@ -347,6 +387,8 @@ class Gateway:
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Wait until every message received so far is handled and its points are written."""
         deadline = time.monotonic() + timeout_s
+        while len(self.push_queue) and time.monotonic() < deadline:
+            time.sleep(0.01)
         if self.shards is not None:
             self.shards.flush()
             while time.monotonic() < deadline:
@@ -398,7 +440,7 @@ class Gateway:
         """
         with self._ingest_lock:  # between two messages: the capture holds whole ones only
             self.journal.flush()
-            upto = self._handled_seq
+            upto = self._settled_seq()
             with self.pipeline.lock:
                 touched = self.engine.take_touched() | self._carry
                 self._carry = set()
@@ -487,6 +529,7 @@ class Gateway:
             self.tickets.start()
         self._handled_seq = max(self._marks)
         self._replay()
+        self.push_queue.start()
         self.mqtt.start(wait_s=wait_for_broker_s)
         for webhook in self.webhooks:
             webhook.start()  # sends what a previous run left undelivered
@@ -550,10 +593,11 @@ class Gateway:
 
         Messages that arrive while stopping are journaled, acknowledged and handled at the next start.
         """
+        self.push_queue.stop()  # hands over what is queued; a later push waits in the journal for a replay
         with self._ingest_lock:
             self._closing = True
             if self.shards is not None:
-                self.shards.request_checkpoint(self._handled_seq)  # idle workers' marks move up too
+                self.shards.request_checkpoint(self._settled_seq())  # idle workers' marks move up too
         if self.shards is not None:
             self.shards.stop()
         self._stop.set()
@@ -573,6 +617,8 @@ class Gateway:
             self._api_server.should_exit = True
             if self._api_thread is not None:
                 self._api_thread.join(timeout=5)
+        if self.push is not None:
+            self.push.close()
         self.store.close()
         self.windows.close()
         log.info("event=gateway_stopped")

@@ -699,6 +699,93 @@ class TicketsConfig(Strict):
         return self.database_url or f"sqlite:///{storage.data_dir / 'tickets.sqlite'}"
 
 
+def _one_secret_of(value: SecretStr | None, env: str | None, file: Path | None) -> str | None:
+    """The secret from whichever of value / environment variable / file is given; None if none is."""
+    if env is not None:
+        return os.environ.get(env, "").strip() or None
+    secret = _secret_from(value, file)
+    return (secret or "").strip() or None
+
+
+class PushSourceConfig(Strict):
+    """One operator platform pushing over HTTP to `/ingest/<platform>/<secret>` (docs/platforms.md)."""
+
+    enabled: bool = Field(False, description="serve this platform's push route")
+    secret: SecretStr | None = Field(
+        None, description="the URL path segment registered in the platform's console (prefer secret_env)"
+    )
+    secret_env: str | None = Field(None, description="environment variable holding the path secret")
+    secret_file: Path | None = Field(None, description="file whose first line is the path secret")
+    rate_limit_per_s: float = Field(
+        500.0, gt=0, description="pushes per second from one source address; beyond the burst: 429"
+    )
+    rate_burst: int = Field(2000, ge=1, description="pushes one source may send at once above the rate")
+
+    @model_validator(mode="after")
+    def _secret_when_enabled(self) -> PushSourceConfig:
+        given = [x for x in (self.secret, self.secret_env, self.secret_file) if x is not None]
+        if len(given) > 1:
+            raise ValueError("give at most one of secret, secret_env or secret_file")
+        if self.enabled and not given:
+            raise ValueError(
+                "enabled needs the URL path secret: give secret_env (or secret_file, or secret), "
+                "16 or more random characters"
+            )
+        return self
+
+    def path_secret(self) -> str | None:
+        return _one_secret_of(self.secret, self.secret_env, self.secret_file)
+
+
+class OneNetConfig(PushSourceConfig):
+    """OneNET's HTTP push: signed with the instance's token, encrypted in secure mode."""
+
+    token: SecretStr | None = Field(
+        None, description="the push instance's token: signatures are checked when set (prefer token_env)"
+    )
+    token_env: str | None = Field(None, description="environment variable holding the token")
+    token_file: Path | None = Field(None, description="file whose first line is the token")
+    aes_key: SecretStr | None = Field(
+        None,
+        description="secure mode's 16-character AES key: `msg` is decrypted when set (prefer aes_key_env)",
+    )
+    aes_key_env: str | None = Field(None, description="environment variable holding the AES key")
+    aes_key_file: Path | None = Field(None, description="file whose first line is the AES key")
+
+    @model_validator(mode="after")
+    def _one_token_and_key(self) -> OneNetConfig:
+        for name in ("token", "aes_key"):
+            given = [getattr(self, f"{name}{s}") for s in ("", "_env", "_file")]
+            if len([x for x in given if x is not None]) > 1:
+                raise ValueError(f"give at most one of {name}, {name}_env or {name}_file")
+        return self
+
+    def token_value(self) -> str | None:
+        return _one_secret_of(self.token, self.token_env, self.token_file)
+
+    def aes_key_value(self) -> str | None:
+        return _one_secret_of(self.aes_key, self.aes_key_env, self.aes_key_file)
+
+
+class PlatformsConfig(Strict):
+    """`platforms:`: operator platforms that push device messages over HTTP (CTWing, OneNET)."""
+
+    ctwing: PushSourceConfig = PushSourceConfig()
+    onenet: OneNetConfig = OneNetConfig()
+    dedup_ttl_s: float = Field(
+        6 * 3600.0,
+        ge=3 * 3600.0,
+        description="a push's key is remembered this long (kept across restarts), so the platform's "
+        "retries are stored once: CTWing retries 3 times, OneNET 16 times over 2 h 45 min",
+    )
+    dedup_max_keys: int = Field(
+        2_000_000, ge=1000, description="keys remembered at most; the oldest go first beyond it"
+    )
+    max_body_bytes: int = Field(
+        256 * 1024, ge=1024, le=16 * 1024 * 1024, description="largest push body accepted (413 beyond)"
+    )
+
+
 class EnvFirstSettings(BaseSettings):
     """Settings read from a YAML file and overridden by `GRIDGATE_*` environment variables."""
 
@@ -742,6 +829,7 @@ class GatewayConfig(EnvFirstSettings):
     auth: AuthConfig = AuthConfig()
     open311: Open311Config = Open311Config()
     map: MapConfig = MapConfig()
+    platforms: PlatformsConfig = PlatformsConfig()
     timezone: str = Field(
         "Asia/Shanghai",
         description="the city's IANA time zone: quiet hours, weekly maintenance windows and local times "

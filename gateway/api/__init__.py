@@ -2,10 +2,11 @@
 
 `ops` (health, metrics: unauthenticated), `devices`, `events`, `cameras`, `tickets` (with their
 photos), `grids`, `maintenance` (maintenance windows), `reports`, `dashboard` (what the pages
-read: me, map, figures), `stream` (WebSocket) and `open311` (GeoReport v2); `pages` serves the
-dashboard (`/`) and the grid worker's page (`/m/`). `auth` holds the bearer tokens and roles,
-`errors` the one error body (and Open311's), `body` the per-route body limits checked after
-authentication, `params` the bounded query types (limit, offset, ISO 8601 times).
+read: me, map, figures), `stream` (WebSocket), `open311` (GeoReport v2) and `platforms`
+(CTWing/OneNET push, no bearer token); `pages` serves the dashboard (`/`) and the grid worker's
+page (`/m/`). `auth` holds the bearer tokens and roles, `errors` the one error body (and
+Open311's), `body` the per-route body limits checked after authentication, `params` the bounded
+query types (limit, offset, ISO 8601 times).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from gateway.api import (
     open311,
     ops,
     pages,
+    platforms,
     reports,
     stream,
     tickets,
@@ -39,6 +41,7 @@ from gateway.edge_ingest import CameraFrame
 from gateway.grids import GridIndex
 from gateway.hygiene import MaintenanceWindows
 from gateway.metrics import GatewayMetrics
+from gateway.platforms.receiver import PushReceiver
 from gateway.store import GatewayStore
 from gateway.stream import StreamHub
 from gateway.tickets.desk import Outcome
@@ -62,6 +65,7 @@ class GatewayView(Protocol):
     stream: StreamHub
     auth: Authenticator
     windows: MaintenanceWindows
+    push: PushReceiver | None  # operator platforms' HTTP push, when one is enabled
 
     def devices(self) -> list[DeviceOut]: ...
 
@@ -93,6 +97,8 @@ def create_app(view: GatewayView) -> FastAPI:
         "and a body is only read once its bearer token is valid (401).",
     )
     app.state.auth = view.auth
+    if view.push is not None:  # first: routes are matched in order, and a push must be answered fast
+        app.include_router(platforms.router(view))
     for module in (ops, devices, events, cameras, tickets, grids, maintenance, reports, dashboard, stream):
         app.include_router(module.router(view))
     if view.cfg.open311.enabled:
@@ -101,5 +107,10 @@ def create_app(view: GatewayView) -> FastAPI:
     app.mount("/", pages.Pages(view.cfg.map.tiles), name="pages")
     errors.install(app)
     lim = view.cfg.limits
-    app.add_middleware(BodyLimit, auth=view.auth, photos_max=lim.max_photo_bytes * lim.max_photos_per_upload)
+    app.add_middleware(
+        BodyLimit,
+        auth=view.auth,
+        photos_max=lim.max_photo_bytes * lim.max_photos_per_upload,
+        push_max=view.cfg.platforms.max_body_bytes,
+    )
     return app

@@ -27,11 +27,15 @@ OPEN311_REPORT_MAX = 64 * KIB  # a form with a 4,000-character description, URL-
 TICKET_ACTION_MAX = 32 * KIB  # {"note": 4,000 characters, "by": ...} as UTF-8 JSON
 DEFAULT_MAX = 16 * KIB  # every other route takes no body worth the name
 MULTIPART_OVERHEAD = 64 * KIB  # part headers, the note and the flags around the photos
+PUSH_PREFIX = "/ingest/"  # operator platforms: no bearer token, the path secret is checked by the route
 PHOTOS_ROUTE = re.compile(r"^/api/v1/tickets/[^/]+/photos$")
 
 
-def body_limit(path: str, photos_max: int = 0) -> int:
-    """The most bytes of body a route accepts (`photos_max`: the photo upload's, from the limits)."""
+def body_limit(path: str, photos_max: int = 0, push_max: int = DEFAULT_MAX) -> int:
+    """The most bytes of body a route accepts (`photos_max`: the photo upload's, from the limits;
+    `push_max`: a platform push's, `platforms.max_body_bytes`)."""
+    if path.startswith(PUSH_PREFIX):
+        return push_max
     if path.startswith(f"{open311.PREFIX}/requests."):
         return OPEN311_REPORT_MAX
     if PHOTOS_ROUTE.match(path):
@@ -49,10 +53,13 @@ def too_large(method: str, path: str, size: str, limit: int) -> str:
 class BodyLimit:
     """The middleware (see the module's docstring)."""
 
-    def __init__(self, app: ASGIApp, auth: Authenticator, photos_max: int = 0) -> None:
+    def __init__(
+        self, app: ASGIApp, auth: Authenticator, photos_max: int = 0, push_max: int = DEFAULT_MAX
+    ) -> None:
         self.app = app
         self.auth = auth
         self.photos_max = photos_max
+        self.push_max = push_max
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -66,7 +73,7 @@ class BodyLimit:
             if refusal is not None:
                 await refusal(scope, receive, send)
                 return
-        limit = body_limit(path, self.photos_max)
+        limit = body_limit(path, self.photos_max, self.push_max)
         if declared is not None:
             if not declared.isdigit():
                 bad = error_response(path, 400, f"Content-Length {declared!r} is not a number of bytes")

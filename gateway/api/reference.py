@@ -37,7 +37,8 @@ class RouteDoc:
 def reference_app() -> FastAPI:
     """The gateway's app with every optional router on; routes are declared without reading the view."""
     cfg = GatewayConfig()
-    return create_app(cast(GatewayView, SimpleNamespace(cfg=cfg, auth=Authenticator(cfg.auth))))
+    push = SimpleNamespace(platforms=["ctwing", "onenet"])  # every platform's push routes
+    return create_app(cast(GatewayView, SimpleNamespace(cfg=cfg, auth=Authenticator(cfg.auth), push=push)))
 
 
 def _walk(routes: list[Any], prefix: str = "") -> list[Any]:

@@ -34,7 +34,9 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     if not MOSQUITTO:
         pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
     tmp: Path = tmp_path_factory.mktemp("schema")
-    with Mosquitto(tmp) as broker, api_gateway(tmp, broker) as gw:
+    push = {"enabled": True, "secret": "schema-path-secret-0123"}  # the push routes are in the schema too
+    platforms = {"ctwing": push, "onenet": push}
+    with Mosquitto(tmp) as broker, api_gateway(tmp, broker, platforms=platforms) as gw:
         open_tickets(gw)
         yield gw
 

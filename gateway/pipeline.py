@@ -1,7 +1,8 @@
 """One MQTT message in, its effects out: decode -> device rules -> points, events, dead letters.
 
 The pipeline does no network I/O itself: it hands points to the sink runner, publications to an
-`Outbox` (the MQTT client) and changed events to the store writer, so it is tested without a broker.
+`Outbox` (the MQTT client) and changed events to `on_events` (the gateway, which decides alert
+hygiene and calls `publish`), so it is tested without a broker.
 """
 
 from __future__ import annotations
@@ -331,7 +332,10 @@ class Pipeline:
 
     # out ---------------------------------------------------------------------------------
     def emit(self, changed: list[Event]) -> None:
-        """Give each changed event its grid, then publish it, store it and write its point."""
+        """Give each changed event its grid and location, then hand the batch to `on_events`.
+
+        Publishing and the `events` point come after (`publish`), in the gateway process, once alert
+        hygiene has decided which events are muted (gateway/hygiene/): a worker only relays."""
         for ev in changed:
             device = self.registry.get(ev.source_id) if ev.source_type == "device" else None
             if ev.grid_id is None:
@@ -346,15 +350,22 @@ class Pipeline:
                     ev.measurements.setdefault("grid_fallback", True)
             if ev.location is None and device is not None:
                 ev.location = Location(lat=device.lat, lon=device.lon)
+        self.on_events(changed)
+
+    def publish(self, changed: list[Event]) -> None:
+        """Publish each event on its alert topic (a live fault on its team's maintenance topic too:
+        a muted one pages nobody), count it and write its `events` point."""
+        for ev in changed:
             body = ev.model_dump_json().encode()
-            self.outbox.publish(self.topics.alert(ev.grid_id, ev.kind), body, 1)
-            if ev.event_class is EventClass.fault:
+            self.outbox.publish(self.topics.alert(ev.grid_id or self.grids.fallback_grid, ev.kind), body, 1)
+            if ev.event_class is EventClass.fault and ev.suppressed_by is None:
+                device = self.registry.get(ev.source_id) if ev.source_type == "device" else None
                 team = (device.maintenance_team if device is not None else None) or self.cfg.maintenance_team
                 self.outbox.publish(self.topics.maintenance(team), body, 1)
             self.metrics.events_out[(ev.kind, ev.state.value)] += 1
             self.sink.add(event_point(ev))
             log.debug(
-                "event=%s kind=%s state=%s severity=%s source=%s grid=%s id=%s",
+                "event=%s kind=%s state=%s severity=%s source=%s grid=%s id=%s suppressed_by=%s",
                 "event_" + ev.state.value,
                 ev.kind,
                 ev.state.value,
@@ -362,8 +373,8 @@ class Pipeline:
                 ev.source,
                 ev.grid_id,
                 ev.id,
+                ev.suppressed_by,
             )
-        self.on_events(changed)
 
     def reject(self, rej: Rejection, now: float) -> None:
         self.metrics.reject(rej.reason)
@@ -392,6 +403,8 @@ def event_point(ev: Event) -> Point:
     fields: dict[str, float | int | bool | str] = {"event_id": ev.id, "confidence": float(ev.confidence)}
     if ev.value is not None:
         fields["value"] = float(ev.value)
+    if ev.suppressed_by is not None:
+        fields["suppressed_by"] = ev.suppressed_by  # a field: a tag per cause id would explode series
     return Point(
         "events",
         {

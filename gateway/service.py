@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import uvicorn
 
@@ -19,6 +20,7 @@ from gateway.api import DeviceOut, Health, create_app
 from gateway.api.auth import Authenticator
 from gateway.edge_ingest import CameraFrame, EdgeIngest
 from gateway.grids import GridIndex, GridMatch
+from gateway.hygiene import CauseIndex, HygieneDesk, MaintenanceWindows, Target, behind_of, target_of
 from gateway.journal import Journal, redelivery_key
 from gateway.metrics import GatewayMetrics
 from gateway.mqtt import GatewayMQTT
@@ -43,6 +45,8 @@ log = logging.getLogger("gridgate.gateway")
 
 WS_MAX_BYTES = 64 * 1024  # a WebSocket client sends only its auth and filters: uvicorn allows 16 MiB
 BROKER_DROPPED = "broker_dropped_seen"  # stored beside the journal marks: the broker's $SYS drop counter
+RELEASE_CHECK_S = 1.0  # how often muted events are checked for a cause or window that is over
+WINDOWS_REFRESH_S = 10.0  # how often maintenance windows are re-read from the (shared) ticket database
 
 
 class Gateway:
@@ -133,6 +137,21 @@ class Gateway:
         self.pipeline = Pipeline(
             cfg, self.registry, self.engine, self.grids, self.runner, self.mqtt, self._remember, self.metrics
         )
+        # alert hygiene (docs/alert-hygiene.md): decided here, for every worker's events, before any listener
+        self.windows = MaintenanceWindows(
+            cfg.tickets.url(cfg.storage), cfg.hygiene.maintenance_windows, ZoneInfo(cfg.timezone)
+        )
+        self.hygiene = HygieneDesk(
+            CauseIndex(cfg.hygiene.inhibit, cfg.hygiene.recovery_s, behind_of(self.registry)),
+            self._window_for,
+        )
+        self.hygiene.rebuild(
+            self.store.events_active_or_ended_since(utc(self.clock.now() - cfg.hygiene.recovery_s))
+        )
+        self._hygiene_lock = threading.Lock()  # one decision at a time, announced in the order made
+        self.metrics.gauge("events_muted_now", lambda: float(len(self.hygiene.muted_now())))
+        self.metrics.gauge("events_muted", lambda: float(self.hygiene.muted_total))
+        self.metrics.gauge("events_unmuted", lambda: float(self.hygiene.released_total))
         # operator platforms' HTTP push (CTWing, OneNET): journaled like MQTT, handed over by a thread
         self.push_queue = PushQueue(
             self._ingest_lock, self._dispatch_pushed, self.shards.flush if self.shards else None
@@ -224,8 +243,10 @@ class Gateway:
             event.grid_id, event.micro_grid_id = match.grid_id, match.micro_grid_id
             if match.fallback:
                 event.measurements.setdefault("grid_fallback", True)
-        with self._pending_lock:
-            self._pending_events.append(event)
+        with self._hygiene_lock:
+            [event] = self.hygiene.decide([event], self.clock.now())
+            with self._pending_lock:
+                self._pending_events.append(event)
         self.mqtt.publish(self.topics.alert(event.grid_id, event.kind), event.model_dump_json().encode(), 1)
         self.metrics.events_out[(event.kind, event.state.value)] += 1
         self.stream.on_events([event])
@@ -386,10 +407,29 @@ class Gateway:
         self._listeners.append(listener)
 
     def _remember(self, changed: list[Event]) -> None:
+        """Event changes from the pipeline or a worker: hygiene decides, then publish, store, listeners."""
+        with self._hygiene_lock:
+            self._announce(self.hygiene.decide(changed, self.clock.now()))
+
+    def _release_muted(self, now: float) -> None:
+        """Muted events whose cause or window is over become live (and get their ticket)."""
+        with self._hygiene_lock:
+            released = self.hygiene.release(now)
+            if released:
+                live = sum(e.suppressed_by is None for e in released)
+                log.info("event=muted_events_released live=%d remuted=%d", live, len(released) - live)
+                self._announce(released)
+
+    def _announce(self, changed: list[Event]) -> None:
+        self.pipeline.publish(changed)
         with self._pending_lock:
             self._pending_events.extend(changed)
         for listener in self._listeners:
             listener(changed)
+
+    def _window_for(self, ev: Event, now: float) -> str | None:
+        target = target_of(ev, self.registry)
+        return self.windows.open_for(target, now) if target is not None else None
 
     def checkpoint(self, timeout_s: float = 10.0) -> bool:
         """Save events, rule state and the journal position they account for; True when saved.
@@ -453,7 +493,8 @@ class Gateway:
         return self.tickets.wait_applied(self.tickets.stats.events_in, deadline - time.monotonic())
 
     def _housekeeping(self) -> None:
-        next_silence = next_checkpoint = 0.0
+        next_silence = next_checkpoint = next_release = 0.0
+        next_windows = time.monotonic() + WINDOWS_REFRESH_S
         while not self._stop.wait(0.05):
             try:
                 now = self.clock.now()
@@ -461,6 +502,12 @@ class Gateway:
                     self.pipeline.check_silence(now)
                     next_silence = now + self.cfg.offline_check_s
                     next_checkpoint = 0.0  # what silence raised is not in the journal: save it now
+                if now >= next_release:
+                    next_release = now + RELEASE_CHECK_S
+                    self._release_muted(now)
+                if time.monotonic() >= next_windows:  # windows another gateway created or ended
+                    next_windows = time.monotonic() + WINDOWS_REFRESH_S
+                    self.windows.refresh()
                 if time.monotonic() >= next_checkpoint:
                     next_checkpoint = time.monotonic() + self.cfg.ingest.checkpoint_s
                     self.checkpoint()
@@ -573,6 +620,7 @@ class Gateway:
         if self.push is not None:
             self.push.close()
         self.store.close()
+        self.windows.close()
         log.info("event=gateway_stopped")
 
     def __enter__(self) -> Gateway:
@@ -607,6 +655,10 @@ class Gateway:
                         and now - seen < 2.5 * d.reporting_interval_s,
                         active_alarms=[e for e in active if e.event_class is EventClass.alarm],
                         active_faults=[e for e in active if e.event_class is EventClass.fault],
+                        in_maintenance=self.windows.open_for(
+                            Target(d.id, d.type.value, match.grid_id, match.micro_grid_id), now
+                        )
+                        is not None,
                     )
                 )
         return out

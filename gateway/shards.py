@@ -5,9 +5,10 @@ One Python process is bound by its GIL at ~12,000 messages/s (shared/BENCHMARKS.
 batches, to the worker that owns its device (a stable hash of the device id), so a device's rules,
 hysteresis timers and stuck/offline state live in exactly one place, unlike MQTT shared
 subscriptions, which spread one device's messages over every subscriber. A worker decodes, runs
-the rules and writes the time series itself (its own sink runner and spool); what it would publish
-(alerts, faults, dead letters), its event changes, its counters and snapshots of its devices' state
-come back to the gateway process, which publishes, stores and serves them as in one process.
+the rules and writes the readings itself (its own sink runner and spool); its dead letters, its
+event changes, its counters and snapshots of its devices' state come back to the gateway process,
+which decides alert hygiene for the events, publishes them, writes their points, stores and serves
+them as in one process.
 
 Crash safety (gateway/journal.py): each message carries its journal sequence number. The gateway
 asks every worker for a checkpoint every `ingest.checkpoint_s`; a worker answers, once its points

@@ -179,10 +179,15 @@ class GatewayStore:
         event_class: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
+        suppressed: bool | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> list[Event]:
+        """Events newest first; `suppressed`: only muted ones (True) or only live ones (False)."""
         q = select(events.c.body).order_by(events.c.started_at.desc(), events.c.id.desc())
+        if suppressed is not None:
+            muted_by = events.c.body["suppressed_by"].as_string()
+            q = q.where(muted_by.is_not(None) if suppressed else muted_by.is_(None))
         for col, value in (
             (events.c.kind, kind),
             (events.c.grid_id, grid_id),
@@ -198,6 +203,13 @@ class GatewayStore:
             q = q.where(events.c.started_at < until)
         with self.engine.connect() as conn:
             rows = conn.scalars(q.limit(limit).offset(offset)).all()
+        return [Event.model_validate(json.loads(r) if isinstance(r, str) else r) for r in rows]
+
+    def events_active_or_ended_since(self, since: datetime) -> list[Event]:
+        """Every active event, and those that ended at or after `since` (what alert hygiene rebuilds from)."""
+        q = select(events.c.body).where((events.c.state == "active") | (events.c.ended_at >= since))
+        with self.engine.connect() as conn:
+            rows = conn.scalars(q).all()
         return [Event.model_validate(json.loads(r) if isinstance(r, str) else r) for r in rows]
 
     def source_places(self, prefix: str) -> dict[str, tuple[float | None, float | None, int]]:

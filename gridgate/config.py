@@ -26,6 +26,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gridgate.hygiene_config import HygieneConfig
 from gridgate.topics import TopicLevel, topic_level_problem
 
 ENV_PREFIX = "GRIDGATE_"
@@ -830,7 +831,12 @@ class GatewayConfig(EnvFirstSettings):
     map: MapConfig = MapConfig()
     platforms: PlatformsConfig = PlatformsConfig()
     timezone: str = Field(
-        "Asia/Shanghai", description="the city's IANA time zone: quiet hours and local times are read in it"
+        "Asia/Shanghai",
+        description="the city's IANA time zone: quiet hours, weekly maintenance windows and local times "
+        "are read in it",
+    )
+    hygiene: HygieneConfig = Field(
+        default_factory=HygieneConfig, description="cause mutes symptoms, maintenance windows (alert hygiene)"
     )
 
     @field_validator("timezone")

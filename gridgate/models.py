@@ -128,6 +128,11 @@ class Event(BaseModel):
     evidence: dict[str, Any] = Field(default_factory=dict)
     dedup_key: str = ""
     message: str = ""
+    suppressed_by: str | None = Field(
+        None,
+        description="muted, no ticket: the id of the cause event (an offline device, a lost camera) or "
+        "`maintenance:<window id>`; None: live (docs/alert-hygiene.md)",
+    )
 
     def model_post_init(self, __context: Any) -> None:
         if not self.dedup_key:

@@ -1,11 +1,12 @@
 """The gateway's HTTP API (FastAPI): one router per resource, its models beside it.
 
 `ops` (health, metrics: unauthenticated), `devices`, `events`, `cameras`, `tickets` (with their
-photos), `grids`, `reports`, `dashboard` (what the pages read: me, map, figures), `stream`
-(WebSocket), `open311` (GeoReport v2) and `platforms` (CTWing/OneNET push, no bearer token);
-`pages` serves the dashboard (`/`) and the grid worker's page (`/m/`). `auth` holds the bearer
-tokens and roles, `errors` the one error body (and Open311's), `body` the per-route body limits
-checked after authentication, `params` the bounded query types (limit, offset, ISO 8601 times).
+photos), `grids`, `maintenance` (maintenance windows), `reports`, `dashboard` (what the pages
+read: me, map, figures), `stream` (WebSocket), `open311` (GeoReport v2) and `platforms`
+(CTWing/OneNET push, no bearer token); `pages` serves the dashboard (`/`) and the grid worker's
+page (`/m/`). `auth` holds the bearer tokens and roles, `errors` the one error body (and
+Open311's), `body` the per-route body limits checked after authentication, `params` the bounded
+query types (limit, offset, ISO 8601 times).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from gateway.api import (
     errors,
     events,
     grids,
+    maintenance,
     open311,
     ops,
     pages,
@@ -37,6 +39,7 @@ from gateway.api.devices import DeviceOut
 from gateway.api.ops import Health
 from gateway.edge_ingest import CameraFrame
 from gateway.grids import GridIndex
+from gateway.hygiene import MaintenanceWindows
 from gateway.metrics import GatewayMetrics
 from gateway.platforms.receiver import PushReceiver
 from gateway.store import GatewayStore
@@ -61,6 +64,7 @@ class GatewayView(Protocol):
     tickets: TicketService | None
     stream: StreamHub
     auth: Authenticator
+    windows: MaintenanceWindows
     push: PushReceiver | None  # operator platforms' HTTP push, when one is enabled
 
     def devices(self) -> list[DeviceOut]: ...
@@ -95,7 +99,7 @@ def create_app(view: GatewayView) -> FastAPI:
     app.state.auth = view.auth
     if view.push is not None:  # first: routes are matched in order, and a push must be answered fast
         app.include_router(platforms.router(view))
-    for module in (ops, devices, events, cameras, tickets, grids, reports, dashboard, stream):
+    for module in (ops, devices, events, cameras, tickets, grids, maintenance, reports, dashboard, stream):
         app.include_router(module.router(view))
     if view.cfg.open311.enabled:
         app.include_router(open311.router(view))

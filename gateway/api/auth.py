@@ -168,5 +168,16 @@ def writer(principal: Annotated[Principal, Depends(current_principal)]) -> Princ
     return principal
 
 
+def supervisor(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    """Dependency: the command centre or an admin (403 for every other role)."""
+    if principal.role not in SUPERVISOR_ROLES:
+        raise HTTPException(
+            403,
+            f"token {principal.name!r} has role {principal.role}: this is for the command centre or an admin",
+        )
+    return principal
+
+
 Reader = Annotated[Principal, Depends(current_principal)]
 Writer = Annotated[Principal, Depends(writer)]
+Supervisor = Annotated[Principal, Depends(supervisor)]

@@ -31,6 +31,7 @@ class DeviceOut(BaseModel):
     online: bool
     active_alarms: list[Event] = []
     active_faults: list[Event] = []
+    in_maintenance: bool = Field(False, description="a maintenance window covers it now (维护中): no tickets")
 
 
 def router(view: GatewayView) -> APIRouter:

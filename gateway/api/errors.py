@@ -27,7 +27,8 @@ DESCRIPTIONS = {
     401: "no valid bearer token (`Authorization: Bearer <token>`)",
     403: "the token's role or scope does not allow this",
     404: "no such resource",
-    409: "the ticket's state machine refuses the action (or a ticket's photo limit is reached)",
+    409: "the ticket's state machine refuses the action (or a ticket's photo limit is reached, or a "
+    "maintenance window is from gateway.yaml or already over)",
     413: "the request body is larger than this route accepts",
     415: "the upload is not of a type this route accepts (photos: JPEG, PNG or WebP, judged by their bytes)",
     422: "a parameter or the body is invalid; `errors` names each field",

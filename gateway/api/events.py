@@ -29,6 +29,9 @@ def router(view: GatewayView) -> APIRouter:
         source: Annotated[str | None, Query(description="device:<id> or camera:<id>")] = None,
         since: Annotated[Timestamp | None, Query(description="started at or after (ISO 8601)")] = None,
         until: Annotated[Timestamp | None, Query(description="started before (ISO 8601)")] = None,
+        suppressed: Annotated[
+            bool | None, Query(description="true: only muted events (`suppressed_by` set); false: only live")
+        ] = None,
         limit: Limit = 100,
         offset: Offset = 0,
     ) -> list[Event]:
@@ -41,6 +44,7 @@ def router(view: GatewayView) -> APIRouter:
             source=source,
             since=since,
             until=until,
+            suppressed=suppressed,
             limit=limit,
             offset=offset,
         )

@@ -197,7 +197,9 @@ class TicketService:
     # ---- events in ------------------------------------------------------------------------------
 
     def on_events(self, events: list[Event]) -> None:
-        """The gateway's event listener (MQTT thread): only enqueue."""
+        """The gateway's event listener (MQTT thread): only enqueue. A muted event (`suppressed_by`,
+        gateway/hygiene/) opens no ticket and touches none."""
+        events = [e for e in events if e.suppressed_by is None]
         if events:
             self.stats.events_in += len(events)
             self._queue.put(list(events))
@@ -221,7 +223,7 @@ class TicketService:
     def process(self, events: Iterable[Event], now: float | None = None) -> Outcome:
         """Apply events at once on the caller's thread (tests, replays), and notify."""
         now = self.clock.now() if now is None else now
-        out = self.desk.ingest(list(events), now)
+        out = self.desk.ingest([e for e in events if e.suppressed_by is None], now)
         self._dispatch(out, now)
         return out
 

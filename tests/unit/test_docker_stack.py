@@ -219,7 +219,7 @@ def written_points(tmp_path: Path) -> list[Point]:
         GridIndex(fallback_grid="fb"),
         sink,
         Outbox(),
-        lambda events: None,
+        lambda events: pipeline.publish(events),
         GatewayMetrics(),
     )
     now = time.time()

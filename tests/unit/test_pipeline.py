@@ -41,6 +41,11 @@ def make(**cfg: object) -> tuple[Pipeline, Outbox, Sink, list[Event]]:
     registry = DeviceRegistry.from_devices(devices)
     seen: list[Event] = []
     out, sink = Outbox(), Sink()
+
+    def on_events(events: list[Event]) -> None:  # as the gateway does, with no event muted
+        seen.extend(events)
+        p.publish(events)
+
     p = Pipeline(
         GatewayConfig(**cfg),
         registry,
@@ -48,7 +53,7 @@ def make(**cfg: object) -> tuple[Pipeline, Outbox, Sink, list[Event]]:
         GridIndex(fallback_grid="fb"),
         sink,
         out,
-        seen.extend,
+        on_events,
         GatewayMetrics(),
     )
     return p, out, sink, seen

@@ -214,6 +214,7 @@ async function loadDevices(grids) {
         "td",
         {},
         el("span", { class: `badge ${d.online ? "" : "offline"}` }, d.online ? t("online") : t("offline")),
+        d.in_maintenance ? el("span", { class: "badge stale" }, t("in_maintenance")) : "",
       ),
       el("td", {}, battery ? el("span", { class: "badge stale" }, t("low_battery")) : ""),
       el(

@@ -17,7 +17,8 @@ DEVICE_CAUSES = ["device_offline", "tamper", "sensor_fault", "stuck_sensor"]
 # value alarms: a reading crossing a threshold. Life-safety alarms (gas_high, bin_fire) and an
 # opened cover (manhole_open: a tampered cover is itself the alarm) are never muted by a fault.
 VALUE_ALARMS = ["water_high", "bin_full", "manhole_tilt", "bin_fallen"]
-CAMERA_CAUSES = ["camera_stream_lost", "camera_moved"]
+# a camera that cannot see its zones (edge/camera_health.py; camera_blurred still sees, less sharply)
+CAMERA_CAUSES = ["camera_lost", "camera_frozen", "camera_obscured", "camera_moved"]
 VIDEO_EVENTS = ["illegal_parking", "ponding", "bin_overflow"]
 
 # what `device_types` may name: the device types of devices.yaml, and the video sources

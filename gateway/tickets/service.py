@@ -69,15 +69,15 @@ def load_routing_or_default(path: Path) -> RoutingConfig:
 
 
 def registry_parent_of(registry: DeviceRegistry) -> Callable[[str], str | None]:
-    """A device's parent source (an edge box, once devices.yaml names one), from the registry."""
+    """The source a device reaches the gateway through (devices.yaml `behind:`): another device
+    of the registry (`device:<id>`), else an edge box (`edge:<id>`)."""
 
     def parent_of(source: str) -> str | None:
         kind, _, ident = source.partition(":")
-        if kind != "device":
+        device = registry.get(ident) if kind == "device" else None
+        if device is None or device.behind is None:
             return None
-        device = registry.get(ident)
-        parent = getattr(device, "parent", None) if device is not None else None
-        return str(parent) if parent else None
+        return f"device:{device.behind}" if device.behind in registry else f"edge:{device.behind}"
 
     return parent_of
 

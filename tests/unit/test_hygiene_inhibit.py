@@ -112,7 +112,7 @@ def test_an_offline_edge_box_mutes_the_offline_of_every_device_behind_it() -> No
 
 def test_a_lost_or_moved_camera_mutes_its_video_events() -> None:
     d = desk()
-    lost = ev("camera_stream_lost", "camera:cam-1", T0, fault=True)
+    lost = ev("camera_lost", "camera:cam-1", T0, fault=True)
     moved = ev("camera_moved", "camera:cam-2", T0, fault=True)
     d.decide([lost, moved], T0)
     out = d.decide(

@@ -239,3 +239,21 @@ def test_device_faults_never_correlate_by_place() -> None:
     index.add(t)
     neighbour = EventKey("sensor_fault:device:B", "sensor_fault", CAMERA[0], CAMERA[1], is_fault=True)
     assert find_match(neighbour, index, {t.id: t}, T0, DedupPolicy()) is None
+
+
+def test_a_device_behind_another_source_has_that_source_as_parent() -> None:
+    from devices.registry import DeviceRegistry
+    from devices.types import Device
+    from gateway.tickets.service import registry_parent_of
+
+    reg = DeviceRegistry.from_devices(
+        [
+            Device(id="GW-1", type="water_gauge", lat=30.0, lon=120.0),
+            Device(id="WG-2", type="water_gauge", lat=30.0, lon=120.0, behind="GW-1"),
+            Device(id="WG-3", type="water_gauge", lat=30.0, lon=120.0, behind="edge-7"),
+        ]
+    )
+    parent_of = registry_parent_of(reg)
+    assert parent_of("device:WG-2") == "device:GW-1"  # a device of the registry
+    assert parent_of("device:WG-3") == "edge:edge-7"  # else an edge box
+    assert parent_of("device:GW-1") is None and parent_of("camera:cam-1") is None

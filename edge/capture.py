@@ -537,15 +537,23 @@ def probe(url: str, out: Path, timeout_s: float = 10.0) -> dict[str, object]:
     """Open a stream, read one frame, save it to `out`; returns resolution, fps and timing."""
     import cv2
 
+    from edge.diagnose import diagnose
+
     cfg = CaptureConfig(backend="opencv", open_timeout_s=timeout_s, read_timeout_s=timeout_s, realtime=False)
     kind = source_kind(url)
     t0 = time.monotonic()
-    src = OpenCVSource(url, kind, cfg, "probe")
+    try:
+        src = OpenCVSource(url, kind, cfg, "probe")
+    except CaptureError:
+        raise CaptureError(f"probe: {diagnose(url, timeout_s)}") from None
     try:
         opened = time.monotonic() - t0
         item = src.read()
         if item is None:
-            raise CaptureError(f"probe: {redact(url)} opened but gave no frame within {timeout_s:.0f} s")
+            why = diagnose(url, timeout_s)
+            raise CaptureError(
+                f"probe: {redact(url)} opened but gave no frame within {timeout_s:.0f} s; {why}"
+            )
         img = item[0]
         out.parent.mkdir(parents=True, exist_ok=True)
         if not cv2.imwrite(str(out), img):

@@ -118,7 +118,8 @@ class VMCounter:
 
     def count(self) -> int:
         self.server.force_flush()
-        res = self.server.query("sum(count_over_time(telemetry_battery_pct[1d]))")
+        # the paced run's readings are stamped hours ahead (after the burst's): look from a day ahead
+        res = self.server.query("sum(count_over_time(telemetry_battery_pct[2d]))", time.time() + 86_400)
         result = res.get("result", [])  # tests.servers returns the response's `data`
         return int(float(result[0]["value"][1])) if result else 0
 

@@ -13,12 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from edge.events import Draft, OpenEvent
-from gridgate.manifest import Manifest, ManifestFile, file_entry
+from gridgate.manifest import CLIP_NAME, Manifest, ManifestFile, file_entry
 from gridgate.models import utc
 
 log = logging.getLogger("gridgate.edge.evidence")
-
-CLIP_NAME = "clip.mp4"
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,14 +38,14 @@ from edge.clip import ClipJob, ClipRing, ClipWriter
 from edge.config import CameraConfig, EdgeConfig
 from edge.events import Draft, EventEmitter
 from edge.evidence import EvidenceStore, FrameRing, HeldPictures, Picture, caption_for, render
-from edge.evidence_pack import CLIP_NAME, EvidencePacks, PendingClip, manifest_for
+from edge.evidence_pack import EvidencePacks, PendingClip, manifest_for
 from edge.feedback import Feedback
 from edge.motion import MotionGate
 from edge.publisher import EdgePublisher
 from edge.queue import DiskQueue, Outgoing
 from edge.scheduler import DetectorLike, run_batch
 from edge.stats import CameraCounters, CameraStats, EdgeStats, percentile
-from gridgate.manifest import MANIFEST_NAME
+from gridgate.manifest import CLIP_NAME, MANIFEST_NAME
 from gridgate.models import CAMERA_FAULTS, CAMERA_ZONE, EdgeEventMessage, EdgePhase, Location
 from gridgate.topics import Topics
 

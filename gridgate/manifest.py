@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 MANIFEST_NAME = "manifest.json"
+CLIP_NAME = "clip.mp4"  # the event's video: pre- and post-roll around the moment it was raised
 SAFE_NAME = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$"  # one path segment: no `..`, no `/`
 
 

@@ -265,3 +265,19 @@ def test_gateway_refuses_a_manifest_of_another_event(tmp_path: Path) -> None:
     )
     problem = evidence_problem("manifest.json", data, EdgeTopic("edge-1", "evidence", "E2", "manifest.json"))
     assert problem is not None and "not the topic's" in problem
+
+
+def test_cli_evidence_verify(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from gridgate.cli import app
+
+    folder = tmp_path / "E1"
+    write_pack(folder)
+    runner = CliRunner()
+    ok = runner.invoke(app, ["evidence", "verify", str(folder)])
+    assert ok.exit_code == 0, ok.output
+    (folder / "stopped.jpg").write_bytes(b"\xff\xd8changed")
+    bad = runner.invoke(app, ["evidence", "verify", str(folder)])
+    assert bad.exit_code == 1 and "stopped.jpg" in bad.output
+    assert runner.invoke(app, ["evidence", "verify", str(tmp_path / "nope")]).exit_code == 2

@@ -16,7 +16,7 @@ from edge.worker import EdgeWorker
 from gridgate.manifest import Manifest, verify_manifest
 from tests.integration.spine_helpers import gateway_config, start_gateway
 from tests.integration.test_edge_worker import T0, BlobDetector, edge_config, make_clip
-from tests.servers import InfluxDB1, Mosquitto, wait_until
+from tests.servers import Collector, InfluxDB1, Mosquitto, pub, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -108,3 +108,36 @@ def test_parking_event_evidence_pack_reaches_the_gateway(
     finally:
         worker.stop()
         gw.stop()
+
+
+def test_gateway_dead_letters_clips_and_manifests_it_cannot_keep(
+    mosquitto: Mosquitto, influxdb1: InfluxDB1, influx_db: str, tmp_path: Path
+) -> None:
+    cfg = gateway_config(
+        tmp_path,
+        mosquitto,
+        {"api": "v1", "url": influxdb1.url, "database": influx_db},
+        limits={"max_clip_bytes": 4096},
+    )
+    base = "gridgate/edge/box-1/evidence/E1"
+    mp4 = b"\0\0\0\x18ftypisom" + b"\0" * 1000
+    with Collector.on(mosquitto, "gridgate/dead-letter") as col:
+        gw = start_gateway(cfg)
+        try:
+            pub(mosquitto, f"{base}/clip.mp4", mp4 + b"\0" * 4096)  # over limits.max_clip_bytes
+            pub(mosquitto, f"{base}/clip.mp4", b"\0" * 1000)  # not an MP4
+            pub(mosquitto, f"{base}/manifest.json", b'{"version": 1}')  # not a manifest
+            pub(mosquitto, f"{base}/notes.txt", b"hello")  # neither picture, clip nor manifest
+            pub(mosquitto, f"{base}/clip.mp4", mp4)  # this one is kept
+            letters = col.wait_for(lambda ms: len(ms) >= 4, 10)
+            stored = tmp_path / "data" / "evidence" / "box-1" / "E1" / "clip.mp4"
+            wait_until(stored.is_file, 10, "the good clip stored")
+        finally:
+            gw.stop()
+    by_detail = sorted((m.json()["reason"], m.json()["detail"]) for m in letters)
+    assert by_detail[3] == ("too_large", "clip.mp4: 5108 bytes, the limit is 4096 (limits.max_clip_bytes)")
+    assert [r for r, _ in by_detail[:3]] == ["bad_payload"] * 3
+    details = " | ".join(d for _, d in by_detail)
+    assert "no `ftyp` box" in details and "manifest.json is not a valid manifest" in details
+    assert "must be a .jpg picture, clip.mp4 or manifest.json" in details
+    assert stored.read_bytes() == mp4

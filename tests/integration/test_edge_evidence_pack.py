@@ -14,6 +14,7 @@ import pytest
 
 from edge.worker import EdgeWorker
 from gridgate.manifest import Manifest, verify_manifest
+from gridgate.models import EdgeEventMessage
 from tests.integration.spine_helpers import gateway_config, start_gateway
 from tests.integration.test_edge_worker import T0, BlobDetector, edge_config, make_clip
 from tests.servers import Collector, InfluxDB1, Mosquitto, pub, wait_until
@@ -141,3 +142,33 @@ def test_gateway_dead_letters_clips_and_manifests_it_cannot_keep(
     assert "no `ftyp` box" in details and "manifest.json is not a valid manifest" in details
     assert "must be a .jpg picture, clip.mp4 or manifest.json" in details
     assert stored.read_bytes() == mp4
+
+
+def test_an_end_before_the_post_roll_waits_for_the_clip(
+    mosquitto: Mosquitto, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The car leaves (40-47 s) before the post-roll is over (28-30 + 20 s): the `end` waits for the clip,
+    carries its reference, and the manifest comes after it, last."""
+    caplog.set_level("INFO", logger="gridgate.edge.worker")
+    clip = make_clip(tmp_path / "street.mp4")
+    cfg = edge_config(tmp_path, mosquitto, clip)
+    longer = cfg.evidence.clip.model_copy(update={"post_s": 20})
+    cfg.evidence = cfg.evidence.model_copy(update={"clip": longer})
+    with Collector.on(mosquitto, ["gridgate/edge/edge-w/events", "gridgate/edge/edge-w/evidence/#"]) as sub:
+        worker = EdgeWorker(cfg, BlobDetector()).start()
+        worker.run_in_thread()
+        try:
+            wait_until(lambda: worker.cameras[0].capture.ended, 60, "the clip played to its end")
+            sub.wait_for(lambda ms: any(m.topic.endswith("/manifest.json") for m in ms), 30)
+        finally:
+            worker.stop()
+    assert any("event=edge_end_waits_for_clip" in r.getMessage() for r in caplog.records)
+    order = [m.topic.rsplit("/", 1)[-1] for m in sub.messages]
+    end_at = next(i for i, m in enumerate(sub.messages) if b'"phase":"end"' in m.payload)
+    assert order.index("clip.mp4") < end_at < order.index("manifest.json") == len(order) - 1
+    end = EdgeEventMessage.model_validate(sub.messages[end_at].json())
+    assert 40 <= end.at.timestamp() - T0 <= 47  # its frame time: when the car left, not when sent
+    assert {r.name for r in end.evidence} == {"stopped.jpg", "exceeded.jpg", "left.jpg", "clip.mp4"}
+    folder = tmp_path / "edge" / "evidence" / "cam-file" / end.event_id
+    assert verify_manifest(folder) == []
+    assert abs(probe_duration(folder / "clip.mp4") - 30) <= 2 / 5  # 10 s before, 20 after

@@ -249,7 +249,10 @@ class EdgeWorker:
                     self._cut_clips(rt, float("inf"))  # the file ended: no more post-roll is coming
                 continue
             if rt.clip_ring is not None:
-                rt.clip_ring.add(frame.ts, frame.image)
+                try:
+                    rt.clip_ring.add(frame.ts, frame.image)
+                except Exception:  # a clip frame must never cost the camera its analysis
+                    log.exception("event=clip_frame_failed camera=%s ts=%.3f", rt.cfg.id, frame.ts)
                 self._cut_clips(rt, frame.ts)
             decision = rt.gate.decide(frame.image, frame.ts)
             if decision.detect:

@@ -80,12 +80,45 @@ class PublisherConfig(Strict):
     )
 
 
+class ClipConfig(Strict):
+    """`evidence.clip:`: a short MP4 around the moment an event is raised (its pre- and post-roll)."""
+
+    enabled: bool = Field(True, description="record a `clip.mp4` for the events of `kinds`")
+    kinds: list[str] = Field(
+        ["illegal_parking"], description="event kinds that get a clip (camera faults never do)"
+    )
+    pre_s: float = Field(10.0, ge=0, le=120, description="seconds of video before the event is raised")
+    post_s: float = Field(10.0, ge=0, le=120, description="seconds of video after the event is raised")
+    max_width: int = Field(
+        640,
+        ge=160,
+        le=1920,
+        description="the clip ring keeps each frame the capture delivers (at `decode_fps`) scaled down to "
+        "at most this width and JPEG-compressed in memory, so its RAM stays small",
+    )
+    jpeg_quality: int = Field(70, ge=30, le=95, description="of the frames held in the clip ring")
+    ring_max_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=256 * 1024,
+        description="RAM the clip ring of one camera may take; beyond it the oldest frames go (the ring "
+        "also keeps no more than pre_s + post_s + 1 seconds)",
+    )
+    encode_timeout_s: float = Field(60.0, gt=0, description="ffmpeg encoding one clip longer than this fails")
+
+
 class EvidenceConfig(Strict):
     """`evidence:`: snapshots kept on the edge box and sent with events."""
 
     max_bytes: int = Field(
-        2 * 1024**3, ge=1024 * 1024, description="pictures kept on disk; the oldest are deleted beyond it"
+        2 * 1024**3,
+        ge=1024 * 1024,
+        description="evidence kept on disk; beyond it whole event folders are deleted: those of ended "
+        "events first (oldest first), then the oldest of open events",
     )
+    max_age_days: float = Field(
+        30.0, gt=0, description="event folders untouched for longer than this are deleted"
+    )
+    clip: ClipConfig = ClipConfig()
     jpeg_quality: int = Field(85, ge=30, le=100)
     max_width: int = Field(
         1280, ge=160, le=7680, description="pictures wider than this are scaled down before encoding"

@@ -1,5 +1,5 @@
-"""Evidence pictures: JPEGs with the zone, boxes and track ids drawn, kept on the edge box under a
-size cap (oldest deleted first) and sent to the gateway over MQTT with the event.
+"""Evidence: JPEGs with the zone, boxes and track ids drawn, the event's clip and its manifest, kept
+on the edge box under a size cap and an age limit and sent to the gateway over MQTT with the event.
 
 Layout on disk: `{data_dir}/evidence/{camera_id}/{event_id}/{name}` (name e.g. `stopped.jpg`).
 """
@@ -9,9 +9,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import threading
+import time
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +23,7 @@ import numpy as np
 
 from detectors.rules import Highlight
 from edge.config import EvidenceConfig
+from gridgate.manifest import MANIFEST_NAME
 from gridgate.models import EvidenceRef, utc
 
 log = logging.getLogger("gridgate.edge.evidence")
@@ -108,7 +111,7 @@ class FrameRing:
 class Picture:
     name: str
     taken_at: float
-    jpeg: bytes
+    data: bytes  # JPEG, or MP4 for the clip
 
 
 class HeldPictures:
@@ -134,53 +137,108 @@ class HeldPictures:
         return len(self.by_key)
 
 
-class EvidenceStore:
-    """Pictures on disk under a total size cap; the oldest go first."""
+@dataclass(slots=True)
+class EventFolder:
+    """One event's evidence on disk: ended once its manifest is written."""
 
-    def __init__(self, root: Path, cfg: EvidenceConfig) -> None:
+    path: Path
+    bytes: int
+    files: int
+    touched: float  # newest file's mtime
+    ended: bool
+
+
+class EvidenceStore:
+    """Event folders on disk under a total size cap and an age limit.
+
+    Over `max_bytes`, whole folders go: those of ended events first (oldest first), then the oldest
+    of open events; folders untouched for `max_age_days` go too. One log line per folder removed.
+    """
+
+    def __init__(self, root: Path, cfg: EvidenceConfig, wall: Callable[[], float] = time.time) -> None:
         self.root = root
         self.cfg = cfg
+        self.wall = wall
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._files: deque[tuple[Path, int]] = deque()
+        self._folders: dict[Path, EventFolder] = {}  # insertion order: oldest first
         self.total_bytes = 0
-        self.deleted = 0
-        existing = []
-        for dirpath, _dirs, files in os.walk(self.root):
-            for f in files:
-                p = Path(dirpath) / f
-                try:
-                    st = p.stat()
-                except OSError:
-                    continue
-                existing.append((st.st_mtime, p, st.st_size))
-        for _m, p, size in sorted(existing):
-            self._files.append((p, size))
-            self.total_bytes += size
-        self._enforce()
+        self.deleted = 0  # folders removed
+        found = []
+        for folder in self.root.glob("*/*"):
+            if folder.is_dir():
+                files = [(p, p.stat()) for p in folder.iterdir() if p.is_file()]
+                touched = max((st.st_mtime for _, st in files), default=folder.stat().st_mtime)
+                size = sum(st.st_size for _, st in files)
+                ended = (folder / MANIFEST_NAME).is_file()
+                found.append(EventFolder(folder, size, len(files), touched, ended))
+        for f in sorted(found, key=lambda f: f.touched):
+            self._folders[f.path] = f
+            self.total_bytes += f.bytes
+        with self._lock:
+            self._enforce(None)
+
+    def folder(self, camera_id: str, event_id: str) -> Path:
+        return self.root / camera_id / event_id
 
     def save(self, camera_id: str, event_id: str, pic: Picture) -> EvidenceRef:
-        path = self.root / camera_id / event_id / pic.name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_bytes(pic.jpeg)
+        folder = self.folder(camera_id, event_id)
+        path = folder / pic.name
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{pic.name}.tmp"
+        tmp.write_bytes(pic.data)
         os.replace(tmp, path)
         with self._lock:
-            self._files.append((path, len(pic.jpeg)))
-            self.total_bytes += len(pic.jpeg)
-            self._enforce()
-        return EvidenceRef(name=pic.name, taken_at=utc(pic.taken_at), bytes=len(pic.jpeg))
+            f = self._folders.setdefault(folder, EventFolder(folder, 0, 0, self.wall(), False))
+            f.bytes += len(pic.data)
+            f.files += 1
+            f.touched = self.wall()
+            self.total_bytes += len(pic.data)
+            self._enforce(folder)
+        return EvidenceRef(name=pic.name, taken_at=utc(pic.taken_at), bytes=len(pic.data))
 
-    def _enforce(self) -> None:
-        while self.total_bytes > self.cfg.max_bytes and self._files:
-            p, size = self._files.popleft()
-            try:
-                p.unlink()
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                log.warning("event=evidence_delete_failed path=%s error=%r", p, str(exc))
-            self.total_bytes -= size
-            self.deleted += 1
-            with contextlib.suppress(OSError):
-                p.parent.rmdir()  # only succeeds once the event's folder is empty
+    def mark_ended(self, camera_id: str, event_id: str) -> None:
+        """The event ended (its manifest is saved): its folder is the first to go over quota."""
+        with self._lock:
+            f = self._folders.get(self.folder(camera_id, event_id))
+            if f is not None:
+                f.ended = True
+
+    def sweep(self) -> None:
+        """Delete what is past `max_age_days` (the worker calls this with its stats)."""
+        with self._lock:
+            self._enforce(None)
+
+    def _enforce(self, keep: Path | None) -> None:
+        oldest = self.wall() - self.cfg.max_age_days * 86_400
+        for f in [f for f in self._folders.values() if f.touched < oldest and f.path != keep]:
+            self._remove(f, "age")
+        while self.total_bytes > self.cfg.max_bytes:
+            candidates = [f for f in self._folders.values() if f.path != keep]
+            victim = next((f for f in candidates if f.ended), None) or next(iter(candidates), None)
+            if victim is None:
+                break
+            self._remove(victim, "quota")
+
+    def _remove(self, f: EventFolder, reason: str) -> None:
+        del self._folders[f.path]
+        self.total_bytes -= f.bytes
+        self.deleted += 1
+        try:
+            shutil.rmtree(f.path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("event=evidence_delete_failed path=%s error=%r", f.path, str(exc))
+        log.info(
+            "event=evidence_removed camera=%s event_id=%s reason=%s ended=%s files=%d bytes=%d age_days=%.1f",
+            f.path.parent.name,
+            f.path.name,
+            reason,
+            f.ended,
+            f.files,
+            f.bytes,
+            (self.wall() - f.touched) / 86_400,
+        )
+        with contextlib.suppress(OSError):
+            f.path.parent.rmdir()  # the camera's folder, once empty

@@ -55,7 +55,7 @@ class EdgeStats(BaseModel):
     queue_depth: int = Field(description="messages waiting in the disk queue (broker away or slow)")
     queue_bytes: int
     queue_dropped: int = Field(description="messages dropped unsent because the queue cap was reached")
-    evidence_bytes: int = Field(description="pictures kept on the edge box")
+    evidence_bytes: int = Field(description="evidence (pictures, clips, manifests) kept on the edge box")
     broker_connected: bool
     models: dict[str, str] = Field(
         default_factory=dict,

@@ -34,16 +34,19 @@ from edge.camera_health import (
     zones_digest,
 )
 from edge.capture import Capture, Frame, source_kind
+from edge.clip import ClipJob, ClipRing, ClipWriter
 from edge.config import CameraConfig, EdgeConfig
 from edge.events import Draft, EventEmitter
 from edge.evidence import EvidenceStore, FrameRing, HeldPictures, Picture, caption_for, render
+from edge.evidence_pack import EvidencePacks, PendingClip, manifest_for
 from edge.feedback import Feedback
 from edge.motion import MotionGate
 from edge.publisher import EdgePublisher
 from edge.queue import DiskQueue, Outgoing
 from edge.scheduler import DetectorLike, run_batch
 from edge.stats import CameraCounters, CameraStats, EdgeStats, percentile
-from gridgate.models import CAMERA_ZONE, EdgeEventMessage, Location
+from gridgate.manifest import CLIP_NAME, MANIFEST_NAME
+from gridgate.models import CAMERA_FAULTS, CAMERA_ZONE, EdgeEventMessage, EdgePhase, Location
 from gridgate.topics import Topics
 
 log = logging.getLogger("gridgate.edge.worker")
@@ -79,6 +82,8 @@ class CameraRuntime:
     models: frozenset[str] | None = None  # the models its frames go through; None: all
     last_frame_wall: float = 0.0  # wall time of its last frame (camera_lost counts from here)
     muted_logged: bool = False  # one log line per moved spell for the zone events it mutes
+    clip_ring: ClipRing | None = None  # recent frames for event clips; None: clips are off
+    clips: list[PendingClip] = field(default_factory=list)  # raised, post-roll still coming
     counters: CameraCounters = field(default_factory=CameraCounters)
     gated_out: int = 0
     last_ts: float = 0.0  # frame time of the last analysis
@@ -114,7 +119,9 @@ class EdgeWorker:
         self.publisher = publisher or EdgePublisher(
             cfg.broker, cfg.edge_id, cfg.client_id, self.queue, cfg.publisher.inflight
         )
-        self.evidence = EvidenceStore(data / "evidence", cfg.evidence)
+        self.evidence = EvidenceStore(data / "evidence", cfg.evidence, wall=wall)
+        self.packs = EvidencePacks()
+        self.clip_writer = ClipWriter(cfg.evidence.clip.encode_timeout_s, self._clip_done)
         self.feedback = Feedback.for_worker(cfg, detector)  # frames to label; false alarms from tickets
         self.on_message = on_message
         self.wall = wall
@@ -144,6 +151,7 @@ class EdgeWorker:
                     reference_path=reference_path,
                     zones_digest=digest,
                     models=frozenset(cam.models) if cam.models else None,
+                    clip_ring=ClipRing.for_config(cfg.evidence.clip) if cfg.evidence.clip.enabled else None,
                 )
             )
         self._rr = 0
@@ -219,6 +227,9 @@ class EdgeWorker:
             rt.capture.stop()
         for t in self._threads:
             t.join(timeout=10)
+        for rt in self.cameras:
+            self._cut_clips(rt, float("inf"))  # what post-roll there is
+        self.clip_writer.stop()
         self.publisher.stop()
         self.feedback.stop()
         self.queue.close()
@@ -234,7 +245,15 @@ class EdgeWorker:
             frame = rt.capture.take()
             self._watch(rt, frame)
             if frame is None:
+                if rt.capture.ended:
+                    self._cut_clips(rt, float("inf"))  # the file ended: no more post-roll is coming
                 continue
+            if rt.clip_ring is not None:
+                try:
+                    rt.clip_ring.add(frame.ts, frame.image)
+                except Exception:  # a clip frame must never cost the camera its analysis
+                    log.exception("event=clip_frame_failed camera=%s ts=%.3f", rt.cfg.id, frame.ts)
+                self._cut_clips(rt, frame.ts)
             decision = rt.gate.decide(frame.image, frame.ts)
             if decision.detect:
                 due.append((rt, frame))
@@ -419,7 +438,79 @@ class EdgeWorker:
         return Picture(f"{snap.name}.jpg", ts, jpeg)
 
     def _emit(self, rt: CameraRuntime, draft: Draft, pics: list[Picture], received: float) -> None:
-        """Queue one event message with its pictures; `received` (monotonic) starts its latency."""
+        """Queue one event message with its pictures; `received` (monotonic) starts its latency.
+
+        A `new` of a clip kind starts a clip (pre- and post-roll around the raise); an `end` waits for
+        its event's clip, if one is still coming, so that it carries the clip's reference, and is
+        followed by the event's manifest."""
+        ev = draft.event
+        clip = self.cfg.evidence.clip
+        if (
+            draft.phase is EdgePhase.new
+            and rt.clip_ring is not None
+            and ev.kind in clip.kinds
+            and ev.kind not in CAMERA_FAULTS
+        ):
+            at = draft.signal.at
+            self.packs.clip_started(ev)
+            rt.clips.append(PendingClip(ev.event_id, at - clip.pre_s, at + clip.post_s))
+        if draft.phase is EdgePhase.end and self.packs.defer_end(ev.event_id, (rt, draft, pics, received)):
+            log.info("event=edge_end_waits_for_clip camera=%s event_id=%s", rt.cfg.id, ev.event_id)
+            return
+        self._send(rt, draft, pics, received)
+        if draft.phase is EdgePhase.end:
+            self._seal(rt, draft)
+
+    def _cut_clips(self, rt: CameraRuntime, now: float) -> None:
+        """Hand the clips whose post-roll is complete at frame time `now` to the encoder thread."""
+        if rt.clip_ring is None or not rt.clips:
+            return
+        due = [c for c in rt.clips if c.end <= now]
+        for c in due:
+            rt.clips.remove(c)
+            frames = rt.clip_ring.between(c.start, c.end)
+            self.clip_writer.submit(ClipJob(rt.cfg.id, c.event_id, frames, rt.cfg.capture.decode_fps))
+
+    def _clip_done(self, job: ClipJob, data: bytes | None) -> None:
+        """On the encoder thread: save and queue the clip, then the `end` that waited for it."""
+        rt = next(r for r in self.cameras if r.cfg.id == job.camera_id)
+        ev = self.packs.event(job.event_id)
+        if data is not None and ev is not None:
+            span = (job.frames[0].ts, job.frames[-1].ts)
+            ref = self.evidence.save(rt.cfg.id, job.event_id, Picture(CLIP_NAME, span[0], data))
+            ev.evidence = [r for r in ev.evidence if r.name != CLIP_NAME] + [ref]
+            self.packs.clip_written(job.event_id, span)
+            if self.cfg.evidence.send:
+                topic = self.topics.edge_evidence(self.cfg.edge_id, job.event_id, CLIP_NAME)
+                self.publisher.enqueue([Outgoing(topic, data, "evidence")])
+            log.info(
+                "event=clip_saved camera=%s event_id=%s frames=%d seconds=%.1f bytes=%d",
+                rt.cfg.id,
+                job.event_id,
+                len(job.frames),
+                span[1] - span[0],
+                len(data),
+            )
+        deferred = self.packs.clip_finished(job.event_id)
+        if deferred is not None:
+            d_rt, draft, pics, received = deferred
+            self._send(d_rt, draft, pics, received)
+            self._seal(d_rt, draft)
+
+    def _seal(self, rt: CameraRuntime, draft: Draft) -> None:
+        """After the event's `end`: its manifest, saved and sent last, names every file and its hash."""
+        ev = draft.event
+        folder = self.evidence.folder(rt.cfg.id, ev.event_id)
+        span = self.packs.finish(ev.event_id)
+        manifest = manifest_for(self.cfg.edge_id, rt.cfg.id, draft, folder, span, self.wall())
+        data = manifest.model_dump_json(indent=2).encode()
+        self.evidence.save(rt.cfg.id, ev.event_id, Picture(MANIFEST_NAME, self.wall(), data))
+        self.evidence.mark_ended(rt.cfg.id, ev.event_id)
+        if self.cfg.evidence.send:
+            topic = self.topics.edge_evidence(self.cfg.edge_id, ev.event_id, MANIFEST_NAME)
+            self.publisher.enqueue([Outgoing(topic, data, "evidence")])
+
+    def _send(self, rt: CameraRuntime, draft: Draft, pics: list[Picture], received: float) -> None:
         ev = draft.event
         items: list[Outgoing] = []
         for pic in pics:
@@ -429,7 +520,7 @@ class EdgeWorker:
                 items.append(
                     Outgoing(
                         self.topics.edge_evidence(self.cfg.edge_id, ev.event_id, pic.name),
-                        pic.jpeg,
+                        pic.data,
                         "evidence",
                     )
                 )
@@ -505,6 +596,7 @@ class EdgeWorker:
         )
 
     def publish_stats(self) -> EdgeStats:
+        self.evidence.sweep()  # evidence past max_age_days
         st = self.stats()
         self.publisher.publish_status(st.model_dump_json().encode())
         for rt in self.cameras:
@@ -529,12 +621,13 @@ class EdgeWorker:
 
     def sizes(self) -> dict[str, int]:
         """Every per-track / per-event structure's size, summed over cameras (soak reports)."""
-        out = {"tracks": 0, "held_pictures": 0, "open_events": 0, "ring_frames": 0}
+        out = {"tracks": 0, "held_pictures": 0, "open_events": 0, "ring_frames": 0, "clip_frames": 0}
         for rt in self.cameras:
             out["tracks"] += len(rt.tracker)
             out["held_pictures"] += len(rt.held)
             out["open_events"] += len(rt.emitter.open)
             out["ring_frames"] += len(rt.ring.frames)
+            out["clip_frames"] += len(rt.clip_ring) if rt.clip_ring is not None else 0
             for k, v in rt.rules.sizes().items():
                 out[k] = out.get(k, 0) + v
         return out

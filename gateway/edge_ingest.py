@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from devices.codecs.errors import RejectReason
 from gateway.pipeline import Pipeline
+from gridgate.manifest import CLIP_NAME, MANIFEST_NAME, parse_manifest, verify_manifest
 from gridgate.models import (
     CAMERA_FAULTS,
     EdgeEventMessage,
@@ -61,6 +62,40 @@ class CameraFrame:
     received_at: datetime
 
 
+def evidence_doc(msg: EdgeEventMessage) -> dict[str, Any]:
+    """`snapshots` (the pictures) and, once the edge box wrote it, `clip` (the MP4 around the raise)."""
+    refs = {
+        ref.name: {
+            "name": ref.name,
+            "taken_at": ref.taken_at.isoformat(),
+            "bytes": ref.bytes,
+            "url": evidence_url(msg.edge_id, msg.event_id, ref.name),
+        }
+        for ref in msg.evidence
+    }
+    doc: dict[str, Any] = {"snapshots": [r for n, r in refs.items() if n != CLIP_NAME]}
+    if CLIP_NAME in refs:
+        doc["clip"] = refs[CLIP_NAME]
+    return doc
+
+
+def evidence_problem(name: str, payload: bytes, et: EdgeTopic) -> str | None:
+    """What is wrong with one evidence file for its name, or None: a .jpg picture, the clip, the manifest."""
+    if name == MANIFEST_NAME:
+        try:
+            m = parse_manifest(payload)
+        except ValueError as exc:
+            return f"manifest.json is not a valid manifest: {exc}"
+        if (m.edge_id, m.event_id) != (et.edge_id, et.event_id):
+            return f"manifest.json names edge {m.edge_id!r} event {m.event_id!r}, not the topic's"
+        return None
+    if name == CLIP_NAME:
+        return None if payload[4:8] == b"ftyp" else "clip.mp4 must be an MP4 video (no `ftyp` box)"
+    if name.endswith((".jpg", ".jpeg")):
+        return None if payload.startswith(JPEG_MAGIC) else "evidence must be a JPEG image"
+    return f"evidence {name!r} must be a .jpg picture, {CLIP_NAME} or {MANIFEST_NAME}"
+
+
 def to_event(msg: EdgeEventMessage) -> Event:
     """The gateway event for one edge message (the edge's event id is kept from new to end)."""
     ended = msg.phase is EdgePhase.end
@@ -85,17 +120,7 @@ def to_event(msg: EdgeEventMessage) -> Event:
         confidence=msg.confidence,
         value=float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None,
         measurements={**msg.measurements, "zone": msg.zone, "edge_id": msg.edge_id},
-        evidence={
-            "snapshots": [
-                {
-                    "name": ref.name,
-                    "taken_at": ref.taken_at.isoformat(),
-                    "bytes": ref.bytes,
-                    "url": evidence_url(msg.edge_id, msg.event_id, ref.name),
-                }
-                for ref in msg.evidence
-            ]
-        },
+        evidence=evidence_doc(msg),
         dedup_key=f"{msg.kind}:camera:{msg.camera_id}:{msg.zone}",
         message=what,
     )
@@ -138,29 +163,39 @@ class EdgeIngest:
     """Handles every `{p}/edge/...` message; shares the pipeline's outputs (emit, reject, sink)."""
 
     def __init__(
-        self, pipeline: Pipeline, evidence_dir: Path, max_evidence_bytes: int, frames_dir: Path | None = None
+        self,
+        pipeline: Pipeline,
+        evidence_dir: Path,
+        max_evidence_bytes: int,
+        frames_dir: Path | None = None,
+        max_clip_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.pipeline = pipeline
         self.evidence_dir = evidence_dir
         self.frames_dir = frames_dir or evidence_dir.parent / "frames"
         self.max_evidence_bytes = max_evidence_bytes
+        self.max_clip_bytes = max_clip_bytes
         self._seen: OrderedDict[tuple[str, str, str], None] = OrderedDict()
         self.offline: dict[str, Event] = {}  # edge boxes whose Last Will said offline
         self.duplicates = 0
         self._now = 0.0  # receive time of the message being handled
 
-    def max_bytes(self, channel: str) -> int:
-        return self.max_evidence_bytes if channel in ("evidence", "frames") else EVENT_MAX_BYTES
+    def max_bytes(self, et: EdgeTopic) -> tuple[int, str]:
+        """The size limit of a message on this topic, and the setting that holds it."""
+        if et.channel == "evidence" and et.name == CLIP_NAME:
+            return self.max_clip_bytes, "limits.max_clip_bytes"
+        if et.channel in ("evidence", "frames"):
+            return self.max_evidence_bytes, "limits.max_evidence_bytes"
+        return EVENT_MAX_BYTES, "the edge event message limit"
 
     def handle(self, topic: str, et: EdgeTopic, payload: bytes, now: float) -> None:
         """One edge message; bad ones go to the dead-letter topic like a sensor's."""
         self._now = now
         self.pipeline.metrics.messages_in += 1
-        limit = self.max_bytes(et.channel)
+        limit, setting = self.max_bytes(et)
         if len(payload) > limit:
-            self._reject(
-                topic, RejectReason.too_large, f"{len(payload)} bytes, the limit is {limit}", payload, et
-            )
+            detail = f"{et.name or et.channel}: {len(payload)} bytes, the limit is {limit} ({setting})"
+            self._reject(topic, RejectReason.too_large, detail, payload, et)
         elif et.channel == "events":
             self._event(topic, et, payload)
         elif et.channel == "evidence":
@@ -214,8 +249,9 @@ class EdgeIngest:
         if bad is not None:
             self._reject(topic, RejectReason.bad_payload, f"unsafe path segment {bad!r}", payload, et)
             return
-        if not payload.startswith(JPEG_MAGIC):
-            self._reject(topic, RejectReason.bad_payload, "evidence must be a JPEG image", payload, et)
+        problem = evidence_problem(et.name, payload, et)
+        if problem is not None:
+            self._reject(topic, RejectReason.bad_payload, problem, payload, et)
             return
         folder = self.evidence_dir / et.edge_id / et.event_id
         folder.mkdir(parents=True, exist_ok=True)
@@ -230,6 +266,16 @@ class EdgeIngest:
             et.name,
             len(payload),
         )
+        if et.name == MANIFEST_NAME:  # sent last: the files it names are here unless lost on the way
+            problems = verify_manifest(folder)
+            log.log(
+                logging.WARNING if problems else logging.INFO,
+                'event=evidence_manifest_checked edge=%s event_id=%s problems=%d first="%s"',
+                et.edge_id,
+                et.event_id,
+                len(problems),
+                problems[0] if problems else "",
+            )
 
     def _frame(self, topic: str, et: EdgeTopic, payload: bytes) -> None:
         assert et.name is not None

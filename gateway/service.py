@@ -188,6 +188,7 @@ class Gateway:
             cfg.storage.data_dir / "evidence",
             cfg.limits.max_evidence_bytes,
             cfg.storage.data_dir / "frames",
+            cfg.limits.max_clip_bytes,
         )
         self._stop = threading.Event()
         self._housekeeper: threading.Thread | None = None

@@ -23,7 +23,9 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Configuration files.", no_args_is_help=True)
 grids_app = typer.Typer(help="Grid polygons.", no_args_is_help=True)
+evidence_app = typer.Typer(help="Evidence packs of video events.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+app.add_typer(evidence_app, name="evidence")
 app.add_typer(grids_app, name="grids")
 app.add_typer(detectors_app, name="detectors")
 app.add_typer(edge_app, name="edge")
@@ -125,6 +127,24 @@ def _looks_like(path: Path, *keys: str) -> bool:
 
     data = read_yaml(path)
     return isinstance(data, dict) and any(k in data for k in keys)
+
+
+@evidence_app.command("verify")
+def evidence_verify(
+    folder: Annotated[Path, typer.Argument(help="an event's evidence folder, with its manifest.json")],
+) -> None:
+    """Check every file of an event's evidence against its manifest (exit 1 naming what differs)."""
+    from gridgate.manifest import verify_manifest
+
+    if not folder.is_dir():
+        console.print(f"[red]{folder}: not a folder[/red] (give an event's evidence folder)")
+        raise typer.Exit(2)
+    problems = verify_manifest(folder)
+    for p in problems:
+        console.print(f"[red]{p}[/red]")
+    if problems:
+        raise typer.Exit(1)
+    console.print(f"{folder}: every file matches its manifest")
 
 
 @grids_app.command("synth")

@@ -418,7 +418,13 @@ class LimitsConfig(Strict):
     max_future_s: float = Field(86_400, ge=0, description="readings further ahead are rejected")
     max_past_s: float = Field(365 * 86_400, ge=0, description="readings older than this are rejected")
     max_evidence_bytes: int = Field(
-        5 * 1024 * 1024, ge=1024, description="largest JPEG snapshot an edge box may send"
+        5 * 1024 * 1024, ge=1024, description="largest JPEG snapshot (or manifest) an edge box may send"
+    )
+    max_clip_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="largest event clip (`clip.mp4`) an edge box may send; a larger one is dead-lettered "
+        "`too_large` naming this setting (the broker's message_size_limit must allow it too)",
     )
     max_photo_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="largest photo a person may attach to a ticket"

@@ -12,6 +12,13 @@ from gateway.api.errors import responses
 from gateway.api.params import Limit, Offset, Timestamp
 from gridgate.models import Event, EventClass, EventState
 
+EVIDENCE_TYPES = {
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".mp4": "video/mp4",
+    ".json": "application/json",
+}
+
 if TYPE_CHECKING:
     from gateway.api import GatewayView
 
@@ -52,13 +59,17 @@ def router(view: GatewayView) -> APIRouter:
     @r.get(
         "/evidence/{edge_id}/{event_id}/{name}",
         response_class=FileResponse,
-        responses={200: {"content": {"image/jpeg": {}}}, **responses(404)},
+        responses={
+            200: {"content": {"image/jpeg": {}, "video/mp4": {}, "application/json": {}}},
+            **responses(404),
+        },
     )
     def evidence(edge_id: str, event_id: str, name: str, _who: Reader) -> FileResponse:
-        """A snapshot of a video event (the URLs are in the event's `evidence.snapshots`)."""
+        """A video event's evidence file: a snapshot (URLs in the event's `evidence.snapshots`), its
+        clip `clip.mp4` (`evidence.clip`) or, once it ended, its `manifest.json` of SHA-256 hashes."""
         path = view.evidence_path(edge_id, event_id, name)
         if path is None:
-            raise HTTPException(404, f"no snapshot {name!r} for event {event_id!r} of edge box {edge_id!r}")
-        return FileResponse(path, media_type="image/jpeg")
+            raise HTTPException(404, f"no evidence {name!r} for event {event_id!r} of edge box {edge_id!r}")
+        return FileResponse(path, media_type=EVIDENCE_TYPES.get(path.suffix, "image/jpeg"))
 
     return r

@@ -379,3 +379,18 @@ def test_the_feed_reconnects_resumes_and_says_when_it_is_behind(
     sockets[1].send(json.dumps({"type": "dropped", "count": 7, "last_id": 2}))
     dash.wait_for_selector("#behind.show >> text=/漏收 7 条/", timeout=2_000)
     assert "behind" in (dash.get_attribute("#stream-state", "class") or "")
+
+
+def test_a_video_tickets_detail_plays_its_clip(gw: Gateway, mosquitto: Mosquitto, browser: Any) -> None:
+    """The edge box's clip.mp4 shows on the ticket as a `<video controls>` beside the snapshots."""
+    event = json.loads(video_event(4))
+    event["evidence"].append({"name": "clip.mp4", "taken_at": event["started_at"], "bytes": 1024})
+    folder = f"gridgate/edge/edge-1/evidence/{PARKING_ID}"
+    pub(mosquitto, f"{folder}/stopped.jpg", b"\xff\xd8\xff\xd9")
+    pub(mosquitto, f"{folder}/clip.mp4", b"\0\0\0\x18ftypisom" + bytes(1012))
+    pub(mosquitto, "gridgate/edge/edge-1/events", json.dumps(event))
+    ticket = only_ticket(gw, "illegal_parking")
+    page = signed_in(browser, "centre", viewport=DESKTOP)
+    page.goto(f"{gw.api_url}/#ticket={ticket.id}")
+    page.wait_for_selector("#detail.show video.clip[controls][src^='blob:']", timeout=10_000)
+    assert page.locator("#detail video.clip").count() == 1

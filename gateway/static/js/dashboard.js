@@ -447,6 +447,17 @@ async function showDetail(ticketId) {
         .catch(() => {});
       return img;
     });
+  // the edge box's clip of each video event (pre- and post-roll around the raise), fetched with the token
+  const clips = d.events
+    .map((e) => e.evidence?.clip?.url)
+    .filter(Boolean)
+    .map((u) => {
+      const video = el("video", { class: "clip", controls: "", preload: "metadata" });
+      imageUrl(u)
+        .then((src) => (video.src = src))
+        .catch(() => {});
+      return video;
+    });
   box.replaceChildren(
     el("button", { class: "secondary", onclick: () => box.classList.remove("show") }, "×"),
     el("h3", {}, `${t(d.ticket.category)} · ${t(d.ticket.status)}`),
@@ -460,6 +471,7 @@ async function showDetail(ticketId) {
         "photo",
       ),
       ...images(snaps, "snapshot"),
+      ...clips,
     ),
     el(
       "ul",

@@ -45,12 +45,12 @@ class Diagnosis:
 
 def classify(ffprobe_error: str) -> Verdict:
     """ffmpeg's error text -> a verdict (pure; the strings are ffmpeg's own)."""
-    text = ffprobe_error.lower()
-    if "401" in text or "unauthorized" in text or "authorization failed" in text:
+    text = ffprobe_error.lower()  # may hold a path or URL with any digits in it: match whole phrases
+    if "401 unauthorized" in text or "authorization failed" in text or "401 authorization" in text:
         return Verdict.unauthorized
     if "no such file or directory" in text:
         return Verdict.missing_file
-    if "404" in text or "not found" in text:
+    if "404 not found" in text or "stream not found" in text:
         return Verdict.not_found
     if "connection refused" in text:
         return Verdict.refused

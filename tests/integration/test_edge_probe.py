@@ -57,7 +57,7 @@ def mute_port() -> Iterator[int]:
 
 
 def test_each_failure_has_its_own_plain_words(http_camera: int, mute_port: int, tmp_path: Path) -> None:
-    text = tmp_path / "notes.txt"
+    text = tmp_path / "cam-401-404.txt"  # digits that look like answers
     text.write_text("not a video\n")
     cases = {
         f"http://127.0.0.1:{http_camera}/video.mjpg": (Verdict.not_found, "no stream at that path"),
@@ -119,6 +119,9 @@ def test_an_rtsp_camera_with_a_wrong_path_is_not_found(tmp_path: Path) -> None:
         ("Failed to resolve hostname cam: Name or service not known", Verdict.bad_host),
         ("/etc/hostname: Invalid data found when processing input", Verdict.not_a_stream),
         ("something new", Verdict.unknown),
+        # digits in a path are not an answer (a CI run's /tmp/pytest-of-root/pytest-401/ was)
+        ("/tmp/pytest-401/cam-404.txt: Invalid data found when processing input", Verdict.not_a_stream),
+        ("rtsp://10.0.0.40:554/Streaming/Channels/401: Connection refused", Verdict.refused),
     ],
 )
 def test_ffmpeg_error_lines_are_read(ffmpeg_says: str, verdict: Verdict) -> None:

@@ -4,7 +4,7 @@
 import { $, el, toast } from "./dom.js";
 import { ApiError, get, imageUrl, openStream, post } from "./api.js";
 import { toMapDatum } from "./datum.js";
-import { applyI18n, duration, lang, t, toggleLang } from "./i18n.js";
+import { duration, lang, startI18n, t } from "./i18n.js";
 import { ACTIONS_BY_STATE, bySla, slaClock } from "./sla.js";
 import { signIn, signOut } from "./signin.js";
 
@@ -613,12 +613,7 @@ async function refresh(parts) {
 }
 
 async function main() {
-  applyI18n();
-  $("lang").textContent = t("lang");
-  $("lang").onclick = () => {
-    toggleLang();
-    location.reload();
-  };
+  startI18n($("lang"));
   $("sign-out").onclick = signOut;
   $("device-grid").onchange = () => refresh(["grids"]);
   $("device-type").onchange = () => refresh(["grids"]);

@@ -216,8 +216,14 @@ export function lang() {
   return localStorage.getItem(LANG_KEY) || "zh-CN";
 }
 
-export function toggleLang() {
-  localStorage.setItem(LANG_KEY, lang() === "zh-CN" ? "en" : "zh-CN");
+// Translate the page and make `button` (labelled in the other language) switch and reload it.
+export function startI18n(button) {
+  applyI18n();
+  button.textContent = t("lang");
+  button.onclick = () => {
+    localStorage.setItem(LANG_KEY, lang() === "zh-CN" ? "en" : "zh-CN");
+    location.reload();
+  };
 }
 
 // The text for `key` in the current language, `{name}` filled from vars; the key itself when

@@ -3,7 +3,7 @@
 
 import { $, el, toast } from "/js/dom.js";
 import { ApiError, openStream, post, postForm, get } from "/js/api.js";
-import { applyI18n, duration, t, toggleLang } from "/js/i18n.js";
+import { duration, startI18n, t } from "/js/i18n.js";
 import { bySla, slaClock } from "/js/sla.js";
 import { signIn, signOut } from "/js/signin.js";
 
@@ -209,12 +209,7 @@ async function load() {
 }
 
 async function main() {
-  applyI18n();
-  $("lang").textContent = t("lang");
-  $("lang").onclick = () => {
-    toggleLang();
-    location.reload();
-  };
+  startI18n($("lang"));
   $("sign-out").onclick = signOut;
   state.me = await signIn($("signin"));
   $("who").textContent = `${t("signed_in_as")} ${state.me.name} (${state.me.role})`;

@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import uvicorn
+from pydantic import TypeAdapter, ValidationError
 
-from devices.codecs import codec_names
 from devices.engine import DeviceEngine
 from devices.registry import DeviceRegistry, load_registry
 from gateway.api import DeviceOut, Health, create_app
 from gateway.api.auth import Authenticator
+from gateway.cluster.changes import ChangeLog
+from gateway.cluster.session import AckingSession
 from gateway.edge_ingest import CameraFrame, EdgeIngest
 from gateway.grids import GridIndex, GridMatch
 from gateway.hygiene import CauseIndex, HygieneDesk, MaintenanceWindows, Target, behind_of, target_of
@@ -28,6 +29,7 @@ from gateway.pipeline import Pipeline
 from gateway.platforms.native import NativeMessage
 from gateway.platforms.queue import PushQueue
 from gateway.platforms.receiver import PushReceiver
+from gateway.runtime import check_vendor_codecs, tune_gc
 from gateway.shards import ShardPool, WorkerReport
 from gateway.sinks.runner import SinkRunner
 from gateway.store import GatewayStore, sqlite_url
@@ -46,6 +48,7 @@ log = logging.getLogger("gridgate.gateway")
 WS_MAX_BYTES = 64 * 1024  # a WebSocket client sends only its auth and filters: uvicorn allows 16 MiB
 BROKER_DROPPED = "broker_dropped_seen"  # stored beside the journal marks: the broker's $SYS drop counter
 RELEASE_CHECK_S = 1.0  # how often muted events are checked for a cause or window that is over
+FEED = TypeAdapter(list[Event])  # the lead dispatcher's feed: event changes from the ingest replicas
 WINDOWS_REFRESH_S = 10.0  # how often maintenance windows are re-read from the (shared) ticket database
 
 
@@ -61,9 +64,25 @@ class Gateway:
         store_url: str | None = None,
         log_level: str = "info",
         fresh_broker: bool = False,
+        role: Literal["all", "dispatch"] = "all",
     ) -> None:
         """`fresh_broker`: the broker was started with this gateway (the demo's embedded one), so it
-        cannot hold the session of an earlier run; no warning that it lost it."""
+        cannot hold the session of an earlier run; no warning that it lost it.
+
+        `role="dispatch"` (the lead dispatcher of a cluster, gateway/cluster/dispatch.py): no uplinks;
+        event changes come from the ingest replicas on `{prefix}/internal/events`, each message
+        acknowledged after the checkpoint that saved what it did; state in `cluster.database_url`."""
+        self.role = role
+        if role == "dispatch":
+            store_url = store_url or cfg.cluster.url()
+            cfg = cfg.model_copy(
+                update={
+                    "broker": cfg.broker.model_copy(
+                        update={"client_id": f"{cfg.broker.client_id}-dispatch", "shared_group": None}
+                    ),
+                    "ingest": cfg.ingest.model_copy(update={"checkpoint_s": cfg.cluster.checkpoint_s}),
+                }
+            )
         self.cfg = cfg
         self.clock = clock or SystemClock()
         self.metrics = GatewayMetrics()
@@ -101,6 +120,13 @@ class Gateway:
         self.topics = Topics(cfg.broker.topic_prefix)
         subscriptions = [self.topics.device_filter, self.topics.edge_filter]
         subscriptions += [vt.subscription for vt in cfg.all_vendor_topics()]
+        self.feed: AckingSession | None = None
+        if role == "dispatch":
+            subscriptions = []  # the ingest replicas own the uplinks
+            self.feed = AckingSession(
+                cfg.broker, f"{cfg.broker.client_id}-events", [self.topics.internal_events], self._on_feed
+            )
+            self._fed = ChangeLog()
         self.shards: ShardPool | None = None
         self._shard_gauges: dict[int, dict[str, float]] = {}
         self._shard_errors: dict[int, str | None] = {}
@@ -157,7 +183,7 @@ class Gateway:
             self._ingest_lock, self._dispatch_pushed, self.shards.flush if self.shards else None
         )
         self.push: PushReceiver | None = None
-        if cfg.platforms.ctwing.enabled or cfg.platforms.onenet.enabled:
+        if role == "all" and (cfg.platforms.ctwing.enabled or cfg.platforms.onenet.enabled):
             self.push = PushReceiver(
                 cfg.platforms,
                 registry=self.registry,
@@ -305,6 +331,22 @@ class Gateway:
         else:
             self.edge.handle(topic, et, payload, now)
 
+    def _on_feed(self, topic: str, payload: bytes) -> None:
+        """The lead dispatcher's feed (its session's network thread): event changes from the replicas."""
+        try:
+            events = FEED.validate_json(payload)
+        except ValidationError as exc:
+            log.error(
+                "event=feed_rejected topic=%s error=%r fix='only gridgate ingest replicas may publish here'",
+                topic,
+                str(exc)[:300],
+            )
+            return
+        with self._ingest_lock:  # a checkpoint's mark of the feed covers whole messages
+            fresh = self._fed.fresh(events, self.store.stored_changes)
+            if fresh:
+                self._remember(fresh)
+
     # crash safety ------------------------------------------------------------------------
     def _load_marks(self) -> list[int]:
         """The journal seq each consumer's saved state accounts for: the gateway process, then each worker.
@@ -449,6 +491,7 @@ class Gateway:
                 states = {d: self.engine.snapshot(d) for d in touched} if self.shards is None else {}
             if self.shards is not None:
                 self.shards.request_checkpoint(upto)
+            feed_mark = self.feed.mark() if self.feed is not None else None
         marks = {"main": upto}
         broker_marks = {BROKER_DROPPED: self.mqtt.dropped_seen} if self.mqtt.dropped_seen is not None else {}
         if self.shards is not None:
@@ -481,6 +524,8 @@ class Gateway:
                 exc,
             )
             return False
+        if self.feed is not None and feed_mark is not None:
+            self.feed.ack(feed_mark)  # the replicas' event changes handed over up to the mark are saved
         on_disk = self.journal.release(min(marks.values()))
         self.checkpoint_seq = min(marks.values())
         self.journal_bytes = on_disk
@@ -499,7 +544,7 @@ class Gateway:
         while not self._stop.wait(0.05):
             try:
                 now = self.clock.now()
-                if now >= next_silence and self.shards is None:  # workers watch their own devices
+                if now >= next_silence and self.shards is None and self.role == "all":  # workers: their own
                     self.pipeline.check_silence(now)
                     next_silence = now + self.cfg.offline_check_s
                     next_checkpoint = 0.0  # what silence raised is not in the journal: save it now
@@ -534,6 +579,8 @@ class Gateway:
         self.mqtt.start(wait_s=wait_for_broker_s)
         for webhook in self.webhooks:
             webhook.start()  # sends what a previous run left undelivered
+        if self.feed is not None:
+            self.feed.start()
         self._housekeeper = threading.Thread(
             target=self._housekeeping, name="gridgate-housekeeping", daemon=True
         )
@@ -595,6 +642,8 @@ class Gateway:
         Messages that arrive while stopping are journaled, acknowledged and handled at the next start.
         """
         self.push_queue.stop()  # hands over what is queued; a later push waits in the journal for a replay
+        if self.feed is not None:
+            self.feed.paused = True  # what comes now is for the next lead dispatcher
         with self._ingest_lock:
             self._closing = True
             if self.shards is not None:
@@ -605,6 +654,8 @@ class Gateway:
         if self._housekeeper is not None:
             self._housekeeper.join(timeout=15)
         self.checkpoint()
+        if self.feed is not None:
+            self.feed.stop()
         if self.tickets is not None:
             self.tickets.stop()  # before MQTT, so its last notifications still go out
         for webhook in self.webhooks:
@@ -701,30 +752,3 @@ class Gateway:
     def checkpoint_age_s(self) -> float:
         """Seconds since the last saved checkpoint (a restart would replay what came since)."""
         return time.monotonic() - self._checkpoint_at
-
-
-def check_vendor_codecs(cfg: GatewayConfig) -> None:
-    known = codec_names()
-    problems = [
-        f"vendor_topics[{i}].codec: unknown codec {vt.codec!r} (use one of {', '.join(known)})"
-        for i, vt in enumerate(cfg.vendor_topics)
-        if vt.codec is not None and vt.codec not in known
-    ] + [
-        f"lorawan.{vt.envelope}.codec: unknown codec {vt.codec!r} (use one of {', '.join(known)})"
-        for vt in cfg.lorawan.vendor_topics()
-        if vt.codec is not None and vt.codec not in known
-    ]
-    if problems:
-        raise ConfigError("gateway config", problems)
-
-
-def tune_gc() -> None:
-    """Fewer cyclic-GC passes on the hot path: each message allocates a few short-lived objects.
-
-    The objects made at start-up (registry, rules, models) are frozen out of every later scan,
-    and generation 0 is collected every 50,000 allocations instead of 700: ~30 % less CPU per
-    message at 10,000 messages/s (bench/ingest.py), for a few MB more memory.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)

@@ -413,6 +413,44 @@ class IngestConfig(Strict):
     )
 
 
+class ClusterConfig(Strict):
+    """`cluster:`: several gateway processes sharing one broker and one PostgreSQL (docs/operator-guide.md,
+    Scale-out). Used by `gridgate gateway --role ingest|dispatch`; `--role all` (the default) ignores it."""
+
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the PostgreSQL database the roles share (postgresql+psycopg://...): "
+        "device rule state, the event log and outbox, and the advisory locks that say which replica owns "
+        "which devices and which dispatcher leads; may be the same database as tickets.database_url",
+    )
+    buckets: int = Field(
+        16,
+        ge=1,
+        le=1024,
+        description="device buckets (a stable hash of the device id): each is owned by one ingest replica at "
+        "a time, through a broker session of its own; fixed for a deployment (changing it moves devices)",
+    )
+    checkpoint_s: float = Field(
+        0.5,
+        gt=0,
+        le=10,
+        description="how often an ingest replica (or the lead dispatcher) saves its state and then "
+        "acknowledges what it handled to the broker; also the most an alert waits before it is published",
+    )
+    lease_check_s: float = Field(
+        1.0, gt=0, le=30, description="how often replicas count each other and rebalance the buckets"
+    )
+
+    def url(self) -> str:
+        """The shared database URL, or a ConfigError-worthy ValueError naming the setting."""
+        if not self.database_url or not self.database_url.startswith("postgresql"):
+            raise ValueError(
+                "cluster.database_url must be a PostgreSQL URL (postgresql+psycopg://user@host/db): the "
+                "roles share device state and locks through it (GRIDGATE_CLUSTER__DATABASE_URL)"
+            )
+        return self.database_url
+
+
 class LimitsConfig(Strict):
     max_payload_bytes: int = Field(65536, ge=64)
     max_future_s: float = Field(86_400, ge=0, description="readings further ahead are rejected")
@@ -830,6 +868,7 @@ class GatewayConfig(EnvFirstSettings):
     lorawan: LoRaWANConfig = LoRaWANConfig()
     limits: LimitsConfig = LimitsConfig()
     ingest: IngestConfig = IngestConfig()
+    cluster: ClusterConfig = ClusterConfig()
     offline_check_s: float = Field(5.0, gt=0, description="how often silent devices are looked for")
     tickets: TicketsConfig = TicketsConfig()
     auth: AuthConfig = AuthConfig()

@@ -48,6 +48,7 @@ log = logging.getLogger("gridgate.gateway")
 WS_MAX_BYTES = 64 * 1024  # a WebSocket client sends only its auth and filters: uvicorn allows 16 MiB
 BROKER_DROPPED = "broker_dropped_seen"  # stored beside the journal marks: the broker's $SYS drop counter
 RELEASE_CHECK_S = 1.0  # how often muted events are checked for a cause or window that is over
+FEED_SUBSCRIBED = "feed_subscribed"  # a mark: the lead dispatcher's feed session exists at the broker
 FEED = TypeAdapter(list[Event])  # the lead dispatcher's feed: event changes from the ingest replicas
 WINDOWS_REFRESH_S = 10.0  # how often maintenance windows are re-read from the (shared) ticket database
 
@@ -581,6 +582,9 @@ class Gateway:
             webhook.start()  # sends what a previous run left undelivered
         if self.feed is not None:
             self.feed.start()
+            if self.feed.subscribed.wait(wait_for_broker_s or 30.0):
+                # the broker keeps the feed's session from now on: replicas may publish to it
+                self.store.save_checkpoint({}, [], {FEED_SUBSCRIBED: 1}, self.clock.now())
         self._housekeeper = threading.Thread(
             target=self._housekeeping, name="gridgate-housekeeping", daemon=True
         )

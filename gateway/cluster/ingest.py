@@ -44,6 +44,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.mqtt import GatewayMQTT
 from gateway.pipeline import Pipeline
 from gateway.runtime import check_vendor_codecs, tune_gc
+from gateway.service import FEED_SUBSCRIBED
 from gateway.sinks.runner import SinkRunner
 from gateway.store import GatewayStore
 from gridgate.clock import Clock, SystemClock
@@ -111,6 +112,7 @@ class IngestReplica:
         self._thread: threading.Thread | None = None
         self.failed: str | None = None
         self.checkpoints = 0
+        self._feed_exists = False
 
     # messages -----------------------------------------------------------------------------------
     def _handle(self, unit: int, topic: str, payload: bytes) -> None:
@@ -248,6 +250,10 @@ class IngestReplica:
         """Publish what waits in the outbox of the units owned here (a dead owner's rows first: older)."""
         if not self.sessions:
             return
+        if not self._feed_exists:  # published before the lead dispatcher ever subscribed, it would be lost
+            self._feed_exists = self.store.load_mark(FEED_SUBSCRIBED) is not None
+            if not self._feed_exists:
+                return
         done = []
         for row_id, body in self.store.load_outbox(self.sessions):
             if not self.mqtt.publish_wait(self.topics.internal_events, body.encode(), PUBLISH_TIMEOUT_S):

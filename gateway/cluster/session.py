@@ -55,7 +55,10 @@ class AckingSession:
         self.client.on_connect = self._connected
         self.client.on_disconnect = self._disconnected
         self.client.on_message = self._message
+        self.client.on_subscribe = self._subscribed
         self.connected = threading.Event()
+        self.subscribed = threading.Event()  # the broker answered the last SUBSCRIBE: it keeps the session
+        self._last_sub: int | None = None
         self.paused = False  # being handed over: new messages are left for the next owner
         self.generation = 0  # connections so far: a mark is only good on the connection it was made
         self._unacked: deque[int] = deque()
@@ -76,7 +79,7 @@ class AckingSession:
         if again and self._on_reconnect is not None:
             self._on_reconnect()
         for i in range(0, len(self.filters), SUBSCRIBE_CHUNK):
-            client.subscribe([(f, 1) for f in self.filters[i : i + SUBSCRIBE_CHUNK]])
+            _rc, self._last_sub = client.subscribe([(f, 1) for f in self.filters[i : i + SUBSCRIBE_CHUNK]])
         log.info(
             "event=session_connected client_id=%s filters=%d session_present=%s",
             self.client_id,
@@ -84,6 +87,10 @@ class AckingSession:
             flags.session_present,
         )
         self.connected.set()
+
+    def _subscribed(self, _c: mqtt.Client, _ud: object, mid: int, _codes: object, _p: object) -> None:
+        if mid == self._last_sub:
+            self.subscribed.set()
 
     def _disconnected(self, _c: mqtt.Client, _ud: object, _f: object, rc: object, _p: object) -> None:
         self.connected.clear()

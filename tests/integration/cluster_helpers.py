@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,8 @@ def cluster_config(
 ) -> GatewayConfig:
     (tmp / "devices.yaml").write_text(yaml.safe_dump(street(devices)))
     (tmp / "grids.geojson").write_text(json.dumps(GRID))
-    tickets = {"database_url": db_url, "tick_s": 0.2, **extra.pop("tickets", {})}
+    tickets = {"database_url": db_url, "tick_s": 0.2, "rate_limit_per_grid_per_min": 100_000}
+    tickets.update(extra.pop("tickets", {}))
     return GatewayConfig(
         broker={"host": "127.0.0.1", "port": broker.port, "client_id": "gg"},
         influx={"flush_interval_s": 0.2, **influx},
@@ -137,3 +139,42 @@ def ticket_rows(url: str) -> list[tuple[str, str, str]]:
     """(id, dedup_key, status) of every ticket."""
     with pg(url) as conn:
         return [tuple(r) for r in conn.execute("SELECT id, dedup_key, status FROM tickets").fetchall()]
+
+
+ROUTING = {
+    "defaults": {
+        "sla": {"accept_s": 2, "on_site_s": 4, "resolve_s": 8},
+        "escalation": ["worker", "grid_head", "leader"],
+    },
+    "fallback_team": "command_centre",
+    "fault_team": "maintenance",
+    "teams": {"command_centre": {"name": "Command centre"}, "maintenance": {"name": "Maintenance"}},
+}
+
+
+def write_config(path: Path, cfg: GatewayConfig) -> Path:
+    """The config as a gateway.yaml for `python -m gridgate gateway -c`."""
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json", exclude_defaults=True)))
+    return path
+
+
+def lock_holders(url: str, prefix: str, kind: str) -> set[int]:
+    """The keys of one kind of cluster lock held now (gateway/cluster/leases.py)."""
+    from gateway.cluster.leases import key_space
+
+    with pg(url) as conn:
+        rows = conn.execute(
+            "SELECT objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 "
+            "AND classid = %s::bigint::oid",
+            (key_space(prefix, kind),),
+        ).fetchall()
+    return {int(r[0]) for r in rows}
+
+
+def audit_counts(url: str, action: str) -> Counter[tuple[str, str]]:
+    """(ticket id, level or note) -> how many audit lines of this action."""
+    with pg(url) as conn:
+        rows = conn.execute(
+            "SELECT ticket_id, CAST(detail AS TEXT) FROM ticket_audit WHERE action = %s", (action,)
+        ).fetchall()
+    return Counter((r[0], r[1]) for r in rows)

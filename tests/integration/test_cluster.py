@@ -2,26 +2,38 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from gateway.cluster.dispatch import lead
 from gateway.cluster.ingest import IngestReplica
 from tests.integration.cluster_helpers import (
+    ROUTING,
     Publisher,
     Workload,
+    audit_counts,
     cluster_config,
     event_rows,
+    lock_holders,
     send_in_background,
     ticket_rows,
+    write_config,
 )
+from tests.integration.test_tickets_webhook import Receiver
 from tests.servers import InfluxDB1, Mosquitto, PostgreSQL, wait_until
 
 pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
 
 
 def telemetry_count(influxdb1: InfluxDB1, db: str) -> int:
@@ -78,4 +90,108 @@ def test_replicas_share_the_devices_and_hand_them_over_without_loss_or_duplicate
     assert len(per_device) == work.devices - 1
     tickets = ticket_rows(url)
     keys = Counter(key for _, key, _ in tickets)
-    assert keys and max(keys.values()) == 1, keys
+    assert len(keys) == work.devices and max(keys.values()) == 1, keys.most_common(3)
+
+
+class Processes:
+    """`python -m gridgate gateway --role ...` children, each logging to its own file."""
+
+    def __init__(self, tmp: Path, config: Path) -> None:
+        self.tmp = tmp
+        self.config = config
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, role: str) -> None:
+        log = (self.tmp / f"{name}.log").open("wb")
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "gridgate", "gateway", "-c", str(self.config), "--role", role],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=self.tmp,
+        )
+
+    def log(self, name: str) -> str:
+        return (self.tmp / f"{name}.log").read_text(errors="replace")
+
+    def kill(self, name: str) -> None:
+        self.procs[name].send_signal(signal.SIGKILL)
+        self.procs[name].wait(10)
+
+    def stop_all(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs.values():
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+@pytest.mark.slow
+def test_three_replicas_two_dispatchers_survive_sigkill_mid_storm(
+    tmp_path: Path, mosquitto: Mosquitto, postgresql: PostgreSQL, influxdb1: InfluxDB1, influx_db: str
+) -> None:
+    """An alarm storm from 120 devices and a flapping one, through three ingest replicas and two
+    dispatchers as separate processes; one replica and the leading dispatcher are killed with SIGKILL
+    mid-run (and not restarted). Afterwards: every reading stored once, one event id per alarm, one
+    ticket per dedup key, each SLA escalation once, each webhook delivered once."""
+    url = postgresql.create_database("cluster_sigkill")
+    routing = tmp_path / "routing.yaml"
+    routing.write_text(yaml.safe_dump(ROUTING))
+    work = Workload(devices=120, readings_per_device=40)
+    with Receiver() as hook:
+        hook.failing = False
+        cfg = cluster_config(
+            tmp_path,
+            mosquitto,
+            url,
+            {"api": "v1", "url": influxdb1.url, "database": influx_db},
+            work.devices,
+            tickets={
+                "routing_file": str(routing),
+                "rate_limit_per_grid_per_min": 100_000,
+                "webhooks": [{"name": "platform", "url": hook.url, "backoff_base_s": 0.2}],
+            },
+        )
+        procs = Processes(tmp_path, write_config(tmp_path / "gateway.yaml", cfg))
+        try:
+            for i in range(3):
+                procs.start(f"ingest{i}", "ingest")
+            procs.start("dispatch0", "dispatch")
+            procs.start("dispatch1", "dispatch")
+            wait_until(lambda: len(lock_holders(url, "gridgate", "bucket")) == 9, timeout=60)
+            wait_until(lambda: lock_holders(url, "gridgate", "leader") == {0}, timeout=60)
+            wait_until(lambda: len(lock_holders(url, "gridgate", "member")) == 3, timeout=60)
+            leader = next(n for n in ("dispatch0", "dispatch1") if "dispatcher_leading" in procs.log(n))
+            pub = Publisher(mosquitto)
+            sender = send_in_background(pub, work.messages(), rate=400)
+            # mid-storm, with tickets open and escalating on both sides of the kill
+            wait_until(lambda: sum(audit_counts(url, "escalate").values()) >= 20, timeout=60)
+            procs.kill("ingest1")
+            procs.kill(leader)
+            sender.join(timeout=120)
+            pub.close()
+            wait_until(lambda: telemetry_count(influxdb1, influx_db) >= work.total, timeout=90)
+            wait_until(lambda: len(ticket_rows(url)) >= work.devices, timeout=60)
+            # each ticket breaches accept and on-site (2, 4 s): worker -> grid head -> leader
+            wait_until(lambda: sum(audit_counts(url, "escalate").values()) >= 2 * work.devices, timeout=60)
+            time.sleep(2)  # anything extra that was going to come
+        finally:
+            procs.stop_all()
+        survivor = "dispatch1" if leader == "dispatch0" else "dispatch0"
+        assert "dispatcher_leading" in procs.log(survivor)
+    assert telemetry_count(influxdb1, influx_db) == work.total
+    tilt = [r for r in event_rows(url) if r[1] == "manhole_tilt"]
+    per_device = Counter(source for _, _, source, _ in tilt)
+    assert per_device.pop(f"device:{work.flapper}") == work.flapper_raises
+    assert set(per_device.values()) == {1} and len(per_device) == work.devices - 1, per_device
+    tickets = ticket_rows(url)
+    keys = Counter(key for _, key, _ in tickets)
+    assert len(keys) == work.devices and max(keys.values()) == 1, keys.most_common(3)
+    escalations = audit_counts(url, "escalate")
+    assert len(escalations) == 2 * work.devices and max(escalations.values()) == 1, escalations.most_common(3)
+    copies = Counter({key: a["copies"] for key, a in hook.accepted.items()})
+    assert copies and max(copies.values()) == 1, copies.most_common(3)

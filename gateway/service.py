@@ -603,6 +603,13 @@ class Gateway:
                 )
             else:
                 log.info("event=api_auth mode=%r", self.auth.describe())
+        if self.cfg.broker.shared_group:
+            log.warning(
+                "event=shared_group_splits_devices group=%s reason='a $share group spreads one device's "
+                "readings over its members: each keeps half of its alarm state and raises alarms again' "
+                "fix='run gridgate gateway --role ingest replicas (docs/operator-guide.md, Scaling out)'",
+                self.cfg.broker.shared_group,
+            )
         log.info(
             "event=gateway_started broker=%s sink=%s devices=%d grids=%d api=%s",
             self.mqtt.where,

@@ -112,7 +112,9 @@ class BrokerConfig(Strict):
     topic_prefix: str = Field("gridgate", pattern=r"^[^#+/][^#+]*$")
     keepalive_s: int = Field(30, ge=5)
     shared_group: str | None = Field(
-        None, description="subscribe through `$share/<group>/` so several gateways split the load"
+        None,
+        description="subscribe through `$share/<group>/` (kept for old configs, warned about at start: it "
+        "splits one device's readings over the gateways; use `gridgate gateway --role ingest` replicas)",
     )
     reconnect_max_s: float = Field(30.0, gt=0)
 

@@ -574,6 +574,7 @@ class Gateway:
                 self.metrics.gauge(name, lambda n=name, f=local: (f() if f else 0.0) + self.shard_gauge(n))
         if self.tickets is not None:
             self.tickets.start()
+            self._requeue_unticketed()
         self._handled_seq = max(self._marks)
         self._replay()
         self.push_queue.start()
@@ -619,6 +620,17 @@ class Gateway:
             self.api_url or "off",
         )
         return self
+
+    def _requeue_unticketed(self) -> None:
+        """Live events no ticket carries go to the desk again: those it held back (the per-grid rate
+        limit, the offline grace) lived only in the memory of the process that stopped or died."""
+        assert self.tickets is not None
+        active = self.store.query_events(state="active", suppressed=False, limit=1_000_000)
+        carried = self.tickets.store.ticketed(e.id for e in active)
+        waiting = [e for e in active if e.id not in carried]
+        if waiting:
+            log.info("event=events_requeued events=%d reason='active, on no ticket'", len(waiting))
+            self.tickets.on_events(waiting)
 
     def _start_api(self) -> None:
         config = uvicorn.Config(

@@ -387,6 +387,15 @@ class TicketStore:
         with self.engine.connect() as conn:
             return [_event(r) for r in conn.execute(q).mappings()]
 
+    def ticketed(self, event_ids: Iterable[str]) -> set[str]:
+        """Which of these events some ticket (live or ended) carries."""
+        ids, out = list(event_ids), set()
+        with self.engine.connect() as conn:
+            for i in range(0, len(ids), 5000):
+                q = select(ticket_events.c.event_id).where(ticket_events.c.event_id.in_(ids[i : i + 5000]))
+                out.update(conn.scalars(q))
+        return out
+
     def save_report(self, contact: CitizenContact) -> None:
         """Keep who filed an Open311 report (before its event goes anywhere)."""
         personal = contact.model_dump(exclude={"report_id", "filed_at", "filed_by"}, exclude_none=True)

@@ -442,6 +442,13 @@ class ClusterConfig(Strict):
     lease_check_s: float = Field(
         1.0, gt=0, le=30, description="how often replicas count each other and rebalance the buckets"
     )
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="an ingest replica serves Prometheus `/metrics` on this port (its own: one per replica "
+        "on a machine); None: off. The lead dispatcher serves the API's `/metrics` as usual",
+    )
 
     def url(self) -> str:
         """The shared database URL, or a ConfigError-worthy ValueError naming the setting."""

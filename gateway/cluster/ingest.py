@@ -28,8 +28,10 @@ import random
 import threading
 import time
 from functools import partial
+from typing import Any
 
 import psycopg
+from prometheus_client import start_http_server
 from pydantic import TypeAdapter
 
 from devices.engine import DeviceEngine
@@ -113,6 +115,7 @@ class IngestReplica:
         self.failed: str | None = None
         self.checkpoints = 0
         self._feed_exists = False
+        self._metrics_server: Any = None
 
     # messages -----------------------------------------------------------------------------------
     def _handle(self, unit: int, topic: str, payload: bytes) -> None:
@@ -301,8 +304,22 @@ class IngestReplica:
             reason,
         )
 
+    def _serve_metrics(self) -> None:
+        m = self.metrics
+        m.gauge("cluster_buckets_owned", lambda: float(len(self.sessions)))
+        m.gauge("cluster_checkpoints", lambda: float(self.checkpoints))
+        m.gauge("cluster_replica_failed", lambda: float(self.failed is not None))
+        m.gauge(
+            "cluster_messages_unacknowledged", lambda: float(sum(s.mark()[1] for s in self.sessions.values()))
+        )
+        port = self.cfg.cluster.metrics_port
+        if port is not None:
+            self._metrics_server, _ = start_http_server(port, addr=self.cfg.api.host, registry=m.registry())
+            log.info("event=replica_metrics replica=%s address=%s:%d", self.name, self.cfg.api.host, port)
+
     def start(self, wait_for_broker_s: float = 10.0) -> IngestReplica:
         tune_gc()
+        self._serve_metrics()
         self.runner.start()
         self.mqtt.start(wait_s=wait_for_broker_s)
         self._thread = threading.Thread(target=self._housekeeping, name="gridgate-replica", daemon=True)
@@ -334,6 +351,8 @@ class IngestReplica:
         self.mqtt.stop()
         self.leases.close()
         self.store.close()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
         log.info("event=replica_stopped replica=%s checkpoints=%d", self.name, self.checkpoints)
 
     def owned(self) -> set[int]:

@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -31,7 +32,7 @@ from tests.integration.cluster_helpers import (
     write_config,
 )
 from tests.integration.test_tickets_webhook import Receiver
-from tests.servers import Collector, InfluxDB1, Mosquitto, PostgreSQL, wait_until
+from tests.servers import Collector, InfluxDB1, Mosquitto, PostgreSQL, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -54,7 +55,11 @@ def test_replicas_share_the_devices_and_hand_them_over_without_loss_or_duplicate
     stop = threading.Event()
     dispatcher = threading.Thread(target=lead, args=(cfg, stop), daemon=True)
     dispatcher.start()
-    a = IngestReplica(cfg).start()
+    port = free_port()
+    a = IngestReplica(
+        cfg.model_copy(update={"cluster": cfg.cluster.model_copy(update={"metrics_port": port})})
+    )
+    a.start()
     b = IngestReplica(cfg).start()
     replicas = [a, b]
     try:
@@ -63,6 +68,9 @@ def test_replicas_share_the_devices_and_hand_them_over_without_loss_or_duplicate
         messages = work.messages()
         sender = send_in_background(pub, messages, rate=600)
         wait_until(lambda: a.checkpoints + b.checkpoints > 10, timeout=20)
+        scrape = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        assert f"gridgate_cluster_buckets_owned {float(len(a.owned()))}" in scrape
+        assert "gridgate_messages_in" in scrape
         c = IngestReplica(cfg).start()  # joins: takes its share from the others
         replicas.append(c)
         wait_until(lambda: len(c.owned()) >= 2, timeout=20)

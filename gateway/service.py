@@ -17,7 +17,7 @@ from devices.engine import DeviceEngine
 from devices.registry import DeviceRegistry, load_registry
 from gateway.api import DeviceOut, Health, create_app
 from gateway.api.auth import Authenticator
-from gateway.cluster.changes import ChangeLog
+from gateway.cluster.changes import FEED_SUBSCRIBED, ChangeLog
 from gateway.cluster.session import AckingSession
 from gateway.edge_ingest import CameraFrame, EdgeIngest
 from gateway.grids import GridIndex, GridMatch
@@ -48,7 +48,6 @@ log = logging.getLogger("gridgate.gateway")
 WS_MAX_BYTES = 64 * 1024  # a WebSocket client sends only its auth and filters: uvicorn allows 16 MiB
 BROKER_DROPPED = "broker_dropped_seen"  # stored beside the journal marks: the broker's $SYS drop counter
 RELEASE_CHECK_S = 1.0  # how often muted events are checked for a cause or window that is over
-FEED_SUBSCRIBED = "feed_subscribed"  # a mark: the lead dispatcher's feed session exists at the broker
 FEED = TypeAdapter(list[Event])  # the lead dispatcher's feed: event changes from the ingest replicas
 WINDOWS_REFRESH_S = 10.0  # how often maintenance windows are re-read from the (shared) ticket database
 

@@ -15,6 +15,7 @@ from datetime import datetime
 
 from gridgate.models import Event
 
+FEED_SUBSCRIBED = "feed_subscribed"  # a saved mark: the lead dispatcher's feed session exists at the broker
 REMEMBER = 100_000  # recent changes held in memory; older ones are checked against the event log
 
 

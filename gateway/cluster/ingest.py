@@ -38,6 +38,7 @@ from devices.engine import DeviceEngine
 from devices.registry import load_registry
 from devices.types import Device
 from gateway.cluster.buckets import bucket_devices, bucket_of, device_filters
+from gateway.cluster.changes import FEED_SUBSCRIBED
 from gateway.cluster.leases import Leases, rebalance
 from gateway.cluster.session import AckingSession
 from gateway.edge_ingest import EdgeIngest
@@ -46,7 +47,6 @@ from gateway.metrics import GatewayMetrics
 from gateway.mqtt import GatewayMQTT
 from gateway.pipeline import Pipeline
 from gateway.runtime import check_vendor_codecs, tune_gc
-from gateway.service import FEED_SUBSCRIBED
 from gateway.sinks.runner import SinkRunner
 from gateway.store import GatewayStore
 from gridgate.clock import Clock, SystemClock

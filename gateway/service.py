@@ -49,6 +49,8 @@ WS_MAX_BYTES = 64 * 1024  # a WebSocket client sends only its auth and filters: 
 BROKER_DROPPED = "broker_dropped_seen"  # stored beside the journal marks: the broker's $SYS drop counter
 RELEASE_CHECK_S = 1.0  # how often muted events are checked for a cause or window that is over
 FEED = TypeAdapter(list[Event])  # the lead dispatcher's feed: event changes from the ingest replicas
+MIRROR_S = 1.0  # outside `--role all`: how often the devices' states saved by the replicas are read
+MIRROR_OVERLAP_S = 5.0
 WINDOWS_REFRESH_S = 10.0  # how often maintenance windows are re-read from the (shared) ticket database
 
 
@@ -121,6 +123,7 @@ class Gateway:
         subscriptions = [self.topics.device_filter, self.topics.edge_filter]
         subscriptions += [vt.subscription for vt in cfg.all_vendor_topics()]
         self.feed: AckingSession | None = None
+        self._mirrored_at = 0.0
         if role == "dispatch":
             subscriptions = []  # the ingest replicas own the uplinks
             self.feed = AckingSession(
@@ -539,7 +542,7 @@ class Gateway:
         return self.tickets.wait_applied(self.tickets.stats.events_in, deadline - time.monotonic())
 
     def _housekeeping(self) -> None:
-        next_silence = next_checkpoint = next_release = 0.0
+        next_silence = next_checkpoint = next_release = next_mirror = 0.0
         next_windows = time.monotonic() + WINDOWS_REFRESH_S
         while not self._stop.wait(0.05):
             try:
@@ -551,6 +554,9 @@ class Gateway:
                 if now >= next_release:
                     next_release = now + RELEASE_CHECK_S
                     self._release_muted(now)
+                if self.role != "all" and time.monotonic() >= next_mirror:
+                    next_mirror = time.monotonic() + MIRROR_S
+                    self._mirror_devices()
                 if time.monotonic() >= next_windows:  # windows another gateway created or ended
                     next_windows = time.monotonic() + WINDOWS_REFRESH_S
                     self.windows.refresh()
@@ -559,6 +565,15 @@ class Gateway:
                     self.checkpoint()
             except Exception:  # keep the loop alive; the next round retries
                 log.exception("event=housekeeping_failed")
+
+    def _mirror_devices(self) -> None:
+        """Outside `--role all` the ingest replicas own the devices: show their saved states."""
+        states, newest = self.store.device_states_saved_since(self._mirrored_at)
+        self._mirrored_at = newest - MIRROR_OVERLAP_S  # replicas' clocks may differ a little
+        with self.pipeline.lock:
+            for device_id, state in states.items():
+                if self.registry.get(device_id) is not None:
+                    self.engine.restore(device_id, state)
 
     # lifecycle ---------------------------------------------------------------------------
     def start(self, *, wait_for_broker_s: float = 10.0) -> Gateway:

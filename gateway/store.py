@@ -143,6 +143,16 @@ class GatewayStore:
                 out.update({row.device_id: row.state for row in conn.execute(chunk)})
             return out
 
+    def device_states_saved_since(self, since: float) -> tuple[dict[str, dict[str, Any]], float]:
+        """The states saved at or after `since` (their own savers' clocks), and the newest save time."""
+        q = select(device_state).where(device_state.c.saved_at >= since)
+        newest, out = since, {}
+        with self.engine.connect() as conn:
+            for row in conn.execute(q):
+                out[row.device_id] = row.state
+                newest = max(newest, row.saved_at)
+        return out, newest
+
     def load_mark(self, name: str) -> int | None:
         """A saved mark (the journal position of the last checkpoint, ...); None: never saved."""
         with self.engine.connect() as conn:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 import psycopg
 
@@ -24,8 +25,14 @@ from gridgate.topics import Topics
 log = logging.getLogger("gridgate.cluster")
 
 
-def lead(cfg: GatewayConfig, stop: threading.Event, log_level: str = "info") -> str | None:
-    """Wait for the lead, then run the dispatch gateway until `stop` is set or the lead is lost.
+def lead(
+    cfg: GatewayConfig,
+    stop: threading.Event,
+    log_level: str = "info",
+    on_lead: Callable[[Gateway], None] | None = None,
+) -> str | None:
+    """Wait for the lead, then run the dispatch gateway until `stop` is set or the lead is lost;
+    `on_lead` is given the running gateway (for an embedding program or a test).
 
     Returns None after a clean stop, else why it stopped (the caller exits non-zero: restart it)."""
     leases = Leases(cfg.cluster.url(), Topics(cfg.broker.topic_prefix).prefix)
@@ -39,6 +46,8 @@ def lead(cfg: GatewayConfig, stop: threading.Event, log_level: str = "info") -> 
                 return None
         log.info("event=dispatcher_leading")
         gateway = Gateway(cfg, role="dispatch", log_level=log_level).start(wait_for_broker_s=0)
+        if on_lead is not None:
+            on_lead(gateway)
         try:
             while not stop.wait(cfg.cluster.lease_check_s):
                 try:

@@ -18,6 +18,7 @@ import yaml
 
 from gateway.cluster.dispatch import lead
 from gateway.cluster.ingest import IngestReplica
+from gateway.service import Gateway
 from tests.integration.cluster_helpers import (
     ROUTING,
     Publisher,
@@ -53,7 +54,8 @@ def test_replicas_share_the_devices_and_hand_them_over_without_loss_or_duplicate
     work = Workload(devices=60, readings_per_device=30)
     cfg = cluster_config(tmp_path, mosquitto, url, influx, work.devices)
     stop = threading.Event()
-    dispatcher = threading.Thread(target=lead, args=(cfg, stop), daemon=True)
+    leading: list[Gateway] = []
+    dispatcher = threading.Thread(target=lead, args=(cfg, stop, "info", leading.append), daemon=True)
     dispatcher.start()
     port = free_port()
     a = IngestReplica(
@@ -86,6 +88,14 @@ def test_replicas_share_the_devices_and_hand_them_over_without_loss_or_duplicate
             )
 
         wait_until(alarms_done, timeout=30)
+
+        # the lead dispatcher's API shows the devices as the replicas saved them
+        def shown() -> dict[str, Any]:
+            devices = httpx.get(f"{leading[0].api_url}/api/v1/devices?limit=500").json()
+            return {d["id"]: d for d in devices}
+
+        wait_until(lambda: shown()["MH-0005"]["active_alarms"], timeout=10)
+        assert shown()["MH-0005"]["last_seen"] is not None
     finally:
         for r in replicas:
             r.stop()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +21,7 @@ from gateway.api import DeviceOut, Health, create_app
 from gateway.api.auth import Authenticator
 from gateway.cluster.changes import FEED_SUBSCRIBED, ChangeLog
 from gateway.cluster.session import AckingSession
+from gateway.cluster.view import ViewFeed
 from gateway.edge_ingest import CameraFrame, EdgeIngest
 from gateway.grids import GridIndex, GridMatch
 from gateway.hygiene import CauseIndex, HygieneDesk, MaintenanceWindows, Target, behind_of, target_of
@@ -36,6 +39,7 @@ from gateway.store import GatewayStore, sqlite_url
 from gateway.stream import StreamHub
 from gateway.tickets.channels import outbox_channels
 from gateway.tickets.desk import Outcome
+from gateway.tickets.models import TicketChange
 from gateway.tickets.service import TicketService
 from gateway.tickets.webhook import OutboxNotifier, WebhookOutbox, webhook_metrics
 from gridgate.clock import Clock, SystemClock
@@ -54,6 +58,22 @@ MIRROR_OVERLAP_S = 5.0
 WINDOWS_REFRESH_S = 10.0  # how often maintenance windows are re-read from the (shared) ticket database
 
 
+class OwnChanges:
+    """A notifier that remembers the last ticket changes this process made (so the copy the broker
+    brings back is not taken for another process's)."""
+
+    name = "own"
+
+    def __init__(self, seen: OrderedDict[str, None], keep: int = 10_000) -> None:
+        self.seen = seen
+        self.keep = keep
+
+    def notify(self, change: TicketChange) -> None:
+        self.seen[change.id] = None
+        while len(self.seen) > self.keep:
+            self.seen.popitem(last=False)
+
+
 class Gateway:
     """The central service. `with Gateway(cfg): ...` or `start()` / `stop()`."""
 
@@ -66,21 +86,25 @@ class Gateway:
         store_url: str | None = None,
         log_level: str = "info",
         fresh_broker: bool = False,
-        role: Literal["all", "dispatch"] = "all",
+        role: Literal["all", "dispatch", "api"] = "all",
     ) -> None:
         """`fresh_broker`: the broker was started with this gateway (the demo's embedded one), so it
         cannot hold the session of an earlier run; no warning that it lost it.
 
         `role="dispatch"` (the lead dispatcher of a cluster, gateway/cluster/dispatch.py): no uplinks;
         event changes come from the ingest replicas on `{prefix}/internal/events`, each message
-        acknowledged after the checkpoint that saved what it did; state in `cluster.database_url`."""
+        acknowledged after the checkpoint that saved what it did; state in `cluster.database_url`.
+        `role="api"` (an API replica, gateway/cluster/view.py): serves the API and the dashboard from
+        the shared databases and the broker; people's actions change tickets there; no SLA timers,
+        no webhook deliveries, no alert hygiene of its own (the lead dispatcher's)."""
         self.role = role
-        if role == "dispatch":
+        if role != "all":
             store_url = store_url or cfg.cluster.url()
+            name = "dispatch" if role == "dispatch" else f"api-{socket.gethostname()}-{cfg.api.port}"
             cfg = cfg.model_copy(
                 update={
                     "broker": cfg.broker.model_copy(
-                        update={"client_id": f"{cfg.broker.client_id}-dispatch", "shared_group": None}
+                        update={"client_id": f"{cfg.broker.client_id}-{name}"[:120], "shared_group": None}
                     ),
                     "ingest": cfg.ingest.model_copy(update={"checkpoint_s": cfg.cluster.checkpoint_s}),
                 }
@@ -124,8 +148,9 @@ class Gateway:
         subscriptions += [vt.subscription for vt in cfg.all_vendor_topics()]
         self.feed: AckingSession | None = None
         self._mirrored_at = 0.0
-        if role == "dispatch":
+        if role != "all":
             subscriptions = []  # the ingest replicas own the uplinks
+        if role == "dispatch":
             self.feed = AckingSession(
                 cfg.broker, f"{cfg.broker.client_id}-events", [self.topics.internal_events], self._on_feed
             )
@@ -208,9 +233,16 @@ class Gateway:
         self.metrics.add_collector(self.stream.collect)
         self.outbox: WebhookOutbox | None = None
         self.webhooks: list[OutboxNotifier] = []  # webhooks and robots
+        self._own_changes: OrderedDict[str, None] = OrderedDict()  # ticket changes made here
         if self.tickets is not None:
             self.tickets.add_notifier(self.stream)
+            self.tickets.add_notifier(OwnChanges(self._own_changes))
             self._add_webhooks()
+        # outside `--role all`, ticket changes made by another process refresh this desk (and, in an
+        # API replica, alerts and those changes reach its WebSocket clients)
+        self.view: ViewFeed | None = None
+        if role != "all":
+            self.view = ViewFeed(cfg.broker, self.topics, self._relay_alert, self._on_ticket_change)
         self._edge_prefix = f"{self.topics.prefix}/edge/"
         self.edge = EdgeIngest(
             self.pipeline,
@@ -279,7 +311,8 @@ class Gateway:
                 self._pending_events.append(event)
         self.mqtt.publish(self.topics.alert(event.grid_id, event.kind), event.model_dump_json().encode(), 1)
         self.metrics.events_out[(event.kind, event.state.value)] += 1
-        self.stream.on_events([event])
+        if self.role != "api":  # an API replica's stream hears it back from the broker, as every alert
+            self.stream.on_events([event])
         return self.tickets.process([event]) if self.tickets is not None else None
 
     def _on_message(self, topic: str, payload: bytes, mid: int, dup: bool) -> None:
@@ -333,6 +366,22 @@ class Gateway:
             self.pipeline.handle(topic, payload, now)
         else:
             self.edge.handle(topic, et, payload, now)
+
+    def _relay_alert(self, event: Event) -> None:
+        """An alert heard on the broker: an API replica's WebSocket clients get it (the leader's
+        stream has its own alerts already)."""
+        if self.role == "api":
+            self.stream.on_events([event])
+
+    def _on_ticket_change(self, doc: dict[str, Any]) -> None:
+        """A ticket change heard on the broker: made by another process, the desk reads that ticket
+        again (what it serves and acts on is what the database holds) and the stream relays it."""
+        if doc.get("change_id") in self._own_changes:
+            return
+        ticket_id = doc["ticket"].get("id")
+        if self.tickets is not None and isinstance(ticket_id, str):
+            self.tickets.desk.refresh(ticket_id)
+        self.stream.relay_ticket(doc)
 
     def _on_feed(self, topic: str, payload: bytes) -> None:
         """The lead dispatcher's feed (its session's network thread): event changes from the replicas."""
@@ -551,7 +600,7 @@ class Gateway:
                     self.pipeline.check_silence(now)
                     next_silence = now + self.cfg.offline_check_s
                     next_checkpoint = 0.0  # what silence raised is not in the journal: save it now
-                if now >= next_release:
+                if now >= next_release and self.role != "api":
                     next_release = now + RELEASE_CHECK_S
                     self._release_muted(now)
                 if self.role != "all" and time.monotonic() >= next_mirror:
@@ -586,15 +635,17 @@ class Gateway:
             for name in (*shared, "sink_failed_attempts", "sink_dropped_recently"):
                 local = self.metrics.gauges.get(name)
                 self.metrics.gauge(name, lambda n=name, f=local: (f() if f else 0.0) + self.shard_gauge(n))
-        if self.tickets is not None:
+        if self.tickets is not None and self.role != "api":  # an API replica's desk only acts and reads
             self.tickets.start()
             self._requeue_unticketed()
         self._handled_seq = max(self._marks)
         self._replay()
         self.push_queue.start()
         self.mqtt.start(wait_s=wait_for_broker_s)
-        for webhook in self.webhooks:
+        for webhook in self.webhooks if self.role != "api" else ():
             webhook.start()  # sends what a previous run left undelivered
+        if self.view is not None:
+            self.view.start()
         if self.feed is not None:
             self.feed.start()
             if self.feed.subscribed.wait(wait_for_broker_s or 30.0):
@@ -699,6 +750,8 @@ class Gateway:
             webhook.stop()  # what it has not delivered stays in the outbox for the next start
         if self.outbox is not None:
             self.outbox.close()
+        if self.view is not None:
+            self.view.stop()
         self.mqtt.stop()
         self.journal.close()
         self.runner.close()

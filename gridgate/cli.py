@@ -162,7 +162,7 @@ def grids_synth(
     console.print(f"wrote {rows * cols} grids and {rows * cols * micro_per_side**2} micro-grids to {out}")
 
 
-Role = Literal["all", "ingest", "dispatch"]
+Role = Literal["all", "ingest", "dispatch", "api"]
 
 
 @app.command()
@@ -173,8 +173,9 @@ def gateway(
         Role,
         typer.Option(
             help="all: everything in this process; ingest: one of several replicas sharing the devices' "
-            "uplinks; dispatch: the lead dispatcher (or a standby): alerts, event log, tickets, API. "
-            "ingest and dispatch need cluster.database_url (docs/operator-guide.md, Scale-out)"
+            "uplinks; dispatch: the lead dispatcher (or a standby): alerts, event log, tickets, API; "
+            "api: an API and dashboard replica. ingest, dispatch and api need cluster.database_url "
+            "(docs/operator-guide.md, Scaling out)"
         ),
     ] = "all",
 ) -> None:
@@ -194,15 +195,15 @@ def gateway(
     elif role == "dispatch":
         run_dispatch(cfg, log_level)
     else:
-        run_all(cfg, log_level)
+        run_gateway(cfg, log_level, role)
 
 
-def run_all(cfg: GatewayConfig, log_level: str) -> None:
+def run_gateway(cfg: GatewayConfig, log_level: str, role: Literal["all", "api"]) -> None:
     from gateway.mqtt import BrokerUnavailable
     from gateway.service import Gateway
 
     try:
-        gw = Gateway(cfg, log_level=log_level)
+        gw = Gateway(cfg, log_level=log_level, role=role)
     except ConfigError as err:
         fail(err)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from websockets.sync.client import connect
 
 from gateway.cluster.dispatch import lead
 from gateway.cluster.ingest import IngestReplica
@@ -231,3 +233,79 @@ def test_three_replicas_two_dispatchers_survive_sigkill_mid_storm(
     assert set(hook.accepted) == {change for change, _ in rows}
     again = [key for key, a in hook.accepted.items() if a["copies"] > 1]
     assert len(again) <= 3, again
+
+
+def test_an_api_replica_serves_and_acts_on_what_the_database_holds(
+    tmp_path: Path, mosquitto: Mosquitto, postgresql: PostgreSQL, influxdb1: InfluxDB1, influx_db: str
+) -> None:
+    """`--role api` beside the lead dispatcher: it lists the leader's tickets, a person's action on
+    either is seen by the other at once, and its WebSocket clients get the alerts and ticket changes."""
+    url = postgresql.create_database("cluster_api")
+    work = Workload(devices=8, readings_per_device=3)
+    cfg = cluster_config(
+        tmp_path, mosquitto, url, {"api": "v1", "url": influxdb1.url, "database": influx_db}, work.devices
+    )
+    stop = threading.Event()
+    leading: list[Gateway] = []
+    dispatcher = threading.Thread(target=lead, args=(cfg, stop, "info", leading.append), daemon=True)
+    dispatcher.start()
+    replica = IngestReplica(cfg).start()
+    api = Gateway(cfg, role="api").start()
+    try:
+        wait_until(lambda: leading and len(replica.owned()) == 9, timeout=20)
+        leader = leading[0].api_url
+        ws = connect((api.api_url or "").replace("http://", "ws://") + "/api/v1/stream")
+        assert json.loads(ws.recv(5))["type"] == "hello"
+        pub = Publisher(mosquitto)
+        pub.send(work.messages())
+        wait_until(lambda: len(ticket_rows(url)) == work.devices, timeout=20)
+        listed = httpx.get(f"{api.api_url}/api/v1/tickets").json()
+        assert len(listed) == work.devices
+        first, second = sorted(t["id"] for t in listed)[:2]
+        # a person accepts on the leader: the API replica shows it and streams the change
+        assert httpx.post(f"{leader}/api/v1/tickets/{first}/accept", json={}).status_code == 200
+        wait_until(
+            lambda: (
+                httpx.get(f"{api.api_url}/api/v1/tickets/{first}").json()["ticket"]["status"] == "accepted"
+            ),
+            10,
+        )
+        # and on the API replica: the leader's desk sees it (and will not escalate an accepted ticket)
+        assert httpx.post(f"{api.api_url}/api/v1/tickets/{second}/accept", json={}).status_code == 200
+        wait_until(
+            lambda: httpx.get(f"{leader}/api/v1/tickets/{second}").json()["ticket"]["status"] == "accepted",
+            10,
+        )
+        # the alarm clearing reaches the API replica's WebSocket clients, as both accepts did
+        again = "gridgate/devices/manhole/MH-0003/up"
+        pub.send([(again, json.dumps({"ts": work.t0 + 100, "tilt_deg": 1.0}).encode())])
+
+        def cleared(m: dict[str, Any]) -> bool:
+            return (
+                m["type"] == "alert"
+                and m["event"]["source"] == "device:MH-0003"
+                and m["event"]["state"] == "cleared"
+            )
+
+        def accepted(m: dict[str, Any], ticket_id: str) -> bool:
+            return (
+                m["type"] == "ticket"
+                and m["ticket"]["id"] == ticket_id
+                and m["ticket"]["status"] == "accepted"
+            )
+
+        seen: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not (
+            any(map(cleared, seen)) and all(any(accepted(m, t) for m in seen) for t in (first, second))
+        ):
+            seen.append(json.loads(ws.recv(max(0.1, deadline - time.monotonic()))))
+        assert any(map(cleared, seen))
+        assert all(any(accepted(m, t) for m in seen) for t in (first, second))
+        ws.close()
+        pub.close()
+    finally:
+        api.stop()
+        replica.stop()
+        stop.set()
+        dispatcher.join(timeout=30)

@@ -25,6 +25,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from gridgate.broker_auth import apply_credentials
 from gridgate.config import BrokerConfig
 
 log = logging.getLogger("gridgate.mqtt")
@@ -126,16 +127,7 @@ def configure_client(client: mqtt.Client, cfg: BrokerConfig) -> None:
     client.max_inflight_messages_set(1000)
     client.max_queued_messages_set(0)
     client.reconnect_delay_set(min_delay=1, max_delay=int(cfg.reconnect_max_s))
-    if cfg.username:
-        client.username_pw_set(cfg.username, cfg.secret())
-    if cfg.tls.enabled:
-        client.tls_set(
-            ca_certs=str(cfg.tls.ca_file) if cfg.tls.ca_file else None,
-            certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
-            keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None,
-            cert_reqs=ssl.CERT_REQUIRED,
-        )
-        client.tls_insecure_set(cfg.tls.insecure)
+    apply_credentials(client, cfg.username, cfg.secret() if cfg.username else None, cfg.tls)
 
 
 class BrokerUnavailable(Exception):

@@ -244,13 +244,7 @@ class Gateway:
         if role != "all":
             self.view = ViewFeed(cfg.broker, self.topics, self._relay_alert, self._on_ticket_change)
         self._edge_prefix = f"{self.topics.prefix}/edge/"
-        self.edge = EdgeIngest(
-            self.pipeline,
-            cfg.storage.data_dir / "evidence",
-            cfg.limits.max_evidence_bytes,
-            cfg.storage.data_dir / "frames",
-            cfg.limits.max_clip_bytes,
-        )
+        self.edge = EdgeIngest.for_pipeline(self.pipeline)
         self._stop = threading.Event()
         self._housekeeper: threading.Thread | None = None
         self._api_server: uvicorn.Server | None = None

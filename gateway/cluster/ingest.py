@@ -99,13 +99,7 @@ class IngestReplica:
         self.pipeline = Pipeline(
             cfg, self.registry, self.engine, self.grids, self.runner, self.mqtt, self._on_events, self.metrics
         )
-        self.edge = EdgeIngest(
-            self.pipeline,
-            cfg.storage.data_dir / "evidence",
-            cfg.limits.max_evidence_bytes,
-            cfg.storage.data_dir / "frames",
-            cfg.limits.max_clip_bytes,
-        )
+        self.edge = EdgeIngest.for_pipeline(self.pipeline)
         self._lock = threading.Lock()  # one message at a time: a checkpoint captures whole ones
         self._ckpt_lock = threading.Lock()  # checkpoints, takes, gives and rollbacks one at a time
         self._events: list[Event] = []  # event changes since the last checkpoint

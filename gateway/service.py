@@ -98,9 +98,12 @@ class Gateway:
         the shared databases and the broker; people's actions change tickets there; no SLA timers,
         no webhook deliveries, no alert hygiene of its own (the lead dispatcher's)."""
         self.role = role
+        self._files = ""
         if role != "all":
             store_url = store_url or cfg.cluster.url()
             name = "dispatch" if role == "dispatch" else f"api-{socket.gethostname()}-{cfg.api.port}"
+            # its own journal, spool and mark: several roles may share a machine and a data_dir
+            self._files = name
             cfg = cfg.model_copy(
                 update={
                     "broker": cfg.broker.model_copy(
@@ -123,8 +126,12 @@ class Gateway:
             if self.registry.get(device_id) is not None:
                 self.engine.restore(device_id, state)
         # crash safety: every message is journaled before its PUBACK, replayed from the last checkpoint
-        self.journal = Journal(cfg.storage.journal_dir, fsync=cfg.storage.journal_fsync)
+        journal_dir = cfg.storage.journal_dir
         self._mark_names = ["main"] + [f"shard{i}of{cfg.ingest.workers}" for i in range(cfg.ingest.workers)]
+        if self._files:
+            journal_dir = cfg.storage.data_dir / f"journal-{self._files}"
+            self._mark_names = [f"main-{self._files}"]
+        self.journal = Journal(journal_dir, fsync=cfg.storage.journal_fsync)
         self._marks = self._load_marks()
         self.journal.advance_to(max(self._marks))
         self._ingest_lock = threading.Lock()  # held while one message is handled: checkpoints see whole ones
@@ -141,6 +148,7 @@ class Gateway:
             cfg.storage,
             self.metrics,
             processes=cfg.ingest.workers + 1,  # the gateway and each worker keep a share of the cap
+            spool_path=cfg.storage.data_dir / f"spool-{self._files}.sqlite" if self._files else None,
             dead_letter=lambda body: self.mqtt.publish(self.topics.dead_letter, body, 1),
         )
         self.topics = Topics(cfg.broker.topic_prefix)
@@ -400,7 +408,11 @@ class Gateway:
         After a change of `ingest.workers` (another split of the devices) every consumer starts from
         the oldest mark of the old layout: the replay may apply a few messages twice, but loses none.
         """
-        saved = {k: v for k, v in self.store.load_marks().items() if k == "main" or k.startswith("shard")}
+        saved = {
+            k: v
+            for k, v in self.store.load_marks().items()
+            if k in self._mark_names or (not self._files and (k == "main" or k.startswith("shard")))
+        }
         self._stale_marks = sorted(set(saved) - set(self._mark_names))
         if all(name in saved for name in self._mark_names):
             return [saved[name] for name in self._mark_names]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import threading
@@ -53,6 +54,7 @@ WS_MAX_BYTES = 64 * 1024  # a WebSocket client sends only its auth and filters: 
 BROKER_DROPPED = "broker_dropped_seen"  # stored beside the journal marks: the broker's $SYS drop counter
 RELEASE_CHECK_S = 1.0  # how often muted events are checked for a cause or window that is over
 FEED = TypeAdapter(list[Event])  # the lead dispatcher's feed: event changes from the ingest replicas
+PUSH_FORWARD_TIMEOUT_S = 5.0  # cluster roles: a platform push waits this long for the broker's PUBACK
 MIRROR_S = 1.0  # outside `--role all`: how often the devices' states saved by the replicas are read
 MIRROR_OVERLAP_S = 5.0
 WINDOWS_REFRESH_S = 10.0  # how often maintenance windows are re-read from the (shared) ticket database
@@ -219,14 +221,16 @@ class Gateway:
             self._ingest_lock, self._dispatch_pushed, self.shards.flush if self.shards else None
         )
         self.push: PushReceiver | None = None
-        if role == "all" and (cfg.platforms.ctwing.enabled or cfg.platforms.onenet.enabled):
+        if cfg.platforms.ctwing.enabled or cfg.platforms.onenet.enabled:
             self.push = PushReceiver(
                 cfg.platforms,
                 registry=self.registry,
                 topics=self.topics,
-                data_dir=cfg.storage.data_dir,
+                data_dir=cfg.storage.data_dir / f"push-{self._files}"
+                if self._files
+                else cfg.storage.data_dir,
                 clock=self.clock,
-                journal=self.ingest_push,
+                journal=self.ingest_push if role == "all" else self._forward_push,
                 reject=self.pipeline.reject,
             )
             self.metrics.add_collector(self.push.metrics.collect)
@@ -350,6 +354,17 @@ class Gateway:
             self.journal.flush()
             for seq, m in zip(seqs, messages, strict=True):
                 self.push_queue.put(seq, now, m.topic, m.payload)
+
+    def _forward_push(self, messages: list[NativeMessage]) -> None:
+        """Cluster roles: a push goes to the broker on the device's own topic, where the ingest replica
+        that owns the device takes it; OSError (the platform gets 503 and retries) unless the broker
+        acknowledged every message."""
+        for m in messages:
+            if not self.mqtt.publish_wait(m.topic, m.payload, PUSH_FORWARD_TIMEOUT_S):
+                raise OSError(
+                    errno.ETIMEDOUT,
+                    f"the broker did not acknowledge {m.topic} in {PUSH_FORWARD_TIMEOUT_S:g} s",
+                )
 
     def _dispatch_pushed(self, seq: int, now: float, topic: str, payload: bytes) -> None:
         """The push thread, with the ingest lock held."""

@@ -30,6 +30,7 @@ def street(n: int) -> dict[str, Any]:
                 "lat": 30.201 + (i // 40) * 0.002,
                 "lon": 120.101 + (i % 40) * 0.002,
                 "reporting_interval_s": 3600,
+                "ctwing_device_id": f"CT{i:04d}",
             }
             for i in range(n)
         ]

@@ -39,6 +39,7 @@ from tests.servers import Collector, InfluxDB1, Mosquitto, PostgreSQL, free_port
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
+CT_SECRET = "ctwing-push-secret-0123456789"
 
 
 def telemetry_count(influxdb1: InfluxDB1, db: str) -> int:
@@ -243,7 +244,12 @@ def test_an_api_replica_serves_and_acts_on_what_the_database_holds(
     url = postgresql.create_database("cluster_api")
     work = Workload(devices=8, readings_per_device=3)
     cfg = cluster_config(
-        tmp_path, mosquitto, url, {"api": "v1", "url": influxdb1.url, "database": influx_db}, work.devices
+        tmp_path,
+        mosquitto,
+        url,
+        {"api": "v1", "url": influxdb1.url, "database": influx_db},
+        work.devices,
+        platforms={"ctwing": {"enabled": True, "secret": CT_SECRET}},
     )
     stop = threading.Event()
     leading: list[Gateway] = []
@@ -302,6 +308,17 @@ def test_an_api_replica_serves_and_acts_on_what_the_database_holds(
             seen.append(json.loads(ws.recv(max(0.1, deadline - time.monotonic()))))
         assert any(map(cleared, seen))
         assert all(any(accepted(m, t) for m in seen) for t in (first, second))
+        # a CTWing push to the API replica reaches the replica that owns the device, through the broker
+        push = {
+            "timestamp": (work.t0 + 200) * 1000,
+            "messageType": "dataReport",
+            "deviceId": "CT0005",
+            "payload": {"tilt_deg": 3.0, "battery_pct": 77},
+        }
+        answer = httpx.post(f"{api.api_url}/ingest/ctwing/{CT_SECRET}", json=push)
+        assert answer.status_code == 200 and answer.json()["accepted"] == 1
+        q = "SELECT battery_pct FROM telemetry WHERE device_id = 'MH-0005' AND battery_pct = 77"
+        wait_until(lambda: influxdb1.rows(q, influx_db), timeout=10)
         ws.close()
         pub.close()
     finally:

@@ -555,10 +555,10 @@ class OutboxNotifier:
         while not self._stop.is_set():
             with self.outbox.head(self.endpoint) as head:
                 if head is None:
-                    # nothing pending (or another gateway sends the head); held rows: watch the
-                    # clock for their release
+                    # nothing pending, or another gateway sends the head (look again soon); held
+                    # rows: watch the clock for their release
                     self._recount()
-                    return 1.0 if self.stats.held else 5.0
+                    return 1.0 if self.stats.held or self.stats.pending else 5.0
                 wait_s = head.row.next_attempt_at - time.time()
                 if wait_s > 0:
                     return min(wait_s, 5.0)  # head of the line is backing off: later ones wait

@@ -1,0 +1,297 @@
+"""Several dispatchers on one PostgreSQL database: the database keeps the ticket invariants.
+
+Each desk runs in its own OS process (multiprocessing spawn), with its own TicketDesk, store and
+connections, all started at the same instant on overlapping event streams.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import combinations
+from multiprocessing.pool import Pool
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+
+from gateway.tickets.dedup import distance_m
+from gateway.tickets.desk import TicketDesk
+from gateway.tickets.models import AuditAction, ChangeKind, Target, Ticket, TicketChange
+from gateway.tickets.states import OPEN
+from gateway.tickets.store import TicketStore, ticket_events, tickets
+from gateway.tickets.webhook import IDEMPOTENCY_HEADER, OutboxNotifier, WebhookChannel, WebhookOutbox
+from gridgate.config import WebhookConfig
+from tests.servers import PostgreSQL, wait_until
+from tests.ticket_helpers import cleared, event, grids, routing, tickets_cfg
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_750_000_000.0
+DESKS = 3
+RADIUS_M = 50.0
+CFG = tickets_cfg(dedup_radius_m=RADIUS_M, rate_limit_per_grid_per_min=100_000, max_events_per_ticket=10_000)
+# kinds of two correlation groups (ponding + water_high are `standing_water`), a few sources each
+KEYS = [
+    ("ponding", "camera:cam-1"),
+    ("ponding", "camera:cam-2"),
+    ("water_high", "device:WL-1"),
+    ("water_high", "device:WL-2"),
+    ("bin_full", "device:BIN-1"),
+    ("bin_full", "device:BIN-2"),
+]
+# points 30 m apart along a street in grid G1: neighbours are within the radius, the next but one not
+POINTS = [(30.2200 + i * 30 / 111_320, 120.1200) for i in range(6)]
+
+Op = tuple[str, int, int]  # ("raise", key index, point index) | ("clear", nth raise of this desk, 0)
+Step = tuple[str, str, str, str, float, float]  # raise|clear, event id, kind, source, lat, lon
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[Pool]:
+    with multiprocessing.get_context("spawn").Pool(DESKS) as p:
+        yield p
+
+
+def fresh_db(server: PostgreSQL) -> str:
+    return server.create_database("conc_" + uuid.uuid4().hex[:16])
+
+
+# ---- what each desk process does -----------------------------------------------------------------
+
+
+def _wait_for(start_at: float) -> None:
+    time.sleep(max(0.0, start_at - time.time()))
+
+
+def desk_ingests(url: str, steps: list[Step], start_at: float) -> int:
+    """One dispatcher: a desk of its own, the steps one event at a time; how many it applied."""
+    desk = TicketDesk(TicketStore(url), routing(), grids(), CFG, now=T0)
+    _wait_for(start_at)
+    for i, (what, eid, kind, source, lat, lon) in enumerate(steps):
+        now = T0 + 1 + i
+        ev = event(kind, source, now, (lat, lon), id=eid)
+        desk.ingest([cleared(ev, now) if what == "clear" else ev], now)
+    desk.store.close()
+    return len(steps)
+
+
+def desk_ticks(url: str, start_at: float, nows: list[float]) -> int:
+    """One dispatcher's SLA ticks; how many escalations it sent."""
+    desk = TicketDesk(TicketStore(url), routing(), grids(), CFG, now=T0)
+    _wait_for(start_at)
+    sent = 0
+    for now in nows:
+        sent += sum(c.kind is ChangeKind.escalated for c in desk.tick(now).changes)
+    desk.store.close()
+    return sent
+
+
+# ---- concurrent ticket creation ------------------------------------------------------------------
+
+
+def steps_of(desk: int, ops: list[Op]) -> list[Step]:
+    raised: list[Step] = []
+    out: list[Step] = []
+    for n, (what, a, b) in enumerate(ops):
+        if what == "raise":
+            kind, source = KEYS[a]
+            lat, lon = POINTS[b]
+            step: Step = ("raise", f"d{desk}-e{n}", kind, source, lat, lon)
+            raised.append(step)
+            out.append(step)
+        elif raised:
+            out.append(("clear", *raised[a % len(raised)][1:]))
+    return out
+
+
+ops_strategy = st.lists(
+    st.one_of(
+        st.tuples(st.just("raise"), st.integers(0, len(KEYS) - 1), st.integers(0, len(POINTS) - 1)),
+        st.tuples(st.just("clear"), st.integers(0, 20), st.just(0)),
+    ),
+    min_size=4,
+    max_size=14,
+)
+
+
+def check_invariants(url: str, streams: list[list[Step]]) -> None:
+    store = TicketStore(url)
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            select(ticket_events.c.ticket_id, ticket_events.c.event_id, ticket_events.c.dedup_key)
+        )
+        carried: dict[str, set[str]] = defaultdict(set)  # event id -> tickets
+        keys: dict[str, set[str]] = defaultdict(set)  # ticket id -> keys of its events
+        for tid, eid, key in rows:
+            carried[eid].add(tid)
+            keys[tid].add(key)
+        all_tickets = [store.require(tid) for tid in conn.scalars(select(tickets.c.id))]
+    store.close()
+    open_tickets = [t for t in all_tickets if t.status in OPEN]
+    # never two open tickets for one key (the opening key, any joined event's key)
+    holders = Counter(k for t in open_tickets for k in keys[t.id] | {t.dedup_key, *t.active_keys})
+    assert [k for k, n in holders.items() if n > 1] == []
+    # no event lost, none twice: every raised event id is on exactly one ticket
+    raised = {s[1] for stream in streams for s in stream if s[0] == "raise"}
+    assert set(carried) == raised
+    assert {eid: tids for eid, tids in carried.items() if len(tids) != 1} == {}
+    assert sum(t.count for t in all_tickets) == len(raised)
+    # the spatial rule: no two open tickets of one group within the radius of each other
+    close = [
+        (a.id, b.id, round(distance_m(a.lat, a.lon, b.lat, b.lon)))
+        for a, b in combinations(open_tickets, 2)
+        if a.group == b.group and a.lat is not None and b.lat is not None and a.lon is not None
+        if b.lon is not None and distance_m(a.lat, a.lon, b.lat, b.lon) <= RADIUS_M
+    ]
+    assert close == []
+
+
+@pytest.mark.slow
+@settings(
+    max_examples=8,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(st.lists(ops_strategy, min_size=DESKS, max_size=DESKS))
+def test_desks_in_several_processes_never_open_two_tickets_for_one_key_or_place(
+    postgresql: PostgreSQL, pool: Pool, desk_ops: list[list[Op]]
+) -> None:
+    url = fresh_db(postgresql)
+    TicketStore(url).close()  # the schema exists before the desks race
+    streams = [steps_of(i, ops) for i, ops in enumerate(desk_ops)]
+    start_at = time.time() + 0.5
+    applied = pool.starmap(desk_ingests, [(url, s, start_at) for s in streams])
+    assert applied == [len(s) for s in streams]
+    check_invariants(url, streams)
+
+
+def test_the_same_events_at_once_on_every_desk_make_one_ticket_per_place(
+    postgresql: PostgreSQL, pool: Pool
+) -> None:
+    """The hardest case, always run: every desk raises the same keys at the same places at once."""
+    url = fresh_db(postgresql)
+    TicketStore(url).close()
+    streams = [
+        [("raise", f"d{d}-e{n}", *KEYS[n % len(KEYS)], *POINTS[(n * 2) % len(POINTS)]) for n in range(12)]
+        for d in range(DESKS)
+    ]
+    start_at = time.time() + 0.5
+    pool.starmap(desk_ingests, [(url, s, start_at) for s in streams])
+    check_invariants(url, streams)
+
+
+# ---- SLA escalations ------------------------------------------------------------------------------
+
+
+def test_two_desks_ticking_at_once_escalate_each_breach_once(postgresql: PostgreSQL, pool: Pool) -> None:
+    url = fresh_db(postgresql)
+    desk = TicketDesk(TicketStore(url), routing(), grids(), CFG, now=T0)
+    # eight tickets far apart (no correlation), every timer overdue by the time the desks tick
+    made = desk.ingest(
+        [event("ponding", f"camera:cam-{i}", T0, (30.21 + i * 0.001, 120.11)) for i in range(8)], T0
+    )
+    ids = [c.ticket.id for c in made.changes]
+    assert len(ids) == 8
+    desk.store.close()
+    late = T0 + 10 * 86_400
+    start_at = time.time() + 0.5
+    sent = pool.starmap(desk_ticks, [(url, start_at, [late, late + 1, late + 2])] * 2)
+    store = TicketStore(url)
+    for tid in ids:
+        history = store.history(tid)
+        # worker -> grid_head (accept), -> leader (on_site), then a breach at the top (resolve)
+        assert [a.action for a in history if a.action in (AuditAction.escalate, AuditAction.breach)] == [
+            AuditAction.escalate,
+            AuditAction.escalate,
+            AuditAction.breach,
+        ]
+        t = store.require(tid)
+        assert (t.escalation_level, sorted(t.breached)) == (2, ["accept", "on_site", "resolve"])
+    store.close()
+    assert sum(sent) == 2 * len(ids)  # each escalation notified once, by whichever desk made it
+
+
+# ---- the webhook outbox ---------------------------------------------------------------------------
+
+
+class Receiver:
+    """A real HTTP endpoint that keeps each request's idempotency key, slowly (races widen)."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        lock = threading.Lock()
+        keys = self.keys
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                time.sleep(0.01)
+                with lock:
+                    keys.append(self.headers[IDEMPOTENCY_HEADER])
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def change(n: int) -> TicketChange:
+    t = Ticket(
+        category="ponding",
+        group="standing_water",
+        grid_id="G1",
+        team="drainage",
+        dedup_key=f"ponding:camera:cam-{n}",
+        first_seen=T0,
+        last_seen=T0,
+        created_at=T0,
+        updated_at=T0,
+        cycle_started_at=T0,
+        accept_by=T0 + 1,
+        on_site_by=T0 + 2,
+        resolve_by=T0 + 3,
+    )
+    return TicketChange(kind=ChangeKind.created, at=T0, ticket=t, target=Target(team="drainage"))
+
+
+def test_two_gateways_on_one_outbox_deliver_each_row_once_in_order(postgresql: PostgreSQL) -> None:
+    url = fresh_db(postgresql)
+    receiver = Receiver()
+    cfg = WebhookConfig(name="city", url=receiver.url, backoff_base_s=0.05)
+    writer = WebhookOutbox(url)
+    changes = [change(n) for n in range(40)]
+    # written by both gateways and by one that is gone: the live ones deliver its rows too
+    for n, c in enumerate(changes):
+        assert writer.add("city", ["gw-a", "gw-b", "gw-gone"][n % 3], c, b"{}", time.time())
+    notifiers = [
+        OutboxNotifier(WebhookChannel(cfg), cfg, WebhookOutbox(url), origin=origin).start()
+        for origin in ("gw-a", "gw-b")
+    ]
+    try:
+        assert wait_until(lambda: len(writer.rows("city", "delivered")) == len(changes), timeout=30)
+        time.sleep(0.3)  # a second delivery would land now
+    finally:
+        for n in notifiers:
+            n.stop()
+            n.outbox.close()
+        receiver.close()
+    assert receiver.keys == [c.id for c in changes]  # each once, in the order written
+    assert sum(n.stats.delivered for n in notifiers) == len(changes)
+    writer.close()

@@ -314,36 +314,38 @@ class TicketStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
-        fresh_keys = not inspect(self.engine).has_table(ticket_keys.name)
-        metadata.create_all(self.engine)
         self._insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
-        self._upgrade(fresh_keys)
+        with self.engine.begin() as conn:
+            if self.dialect == "postgresql":  # dispatchers starting at once make the schema once
+                conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended('gridgate:tickets', 0))"))
+            fresh_keys = not inspect(conn).has_table(ticket_keys.name)
+            metadata.create_all(conn)
+            self._upgrade(conn, fresh_keys)
 
-    def _upgrade(self, fresh_keys: bool) -> None:
+    def _upgrade(self, conn: Connection, fresh_keys: bool) -> None:
         """A database from before `ticket_keys`: fill it from the tickets and their events, and
         make sure the one-open-ticket-per-key index exists."""
-        with self.engine.begin() as conn:
-            if fresh_keys:
-                self._backfill_keys(conn)
-            names = {ix["name"] for ix in inspect(conn).get_indexes(ticket_keys.name)}
-            if OPEN_KEY_INDEX.name in names:
-                return
-            holders = self._duplicate_open_keys(conn)
-            if holders:
-                for key, ids in holders.items():
-                    log.error(
-                        "event=ticket_keys_index_blocked key=%s open_tickets=%s "
-                        "fix='end all but one of these tickets (close or cancel), then restart'",
-                        key,
-                        ",".join(ids),
-                    )
-                raise TicketError(
-                    f"{self.engine.url.render_as_string(hide_password=True)}: {len(holders)} dedup keys are "
-                    f"on several open tickets, so index {OPEN_KEY_INDEX.name} cannot be made; the log "
-                    "names them: end all but one ticket of each, then restart"
+        if fresh_keys:
+            self._backfill_keys(conn)
+        names = {ix["name"] for ix in inspect(conn).get_indexes(ticket_keys.name)}
+        if OPEN_KEY_INDEX.name in names:
+            return
+        holders = self._duplicate_open_keys(conn)
+        if holders:
+            for key, ids in holders.items():
+                log.error(
+                    "event=ticket_keys_index_blocked key=%s open_tickets=%s "
+                    "fix='end all but one of these tickets (close or cancel), then restart'",
+                    key,
+                    ",".join(ids),
                 )
-            OPEN_KEY_INDEX.create(conn)
-            log.info("event=ticket_keys_index_created index=%s", OPEN_KEY_INDEX.name)
+            raise TicketError(
+                f"{self.engine.url.render_as_string(hide_password=True)}: {len(holders)} dedup keys are "
+                f"on several open tickets, so index {OPEN_KEY_INDEX.name} cannot be made; the log "
+                "names them: end all but one ticket of each, then restart"
+            )
+        OPEN_KEY_INDEX.create(conn)
+        log.info("event=ticket_keys_index_created index=%s", OPEN_KEY_INDEX.name)
 
     def _duplicate_open_keys(self, conn: Connection) -> dict[str, list[str]]:
         k = ticket_keys.c

@@ -54,9 +54,18 @@ Op = tuple[str, int, int]  # ("raise", key index, point index) | ("clear", nth r
 Step = tuple[str, str, str, str, float, float]  # raise|clear, event id, kind, source, lat, lon
 
 
+_in_step: Any = None  # in a desk process: a barrier of every desk (pool initializer)
+
+
+def _join(barrier: Any) -> None:
+    global _in_step
+    _in_step = barrier
+
+
 @pytest.fixture(scope="module")
 def pool() -> Iterator[Pool]:
-    with multiprocessing.get_context("spawn").Pool(DESKS) as p:
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(DESKS, initializer=_join, initargs=(ctx.Barrier(DESKS),)) as p:
         yield p
 
 
@@ -71,11 +80,14 @@ def _wait_for(start_at: float) -> None:
     time.sleep(max(0.0, start_at - time.time()))
 
 
-def desk_ingests(url: str, steps: list[Step], start_at: float) -> int:
-    """One dispatcher: a desk of its own, the steps one event at a time; how many it applied."""
+def desk_ingests(url: str, steps: list[Step], start_at: float, lockstep: bool = False) -> int:
+    """One dispatcher: a desk of its own, the steps one event at a time; how many it applied.
+    `lockstep`: each step starts on every desk at once (streams of one length)."""
     desk = TicketDesk(TicketStore(url), routing(), grids(), CFG, now=T0)
     _wait_for(start_at)
     for i, (what, eid, kind, source, lat, lon) in enumerate(steps):
+        if lockstep:
+            _in_step.wait(timeout=30)
         now = T0 + 1 + i
         ev = event(kind, source, now, (lat, lon), id=eid)
         desk.ingest([cleared(ev, now) if what == "clear" else ev], now)
@@ -173,18 +185,18 @@ def test_desks_in_several_processes_never_open_two_tickets_for_one_key_or_place(
     check_invariants(url, streams)
 
 
-def test_the_same_events_at_once_on_every_desk_make_one_ticket_per_place(
+def test_every_desk_raising_at_one_place_at_once_makes_one_ticket_there(
     postgresql: PostgreSQL, pool: Pool
 ) -> None:
-    """The hardest case, always run: every desk raises the same keys at the same places at once."""
+    """The hardest case, always run: at each step every desk raises at the same place, one desk the
+    key another desk raises, the others keys of the same group (only distance correlates them)."""
     url = fresh_db(postgresql)
     TicketStore(url).close()
     streams = [
-        [("raise", f"d{d}-e{n}", *KEYS[n % len(KEYS)], *POINTS[(n * 2) % len(POINTS)]) for n in range(12)]
+        [("raise", f"d{d}-e{n}", *KEYS[(n + d) % 4], *POINTS[(n % 3) * 2]) for n in range(12)]
         for d in range(DESKS)
     ]
-    start_at = time.time() + 0.5
-    pool.starmap(desk_ingests, [(url, s, start_at) for s in streams])
+    pool.starmap(desk_ingests, [(url, s, time.time(), True) for s in streams])
     check_invariants(url, streams)
 
 

@@ -23,7 +23,7 @@ import json
 import logging
 from collections.abc import Collection, Container, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import (
@@ -415,7 +415,14 @@ class TicketStore:
         self.write(Writes(created, updated, events, audit))
 
     def write(self, w: Writes) -> None:
-        """`commit()` with keys, reopenings and places: KeyHeld / StaleTicket when another writer won."""
+        """`commit()` with keys, reopenings and places: KeyHeld / StaleTicket when another writer won.
+
+        A new ticket always takes its own dedup key and active keys, whatever `claims` says.
+        """
+        claims = {t.id: {t.dedup_key, *t.active_keys} for t in w.created}
+        for tid, keys in w.claims.items():
+            claims.setdefault(tid, set()).update(keys)
+        w = replace(w, claims=claims)
         try:
             with self.engine.begin() as conn:
                 self._write(conn, w)

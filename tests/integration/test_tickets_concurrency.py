@@ -20,13 +20,13 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from gateway.tickets.dedup import distance_m
 from gateway.tickets.desk import TicketDesk
 from gateway.tickets.models import AuditAction, ChangeKind, Target, Ticket, TicketChange
 from gateway.tickets.states import OPEN
-from gateway.tickets.store import TicketStore, ticket_events, tickets
+from gateway.tickets.store import TicketStore, ticket_events, ticket_keys, tickets
 from gateway.tickets.webhook import IDEMPOTENCY_HEADER, OutboxNotifier, WebhookChannel, WebhookOutbox
 from gridgate.config import WebhookConfig
 from tests.servers import PostgreSQL, wait_until
@@ -306,3 +306,88 @@ def test_two_gateways_on_one_outbox_deliver_each_row_once_in_order(postgresql: P
     assert receiver.keys == [c.id for c in changes]  # each once, in the order written
     assert sum(n.stats.delivered for n in notifiers) == len(changes)
     writer.close()
+
+
+# ---- a desk that lost a race, step by step (SQLite and PostgreSQL) ---------------------------------
+
+
+def two_desks(url: str) -> tuple[TicketDesk, TicketDesk]:
+    return (
+        TicketDesk(TicketStore(url), routing(), grids(), CFG, now=T0),
+        TicketDesk(TicketStore(url), routing(), grids(), CFG, now=T0),
+    )
+
+
+def test_a_desk_that_did_not_know_the_ticket_joins_it_as_if_it_always_had(ticket_db_url: str) -> None:
+    a, b = two_desks(ticket_db_url)
+    first = event("ponding", "camera:cam-1", T0, POINTS[0])
+    [opened] = a.ingest([first], T0).changes
+    # b never saw it: the database refuses b's second ticket for the key, b loads a's and joins it
+    again = event("ponding", "camera:cam-1", T0 + 1, POINTS[0])
+    out = b.ingest([again], T0 + 1)
+    assert out.changes == [] and out.touched == {opened.ticket.id}
+    t = b.snapshot(opened.ticket.id)
+    assert (t.count, b.index.by_key(first.dedup_key)) == (2, t.id)
+    # another key nearby (same group, 30 m): b now knows a's ticket and joins it by distance
+    near = event("water_high", "device:WL-1", T0 + 2, POINTS[1])
+    assert b.ingest([near], T0 + 2).touched == {t.id}
+    # a's memory is behind now: its next join is refused (stale), it reads the ticket and applies again
+    third = event("ponding", "camera:cam-2", T0 + 3, POINTS[0])
+    assert a.ingest([third], T0 + 3).touched == {t.id}
+    # a clear on a desk that never knew the key's ticket finds it in the database
+    c = TicketDesk(TicketStore(ticket_db_url), routing(), grids(), CFG, now=T0)
+    a.ingest([event("bin_full", "device:BIN-1", T0 + 4, POINTS[5])], T0 + 4)
+    assert c.ingest([cleared(near, T0 + 5)], T0 + 5).touched == {t.id}
+    store = TicketStore(ticket_db_url)
+    final = store.require(t.id)
+    assert (final.count, sorted(final.active_keys)) == (4, ["ponding:camera:cam-1", "ponding:camera:cam-2"])
+    assert store.count_tickets() == 2
+    assert {e.event_id for e in store.events(t.id)} == {first.id, again.id, near.id, third.id}
+    for d in (a, b, c):
+        d.store.close()
+    store.close()
+
+
+def test_a_person_acting_on_a_ticket_another_desk_changed_is_applied_to_the_fresh_ticket(
+    ticket_db_url: str,
+) -> None:
+    a, b = two_desks(ticket_db_url)
+    [opened] = a.ingest([event("ponding", "camera:cam-1", T0, POINTS[0])], T0).changes
+    tid = opened.ticket.id
+    b.snapshot(tid)  # b reads it (version 1)
+    b.act(tid, "comment", actor="ops", now=T0 + 1, note="first look")  # b loads it from the store
+    a.ingest([event("ponding", "camera:cam-2", T0 + 2, POINTS[0])], T0 + 2)  # a moves it on (stale b)
+    accepted, _ = b.act(tid, "accept", actor="worker-G1-M1", now=T0 + 3)
+    assert (accepted.status, accepted.count) == ("accepted", 2)
+    for d in (a, b):
+        d.store.close()
+
+
+# ---- an existing database upgrades ------------------------------------------------------------------
+
+
+def test_an_old_database_gets_its_keys_and_the_index_and_names_duplicate_open_tickets(
+    ticket_db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = TicketStore(ticket_db_url)
+    desk = TicketDesk(store, routing(), grids(), CFG, now=T0)
+    [older] = desk.ingest([event("ponding", "camera:cam-1", T0, POINTS[0])], T0).changes
+    # what a race of an older version left behind: a second open ticket for the same key
+    key = older.ticket.dedup_key
+    twin = store.require(older.ticket.id).model_copy(
+        update={"id": "01TWIN", "created_at": T0 + 1, "dedup_key": "other", "active_keys": ["other"]}
+    )
+    store.commit(created=[twin])
+    with store.engine.begin() as conn:
+        conn.execute(update(tickets).where(tickets.c.id == twin.id).values(dedup_key=key, active_keys=[key]))
+        ticket_keys.drop(conn)
+    store.close()
+    caplog.set_level("INFO", "gridgate.tickets.store")
+    upgraded = TicketStore(ticket_db_url)
+    assert "event=ticket_key_duplicate key=ponding:camera:cam-1" in caplog.text
+    assert f"fix='close or cancel ticket {older.ticket.id}" in caplog.text
+    assert upgraded.holders(["ponding:camera:cam-1"]) == {"ponding:camera:cam-1": "01TWIN"}
+    # from now on the database refuses a third
+    desk = TicketDesk(upgraded, routing(), grids(), CFG, now=T0)
+    assert desk.ingest([event("ponding", "camera:cam-1", T0 + 2, POINTS[0])], T0 + 2).touched == {"01TWIN"}
+    upgraded.close()

@@ -571,7 +571,11 @@ class TicketDesk:
     def _reopen(self, t: Ticket, now: float, actor: str, note: str, reason: str, b: _Batch) -> None:
         frm = t.status
         entry = self._move(t, S.reopened, actor, now, note, b)
+        # open again, it takes back its keys; one that another open ticket holds now stays there
+        t.active_keys = [k for k in t.active_keys if not self._held_elsewhere(t, k)]
         b.reopened.add(t.id)
+        for key in t.active_keys:
+            b.claim(t, key)
         route = self._route(t.category, t.is_fault, t.grid_id, t.micro_grid_id, None)
         # a new cycle: fresh SLA timers from now, back to the bottom of the escalation chain
         t.cycle_started_at = now
@@ -585,6 +589,10 @@ class TicketDesk:
             _Pending(ChangeKind.updated, t.id, now, reason, self._target(t), frm, S.reopened, [entry])
         )
         log.info("event=ticket_reopened ticket=%s from=%s reason=%s", t.id, frm, reason)
+
+    def _held_elsewhere(self, t: Ticket, key: str) -> bool:
+        other = self.tickets.get(self.index.by_key(key) or "")
+        return other is not None and other.id != t.id and other.status in OPEN
 
     @staticmethod
     def _target(t: Ticket) -> Target:

@@ -363,6 +363,28 @@ def test_a_person_acting_on_a_ticket_another_desk_changed_is_applied_to_the_fres
         d.store.close()
 
 
+def test_a_recurrence_another_desk_already_ticketed_joins_that_ticket_not_the_ended_one(
+    ticket_db_url: str,
+) -> None:
+    a, b = two_desks(ticket_db_url)  # b loaded before a's ticket existed
+    first = event("ponding", "camera:cam-1", T0, POINTS[0])
+    [opened] = a.ingest([first], T0).changes
+    old = opened.ticket.id
+    a.act(old, "resolve", actor="worker-G1-M1", now=T0 + 10)  # its event is still active
+    # b never knew the ticket: the key is free again (the ticket ended), b opens a new one
+    [new] = b.ingest([event("ponding", "camera:cam-1", T0 + 20, POINTS[0])], T0 + 20).changes
+    # a still remembers the ended ticket: the recurrence would reopen it, but the key is on b's now
+    out = a.ingest([event("ponding", "camera:cam-1", T0 + 30, POINTS[0])], T0 + 30)
+    assert out.touched == {new.ticket.id} and out.changes == []
+    assert a.snapshot(old).status == "resolved"
+    # a person reopening the ended ticket by hand: it opens without the key the other one holds
+    reopened, _ = a.act(old, "reopen", actor="ops", now=T0 + 40)
+    assert (reopened.status, reopened.active_keys) == ("reopened", [])
+    assert a.store.holders([first.dedup_key]) == {first.dedup_key: new.ticket.id}
+    for d in (a, b):
+        d.store.close()
+
+
 # ---- an existing database upgrades ------------------------------------------------------------------
 
 

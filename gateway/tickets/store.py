@@ -141,7 +141,9 @@ ticket_events = Table(
 )
 
 # every dedup key a ticket carries (the one that opened it, and those of the events that joined it);
-# `is_open` follows the ticket's status (OPEN), and at most one open ticket holds a key
+# `is_open`: the ticket is open (a non-terminal status, OPEN) and holds the key. Ending a ticket lets
+# its keys go; reopening takes back those no other open ticket took meanwhile. The partial unique
+# index over the open rows is the invariant: one open ticket per key.
 IS_OPEN = text("is_open")  # not table-qualified: ON CONFLICT's index predicate must not be
 ticket_keys = Table(
     "ticket_keys",

@@ -136,6 +136,9 @@ class _Batch:
     def tickets(self) -> set[str]:
         return {*self.created, *self.updated}
 
+    def writes(self) -> bool:
+        return bool(self.created or self.updated or self.events or self.audit)
+
     def touch(self, t: Ticket) -> None:
         if t.id not in self.created and t.id not in self.updated:
             self.before[t.id] = t.clone()
@@ -265,24 +268,39 @@ class TicketDesk:
         return again
 
     def _run(self, now: float, first: Callable[[_Batch], None], again: _Again) -> Outcome:
-        """Do `first` and commit it; when another desk won (StaleTicket), with memory now the
-        store's, do `again` (the same work) and commit that, until it goes through."""
+        """Do `first` and commit it. When another desk won (StaleTicket), lock the tickets it
+        names and this batch's in the database (other desks wait, so a busy ticket cannot starve
+        this one), read them under the lock, do `again` (the same work) and write it in that
+        transaction; again while some other ticket it touched was changed meanwhile."""
         b = _Batch()
         first(b)
+        try:
+            return self._commit(b, now)
+        except StaleTicket as exc:
+            stale = exc
         for attempt in range(1, MAX_ATTEMPTS + 1):
+            log.info(
+                "event=ticket_batch_again attempt=%d tickets=%s reason=%r",
+                attempt,
+                ",".join(sorted(stale.ticket_ids)),
+                str(stale),
+            )
+            failed, b = b, _Batch()
             try:
-                return self._commit(b, now)
-            except StaleTicket as exc:
-                if attempt == MAX_ATTEMPTS:
+                with self.store.locked(stale.ticket_ids | failed.tickets()) as held:
+                    for tid in (stale.ticket_ids | failed.tickets()) - held.ids:
+                        self._forget(tid)  # gone, or one of this batch's new tickets
+                    self._adopt(held.tickets)
+                    again(b, failed)
+                    if b.writes():
+                        held.write(self._writes(b))
+            except Exception as exc:
+                self._undo(b, exc)
+                if not isinstance(exc, StaleTicket) or attempt == MAX_ATTEMPTS:
                     raise
-                log.info(
-                    "event=ticket_batch_again attempt=%d tickets=%s reason=%r",
-                    attempt,
-                    ",".join(sorted(exc.ticket_ids)),
-                    str(exc),
-                )
-                failed, b = b, _Batch()
-                again(b, failed)
+                stale = exc
+                continue
+            return self._outcome(b)
         raise AssertionError("unreachable")  # the loop returns or raises
 
     def _on_event(self, ev: Event, now: float, b: _Batch, *, force: bool = False) -> None:
@@ -636,7 +654,8 @@ class TicketDesk:
             with self.store.claim(due) as claim:
                 for tid in sorted(claim.ids):
                     self._escalate(self.tickets[tid], now, b)
-                claim.write(self._writes(b))
+                if b.writes():
+                    claim.write(self._writes(b))
         except Exception as exc:
             self._undo(b, exc)
             if isinstance(exc, StaleTicket):
@@ -827,7 +846,7 @@ class TicketDesk:
     # ---- commit -----------------------------------------------------------------------------------
 
     def _commit(self, b: _Batch, now: float) -> Outcome:
-        if not (b.created or b.updated or b.events or b.audit):
+        if not b.writes():
             return Outcome()
         try:
             self.store.write(self._writes(b))

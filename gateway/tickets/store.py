@@ -296,11 +296,13 @@ class Writes:
 
 @dataclass
 class Claim:
-    """Tickets locked for the caller (`ids`) in an open transaction; `write` writes in it."""
+    """Tickets locked for the caller in an open transaction (`ids`; `tickets`: as read under the
+    lock, where the caller asked for them); `write` writes in that transaction."""
 
     store: TicketStore
     conn: Connection
     ids: set[str]
+    tickets: list[Ticket] = field(default_factory=list)
 
     def write(self, w: Writes) -> None:
         self.store._write(self.conn, w)
@@ -417,34 +419,40 @@ class TicketStore:
         self.write(Writes(created, updated, events, audit))
 
     def write(self, w: Writes) -> None:
-        """`commit()` with keys, reopenings and places: KeyHeld / StaleTicket when another writer won.
+        """`commit()` with keys, reopenings and places: KeyHeld / StaleTicket when another writer won."""
+        with self.engine.begin() as conn:
+            self._write(conn, w)
 
-        A new ticket always takes its own dedup key and active keys, whatever `claims` says.
-        """
-        claims = {t.id: {t.dedup_key, *t.active_keys} for t in w.created}
-        for tid, keys in w.claims.items():
-            claims.setdefault(tid, set()).update(keys)
-        w = replace(w, claims=claims)
+    @contextmanager
+    def _conflicts(self, ticket_ids: Iterable[str], claims: Mapping[str, Collection[str]]) -> Iterator[None]:
+        """The database's refusals that mean "another writer won" as StaleTicket / KeyHeld."""
         try:
-            with self.engine.begin() as conn:
-                self._write(conn, w)
+            yield
         except IntegrityError as exc:
-            # a ticket taking back a key another writer's ticket just took (ticket_keys' index)
-            claimed = {key for keys in w.claims.values() for key in keys}
+            # a ticket taking (back) a key another writer's ticket just took: ticket_keys' index
+            claimed = {key for keys in claims.values() for key in keys}
             holders = self.holders(claimed) if claimed else {}
             raise KeyHeld(
                 f"dedup keys {sorted(claimed)} are on other open tickets now ({exc.orig})",
-                {*holders.values(), *w.claims, *w.reopened},
+                {*holders.values(), *ticket_ids},
             ) from exc
         except DBAPIError as exc:
             if not _retryable(exc):
                 raise
-            ids = {t.id for t in (*w.created, *w.updated)}
             raise StaleTicket(
-                f"another writer got in the way ({exc.orig}); read again and retry", ids
+                f"another writer got in the way ({exc.orig}); read again and retry", ticket_ids
             ) from exc
 
     def _write(self, conn: Connection, w: Writes) -> None:
+        """A new ticket always takes its own dedup key and active keys, whatever `claims` says."""
+        claims = {t.id: {t.dedup_key, *t.active_keys} for t in w.created}
+        for tid, keys in w.claims.items():
+            claims.setdefault(tid, set()).update(keys)
+        w = replace(w, claims=claims)
+        with self._conflicts({t.id for t in (*w.created, *w.updated)} | set(w.reopened), claims):
+            self._write_all(conn, w)
+
+    def _write_all(self, conn: Connection, w: Writes) -> None:
         if self.dialect == "postgresql":
             # one lock order for every writer (no deadlock): places by name
             for name in sorted({p.lock_name() for p in w.places}):
@@ -565,14 +573,21 @@ class TicketStore:
         q = select(c.id, c.version).where(and_(c.id.in_(sorted(versions)), c.status.in_(OPEN_VALUES)))
         if self.dialect == "postgresql":
             q = q.with_for_update(skip_locked=True)
-        try:
-            with self.engine.begin() as conn:
-                got = {tid for tid, version in conn.execute(q) if versions[tid] == version}
-                yield Claim(self, conn, got)
-        except DBAPIError as exc:
-            if isinstance(exc, IntegrityError) or not _retryable(exc):
-                raise
-            raise StaleTicket(f"another writer got in the way ({exc.orig})", versions) from exc
+        with self._conflicts(versions, {}), self.engine.begin() as conn:
+            got = {tid for tid, version in conn.execute(q) if versions[tid] == version}
+            yield Claim(self, conn, got)
+
+    @contextmanager
+    def locked(self, ticket_ids: Iterable[str]) -> Iterator[Claim]:
+        """These tickets read and locked (`FOR UPDATE` on PostgreSQL: other writers wait) in a
+        transaction the caller writes in: for work that lost to other writers once already."""
+        ids = sorted(set(ticket_ids))
+        q = select(tickets).where(tickets.c.id.in_(ids)).order_by(tickets.c.id)
+        if self.dialect == "postgresql":
+            q = q.with_for_update()
+        with self._conflicts(ids, {}), self.engine.begin() as conn:
+            found = [_ticket(r) for r in conn.execute(q).mappings()]
+            yield Claim(self, conn, {t.id for t in found}, found)
 
     # ---- reads ------------------------------------------------------------------------------------
 

@@ -488,11 +488,6 @@ class TicketStore:
     def _keys(self, conn: Connection, w: Writes) -> None:
         """Keys follow the tickets: ended ones let go, reopened ones take theirs back, claims take."""
         k = ticket_keys.c
-        ended = [t.id for t in w.updated if t.status in ENDED]
-        if ended:
-            conn.execute(
-                update(ticket_keys).where(and_(k.ticket_id.in_(ended), k.is_open)).values(is_open=False)
-            )
         for tid in sorted(w.reopened):
             other = ticket_keys.alias("other")
             conn.execute(
@@ -511,6 +506,12 @@ class TicketStore:
         for tid, keys in sorted(w.claims.items()):
             for key in sorted(keys):
                 self._claim(conn, tid, key)
+        # last: a ticket that took a key and ended in one batch (joined, then resolved) lets it go
+        ended = [t.id for t in w.updated if t.status in ENDED]
+        if ended:
+            conn.execute(
+                update(ticket_keys).where(and_(k.ticket_id.in_(ended), k.is_open)).values(is_open=False)
+            )
 
     def _claim(self, conn: Connection, ticket_id: str, key: str) -> None:
         k = ticket_keys.c

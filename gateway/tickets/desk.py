@@ -63,6 +63,7 @@ SYSTEM = "system"
 SLA_ACTOR = "sla"
 SEVERITY_RANK = {"info": 0, "minor": 1, "major": 2, "critical": 3}
 MAX_ATTEMPTS = 8  # a batch applied again after another desk won; more means something is wrong
+OVERDUE_SWEEP_S = 60.0  # how often a desk looks for overdue tickets it does not know (another desk's)
 
 
 class Action(StrEnum):
@@ -180,6 +181,7 @@ class TicketDesk:
         self.index = CorrelationIndex(cfg.dedup_radius_m)
         self._event_ids: dict[str, set[str]] = {}
         self._event_rows: dict[str, int] = {}
+        self._next_sweep = now
         self.load(now)
 
     def known_teams(self) -> set[str]:
@@ -645,7 +647,14 @@ class TicketDesk:
     def _escalate_due(self, now: float) -> Outcome:
         """Escalate the breached SLAs of the tickets this desk claims in the database (no other desk
         escalates them meanwhile); a ticket it cannot claim (another desk has it, or changed it) is
-        read again, and the next tick looks at it again."""
+        read again, and the next tick looks at it again. Now and then it also loads the overdue
+        tickets it does not know, so the tickets of a desk that stopped are escalated too."""
+        if now >= self._next_sweep:
+            self._next_sweep = now + OVERDUE_SWEEP_S
+            unknown = self.store.overdue(now) - set(self.tickets)
+            if unknown:
+                log.info("event=ticket_overdue_adopted tickets=%d", len(unknown))
+                self._adopt(self.store.many(unknown))
         due = {t.id: t.version for t in self.tickets.values() if t.status in OPEN and due_breaches(t, now)}
         if not due:
             return Outcome()

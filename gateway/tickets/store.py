@@ -52,7 +52,7 @@ from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from gateway.store import make_engine
-from gateway.tickets.models import AuditEntry, CitizenContact, Ticket, TicketEvent
+from gateway.tickets.models import AuditEntry, CitizenContact, Ticket, TicketEvent, Timer
 from gateway.tickets.photos import TicketPhoto, photo_url
 from gateway.tickets.states import ENDED, OPEN, TicketError, TicketStatus
 
@@ -599,6 +599,19 @@ class TicketStore:
             return []
         with self.engine.connect() as conn:
             return [_ticket(r) for r in conn.execute(select(tickets).where(tickets.c.id.in_(ids))).mappings()]
+
+    def overdue(self, now: float) -> set[str]:
+        """Open tickets with an SLA timer run out by `now` that may not be recorded yet."""
+        c = tickets.c
+        q = select(c.id).where(
+            and_(
+                c.status.in_(OPEN_VALUES),
+                c.breach_count < len(Timer),  # each timer breaches once per cycle
+                or_(c.accept_by <= now, c.on_site_by <= now, c.resolve_by <= now),
+            )
+        )
+        with self.engine.connect() as conn:
+            return set(conn.scalars(q))
 
     def holders(self, keys: Iterable[str]) -> dict[str, str]:
         """dedup key -> the open ticket that holds it, for those of `keys` an open ticket holds."""

@@ -268,6 +268,18 @@ def test_desks_ticking_at_once_escalate_each_breach_once(postgresql: PostgreSQL,
     assert sum(sent) == 2 * len(ids)  # each escalation notified once, by whichever desk made it
 
 
+def test_a_desk_escalates_the_overdue_tickets_of_a_desk_that_stopped(ticket_db_url: str) -> None:
+    survivor, stopped = two_desks(ticket_db_url)  # the survivor loaded before the tickets existed
+    made = stopped.ingest(
+        [event("ponding", f"camera:cam-{i}", T0, (30.21 + i * 0.001, 120.11)) for i in range(3)], T0
+    )
+    stopped.store.close()
+    out = survivor.tick(T0 + 10 * 86_400)
+    escalated = [c.ticket.id for c in out.changes if c.kind is ChangeKind.escalated]
+    assert sorted(escalated) == sorted(2 * [c.ticket.id for c in made.changes])
+    survivor.store.close()
+
+
 # ---- the webhook outbox ---------------------------------------------------------------------------
 
 

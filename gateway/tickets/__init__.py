@@ -5,11 +5,13 @@ One module per concept (after Alertmanager's split), each testable alone with a 
 escalation), `storm` (offline grace, parent grouping, rate limit), `coalesce` (update pacing),
 `notify` (channels), `webhook` (the outbox and its delivery, signed webhooks), `robots` and
 `cards` (WeCom / DingTalk / Feishu group robots), `reminders` (re-notifying while unaccepted),
-`quiet` (quiet hours), `points` (the `tickets` measurement), `store` (SQLAlchemy), `desk` (the
-logic over the store) and `service` (threads and wiring to the gateway).
+`quiet` (quiet hours), `points` (the `tickets` measurement), `store` (SQLAlchemy; what the
+database enforces when several dispatchers share it), `desk` (the logic over the store),
+`service` (threads and wiring) and `host` (what the service needs from the gateway: TicketHost).
 """
 
 from gateway.tickets.desk import Action, Outcome, TicketDesk, target_of
+from gateway.tickets.host import TicketHost
 from gateway.tickets.models import (
     AuditAction,
     AuditEntry,
@@ -24,7 +26,7 @@ from gateway.tickets.notify import FanOut, MemoryNotifier, MQTTNotifier, Notifie
 from gateway.tickets.routing import RoutingConfig, load_routing
 from gateway.tickets.service import TicketService
 from gateway.tickets.states import IllegalTransition, TicketError, TicketStatus
-from gateway.tickets.store import StaleTicket, TicketNotFound, TicketStore
+from gateway.tickets.store import KeyHeld, StaleTicket, TicketNotFound, TicketStore
 
 __all__ = [
     "Action",
@@ -33,6 +35,7 @@ __all__ = [
     "ChangeKind",
     "FanOut",
     "IllegalTransition",
+    "KeyHeld",
     "MQTTNotifier",
     "MemoryNotifier",
     "Notifier",
@@ -45,6 +48,7 @@ __all__ = [
     "TicketDesk",
     "TicketError",
     "TicketEvent",
+    "TicketHost",
     "TicketNotFound",
     "TicketService",
     "TicketStatus",

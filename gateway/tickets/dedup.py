@@ -89,9 +89,13 @@ class CorrelationIndex:
         return group, math.floor(lat / self._cell_deg), math.floor(lon / self._cell_deg)
 
     def add(self, ticket: Ticket) -> None:
-        """Index a ticket (again): its dedup keys and its place."""
-        self._keys_of.setdefault(ticket.id, set())
+        """Index a ticket (again): its dedup key and its place."""
         self.add_key(ticket.id, ticket.dedup_key)
+        self.add_place(ticket)
+
+    def add_place(self, ticket: Ticket) -> None:
+        """Index a ticket's place (once)."""
+        self._keys_of.setdefault(ticket.id, set())
         if ticket.lat is not None and ticket.lon is not None and ticket.id not in self._cell_of:
             cell = self._cell(ticket.group, ticket.lat, ticket.lon)
             self._cells.setdefault(cell, set()).add(ticket.id)

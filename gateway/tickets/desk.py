@@ -3,6 +3,12 @@
 It joins the pure parts (dedup, routing, state machine, SLA, storm control) to the store, and
 returns the changes to notify; it never notifies, publishes or reads a clock itself (`now` is
 passed in). One lock serialises the event worker, the SLA tick and API actions in a process.
+
+Several desks (dispatcher processes) may share one database. Memory is then a cache the database
+checks at every commit (gateway/tickets/store.py): when another desk won (it opened the ticket
+first, holds a key, opened a ticket nearby, or changed a ticket since it was read), the commit
+fails with StaleTicket, the desk loads the tickets it names and applies the same work again, as
+if it had always known them. SLA escalations are claimed in the database before they are made.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ from gateway.tickets.states import (
     check_resolution,
     transition,
 )
-from gateway.tickets.store import TicketNotFound, TicketStore
+from gateway.tickets.store import Place, StaleTicket, TicketNotFound, TicketStore, Writes
 from gateway.tickets.storm import StormControl
 from gridgate.config import TicketsConfig
 from gridgate.models import Event, EventClass, EventState
@@ -56,6 +62,8 @@ S = TicketStatus
 SYSTEM = "system"
 SLA_ACTOR = "sla"
 SEVERITY_RANK = {"info": 0, "minor": 1, "major": 2, "critical": 3}
+MAX_ATTEMPTS = 8  # a batch applied again after another desk won; more means something is wrong
+OVERDUE_SWEEP_S = 60.0  # how often a desk looks for overdue tickets it does not know (another desk's)
 
 
 class Action(StrEnum):
@@ -118,11 +126,28 @@ class _Batch:
     audit: list[AuditEntry] = field(default_factory=list)
     pending: list[_Pending] = field(default_factory=list)
     touched: set[str] = field(default_factory=set)
+    claims: dict[str, set[str]] = field(default_factory=dict)  # ticket id -> keys it takes
+    reopened: set[str] = field(default_factory=set)
+    places: set[Place] = field(default_factory=set)
+    applied: list[Event] = field(default_factory=list)  # events past the storm gates, in order
+
+    def claim(self, t: Ticket, key: str) -> None:
+        self.claims.setdefault(t.id, set()).add(key)
+
+    def tickets(self) -> set[str]:
+        return {*self.created, *self.updated}
+
+    def writes(self) -> bool:
+        return bool(self.created or self.updated or self.events or self.audit)
 
     def touch(self, t: Ticket) -> None:
         if t.id not in self.created and t.id not in self.updated:
             self.before[t.id] = t.clone()
             self.updated[t.id] = t
+
+
+_Again = Callable[[_Batch, _Batch], None]
+"""Work done again after a failed commit: into a new batch, from the failed one."""
 
 
 class TicketDesk:
@@ -156,6 +181,7 @@ class TicketDesk:
         self.index = CorrelationIndex(cfg.dedup_radius_m)
         self._event_ids: dict[str, set[str]] = {}
         self._event_rows: dict[str, int] = {}
+        self._next_sweep = now
         self.load(now)
 
     def known_teams(self) -> set[str]:
@@ -166,21 +192,47 @@ class TicketDesk:
     def load(self, now: float) -> None:
         """(Re)build the live tickets and their index from the store, e.g. after a restart."""
         with self.lock:
-            self.tickets = {t.id: t for t in self.store.live(now, self.cfg.reopen_window_s)}
+            self.tickets = {}
             self.index = CorrelationIndex(self.cfg.dedup_radius_m)
             self._event_ids = {}
-            for t in self.tickets.values():
-                self.index.add(t)
-                for key in t.active_keys:
-                    self.index.add_key(t.id, key)
-            for t in self.tickets.values():
-                rows = self.store.events(t.id)
-                self._event_ids[t.id] = {r.event_id for r in rows}
-                self._event_rows[t.id] = len(rows)
-                for r in rows:
-                    if r.dedup_key not in t.active_keys:
-                        self.index.add_key(t.id, r.dedup_key)
+            self._event_rows = {}
+            self._adopt(self.store.live(now, self.cfg.reopen_window_s))
             log.info("event=ticket_desk_loaded live_tickets=%d", len(self.tickets))
+
+    def _adopt(self, found: Sequence[Ticket]) -> None:
+        """Take these tickets as the store has them (another desk's, or fresher than memory's)."""
+        found = sorted(found, key=lambda t: (t.created_at, t.id))
+        keys = self.store.keys(t.id for t in found)
+        for t in found:
+            self._forget(t.id)
+            self.tickets[t.id] = t
+            self.index.add_place(t)
+            rows = self.store.events(t.id)
+            self._event_ids[t.id] = {r.event_id for r in rows}
+            self._event_rows[t.id] = len(rows)
+            for key in sorted(keys[t.id] | {t.dedup_key, *t.active_keys, *(r.dedup_key for r in rows)}):
+                if self._wins_key(t, key):
+                    self.index.add_key(t.id, key)
+
+    def _wins_key(self, t: Ticket, key: str) -> bool:
+        """Whether the index should send `key` to `t`: an open ticket wins over ended ones, and
+        among ended ones the newest (the database lets only one open ticket hold a key)."""
+        cur = self.tickets.get(self.index.by_key(key) or "")
+        if cur is None or cur.id == t.id or t.status in OPEN:
+            return True
+        return cur.status not in OPEN and (cur.created_at, cur.id) <= (t.created_at, t.id)
+
+    def _forget(self, ticket_id: str) -> None:
+        self.tickets.pop(ticket_id, None)
+        self.index.remove(ticket_id)
+        self._event_ids.pop(ticket_id, None)
+        self._event_rows.pop(ticket_id, None)
+
+    def _refresh(self, ticket_ids: set[str]) -> None:
+        """Memory of these tickets replaced by the store's (those not in the store are dropped)."""
+        for tid in ticket_ids:
+            self._forget(tid)
+        self._adopt(self.store.many(ticket_ids))
 
     def refresh(self, ticket_id: str) -> None:
         """Read one ticket again when another process (an API replica, the lead dispatcher) changed it."""
@@ -191,11 +243,7 @@ class TicketDesk:
                 return
             if mine is None and stored.status not in OPEN:
                 return
-            self.index.remove(ticket_id)
-            self.tickets[ticket_id] = stored
-            self.index.add(stored)
-            for key in stored.active_keys:
-                self.index.add_key(ticket_id, key)
+            self._refresh({ticket_id})
 
     # ---- reads ------------------------------------------------------------------------------------
 
@@ -212,15 +260,61 @@ class TicketDesk:
     def ingest(self, events: Sequence[Event], now: float) -> Outcome:
         """Apply a batch of event state changes: open, join, reopen or clear tickets."""
         with self.lock:
-            b = _Batch()
-            for ev in events:
-                try:
-                    self._on_event(ev, now, b)
-                except Exception:
-                    log.exception(
-                        "event=ticket_event_failed kind=%s source=%s id=%s", ev.kind, ev.source, ev.id
-                    )
+            return self._run(now, lambda b: self._apply(events, now, b, force=False), self._replay(now))
+
+    def _apply(self, events: Sequence[Event], now: float, b: _Batch, *, force: bool) -> None:
+        for ev in events:
+            try:
+                self._on_event(ev, now, b, force=force)
+            except Exception:
+                log.exception("event=ticket_event_failed kind=%s source=%s id=%s", ev.kind, ev.source, ev.id)
+
+    def _replay(self, now: float, then: Callable[[_Batch], None] | None = None) -> _Again:
+        """Applying a batch again: its events that passed the storm gates (forced: they did), then
+        `then` (the tick's auto-ending)."""
+
+        def again(b: _Batch, failed: _Batch) -> None:
+            self._apply(failed.applied, now, b, force=True)
+            if then is not None:
+                then(b)
+
+        return again
+
+    def _run(self, now: float, first: Callable[[_Batch], None], again: _Again) -> Outcome:
+        """Do `first` and commit it. When another desk won (StaleTicket), lock the tickets it
+        names and this batch's in the database (other desks wait, so a busy ticket cannot starve
+        this one), read them under the lock, do `again` (the same work) and write it in that
+        transaction; again while some other ticket it touched was changed meanwhile."""
+        b = _Batch()
+        first(b)
+        try:
             return self._commit(b, now)
+        except StaleTicket as exc:
+            stale = exc
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            log.info(
+                "event=ticket_batch_again attempt=%d tickets=%s reason=%r",
+                attempt,
+                ",".join(sorted(stale.ticket_ids)),
+                str(stale),
+            )
+            failed, b = b, _Batch()
+            try:
+                with self.store.locked(stale.ticket_ids | failed.tickets()) as held:
+                    for tid in (stale.ticket_ids | failed.tickets()) - held.ids:
+                        self._forget(tid)  # gone, or one of this batch's new tickets
+                    self._adopt(held.tickets)
+                    again(b, failed)
+                    if b.writes():
+                        held.write(self._writes(b))
+            except Exception as exc:
+                self._undo(b, exc)
+                if not isinstance(exc, StaleTicket) or attempt == MAX_ATTEMPTS:
+                    raise
+                stale = exc
+                continue
+            return self._outcome(b)
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     def _on_event(self, ev: Event, now: float, b: _Batch, *, force: bool = False) -> None:
         key = ev.dedup_key
@@ -231,6 +325,7 @@ class TicketDesk:
             if self.storm.is_queued(key) and not force:
                 self.storm.enqueue(ev.grid_id or self.grids.fallback_grid, key, ev)
                 return
+            b.applied.append(ev)
             self._clear(ev, now, b)
             return
         is_fault = ev.event_class == EventClass.fault
@@ -252,6 +347,7 @@ class TicketDesk:
             EventKey(key, group, lat, lon, is_fault, parent), self.index, self.tickets, now, self.policy
         )
         if match is not None:
+            b.applied.append(ev)
             self._join(self.tickets[match.ticket_id], ev, match, now, b)
             return
         if not force and not self.storm.allow_new(match_grid.grid_id, now):
@@ -263,6 +359,7 @@ class TicketDesk:
             )
             self.storm.enqueue(match_grid.grid_id, key, ev)
             return
+        b.applied.append(ev)
         self._create(ev, match_grid, group, is_fault, now, b)
 
     def _grid(self, ev: Event) -> GridMatch:
@@ -352,6 +449,9 @@ class TicketDesk:
         )
         self.tickets[t.id] = t
         b.created[t.id] = t
+        b.claim(t, t.dedup_key)
+        if not is_fault and t.lat is not None and t.lon is not None and self.policy.radius_m > 0:
+            b.places.add(Place(group, t.grid_id))  # correlates by distance: no other desk's nearby
         self.index.add(t)
         self._evidence(t, ev, now, b)
         opened = self._audit(
@@ -399,6 +499,7 @@ class TicketDesk:
         t.updated_at = now
         if ev.dedup_key not in t.active_keys:
             t.active_keys.append(ev.dedup_key)
+            b.claim(t, ev.dedup_key)
         if ev.source not in t.sources:
             t.sources.append(ev.source)
         if SEVERITY_RANK.get(str(ev.severity), 0) > SEVERITY_RANK.get(t.severity, 0):
@@ -424,9 +525,8 @@ class TicketDesk:
             )
 
     def _clear(self, ev: Event, now: float, b: _Batch) -> None:
-        tid = self.index.by_key(ev.dedup_key)
-        t = self.tickets.get(tid) if tid else None
-        if t is None or ev.dedup_key not in t.active_keys:
+        t = self._active_on(ev.dedup_key)
+        if t is None:
             log.debug("event=ticket_clear_unmatched key=%s id=%s", ev.dedup_key, ev.id)
             return
         b.touch(t)
@@ -438,6 +538,20 @@ class TicketDesk:
         if not t.active_keys:
             t.all_clear_since = now  # resolved by the tick once it stays clear for clear_hold_s
         b.touched.add(t.id)
+
+    def _active_on(self, key: str) -> Ticket | None:
+        """The ticket on which `key` is active; asks the store when memory knows none (another desk
+        may have opened it or joined the key since) or an older version of the one holding it."""
+        t = self.tickets.get(self.index.by_key(key) or "")
+        if t is not None and key in t.active_keys:
+            return t
+        holder = self.store.holders([key]).get(key)
+        fresh = self.store.many([holder]) if holder is not None else []
+        if not fresh or (holder in self.tickets and self.tickets[holder].version == fresh[0].version):
+            return None
+        self._adopt(fresh)
+        t = self.tickets[fresh[0].id]
+        return t if key in t.active_keys else None
 
     # ---- transitions ------------------------------------------------------------------------------
 
@@ -488,6 +602,11 @@ class TicketDesk:
     def _reopen(self, t: Ticket, now: float, actor: str, note: str, reason: str, b: _Batch) -> None:
         frm = t.status
         entry = self._move(t, S.reopened, actor, now, note, b)
+        # open again, it takes back its keys; one that another open ticket holds now stays there
+        t.active_keys = [k for k in t.active_keys if not self._held_elsewhere(t, k)]
+        b.reopened.add(t.id)
+        for key in t.active_keys:
+            b.claim(t, key)
         route = self._route(t.category, t.is_fault, t.grid_id, t.micro_grid_id, None)
         # a new cycle: fresh SLA timers from now, back to the bottom of the escalation chain
         t.cycle_started_at = now
@@ -502,6 +621,10 @@ class TicketDesk:
         )
         log.info("event=ticket_reopened ticket=%s from=%s reason=%s", t.id, frm, reason)
 
+    def _held_elsewhere(self, t: Ticket, key: str) -> bool:
+        other = self.tickets.get(self.index.by_key(key) or "")
+        return other is not None and other.id != t.id and other.status in OPEN
+
     @staticmethod
     def _target(t: Ticket) -> Target:
         return target_of(t)
@@ -511,23 +634,58 @@ class TicketDesk:
     def tick(self, now: float) -> Outcome:
         """Release held and queued events, auto-resolve cleared tickets, escalate breached SLAs."""
         with self.lock:
-            b = _Batch()
-            released = self.storm.release_offline(now)
-            if released:
-                # parents first, so their children's faults group under them
-                parents = {p for ev in released if (p := self.parent_of(ev.source))}
-                released.sort(key=lambda ev: ev.source not in parents)
-                for ev in released:
-                    self._on_event(ev, now, b, force=True)
-            for ev in self.storm.release_queued(now):
-                self._on_event(ev, now, b, force=True)
-            for t in list(self.tickets.values()):
-                if t.status in OPEN:
-                    self._auto_end(t, now, b)
-                if t.status in OPEN and now >= min(t.accept_by, t.on_site_by, t.resolve_by):
-                    self._escalate(t, now, b)
+
+            def auto_end(b: _Batch) -> None:
+                for t in list(self.tickets.values()):
+                    if t.status in OPEN:
+                        self._auto_end(t, now, b)
+
+            def first(b: _Batch) -> None:
+                released = self.storm.release_offline(now)
+                if released:
+                    # parents first, so their children's faults group under them
+                    parents = {p for ev in released if (p := self.parent_of(ev.source))}
+                    released.sort(key=lambda ev: ev.source not in parents)
+                    self._apply(released, now, b, force=True)
+                self._apply(self.storm.release_queued(now), now, b, force=True)
+                auto_end(b)
+
+            out = self._run(now, first, self._replay(now, auto_end))
+            out.extend(self._escalate_due(now))
             self._prune(now)
-            return self._commit(b, now)
+            return out
+
+    def _escalate_due(self, now: float) -> Outcome:
+        """Escalate the breached SLAs of the tickets this desk claims in the database (no other desk
+        escalates them meanwhile); a ticket it cannot claim (another desk has it, or changed it) is
+        read again, and the next tick looks at it again. Now and then it also loads the overdue
+        tickets it does not know, so the tickets of a desk that stopped are escalated too."""
+        if now >= self._next_sweep:
+            self._next_sweep = now + OVERDUE_SWEEP_S
+            unknown = self.store.overdue(now) - set(self.tickets)
+            if unknown:
+                log.info("event=ticket_overdue_adopted tickets=%d", len(unknown))
+                self._adopt(self.store.many(unknown))
+        due = {t.id: t.version for t in self.tickets.values() if t.status in OPEN and due_breaches(t, now)}
+        if not due:
+            return Outcome()
+        b = _Batch()
+        try:
+            with self.store.claim(due) as claim:
+                for tid in sorted(claim.ids):
+                    self._escalate(self.tickets[tid], now, b)
+                if b.writes():
+                    claim.write(self._writes(b))
+        except Exception as exc:
+            self._undo(b, exc)
+            if isinstance(exc, StaleTicket):
+                return Outcome()
+            raise
+        lost = set(due) - claim.ids
+        if lost:
+            log.info("event=ticket_escalation_claimed_elsewhere tickets=%s", ",".join(sorted(lost)))
+            self._refresh(lost)
+        return self._outcome(b)
 
     def _auto_end(self, t: Ticket, now: float, b: _Batch) -> None:
         if t.all_clear_since is None or now < t.all_clear_since + self.cfg.clear_hold_s or t.active_keys:
@@ -628,95 +786,127 @@ class TicketDesk:
         action = Action(action)
         resolution = Resolution(resolution) if resolution is not None else None
         with self.lock:
+
+            def do(b: _Batch) -> None:
+                self._act(b, ticket_id, action, actor, now, note, assignee, team, resolution, detail)
+
+            out = self._run(now, do, lambda b, _failed: do(b))
+            return self.tickets[ticket_id].clone(), out
+
+    def _act(
+        self,
+        b: _Batch,
+        ticket_id: str,
+        action: Action,
+        actor: str,
+        now: float,
+        note: str,
+        assignee: str | None,
+        team: str | None,
+        resolution: Resolution | None,
+        detail: dict[str, object] | None,
+    ) -> None:
+        t = self.tickets.get(ticket_id)
+        if t is None:
+            self._adopt(self.store.many([ticket_id]))
             t = self.tickets.get(ticket_id)
             if t is None:
-                t = self.store.get(ticket_id)
-                if t is None:
-                    raise TicketNotFound(ticket_id)
-                self.tickets[t.id] = t
-                self.index.add(t)
-            b = _Batch()
-            b.touch(t)
-            check_resolution(t.id, ACTION_TARGET.get(action), resolution)
-            if action in ACTION_TARGET:
-                frm = t.status
-                to = ACTION_TARGET[action]
-                if to is S.reopened:
-                    transition(t.id, frm, to)
-                    self._reopen(t, now, actor, note or "reopened by hand", "reopen", b)
-                else:
-                    entry = self._move(t, to, actor, now, note, b)
-                    entry.detail.update(detail or {})
-                    pending = _Pending(
-                        ChangeKind.updated, t.id, now, action.value, self._target(t), frm, to, [entry]
-                    )
-                    if resolution is not None:
-                        entry.detail["resolution"] = resolution.value
-                        pending.resolution = resolution
-                        pending.event_ids = [e.event_id for e in self.store.events(t.id)]
-                    b.pending.append(pending)
-            elif action is Action.reassign:
-                if assignee is None and team is None:
-                    raise TicketError(f"ticket {t.id}: reassign needs an assignee, a team or both")
-                known = self.known_teams()
-                if team is not None and team not in known:
-                    raise TicketError(
-                        f"ticket {t.id}: unknown team {team!r}; "
-                        f"reassign to one of {', '.join(sorted(known))} "
-                        "(teams come from routing.yaml, the `teams` overrides of grids.geojson and the "
-                        "maintenance teams of devices.yaml)"
-                    )
-                detail = {
-                    "from_team": t.team,
-                    "from_assignee": t.assignee,
-                    "to_team": team or t.team,
-                    "to_assignee": assignee if assignee is not None else t.assignee,
-                }
-                t.team = team or t.team
-                if assignee is not None:
-                    t.assignee = assignee
-                    if t.escalation_people:
-                        t.escalation_people[0] = assignee
-                t.updated_at = now
-                self._audit(b, t, now, actor, AuditAction.reassign, None, None, note, detail)
-                b.pending.append(_Pending(ChangeKind.updated, t.id, now, "reassign", self._target(t)))
+                raise TicketNotFound(ticket_id)
+        b.touch(t)
+        check_resolution(t.id, ACTION_TARGET.get(action), resolution)
+        if action in ACTION_TARGET:
+            frm = t.status
+            to = ACTION_TARGET[action]
+            if to is S.reopened:
+                transition(t.id, frm, to)
+                self._reopen(t, now, actor, note or "reopened by hand", "reopen", b)
             else:
-                if not note.strip():
-                    raise TicketError(f"ticket {t.id}: a comment needs a note")
-                t.updated_at = now
-                self._audit(b, t, now, actor, AuditAction.comment, None, None, note, detail)
-                b.pending.append(_Pending(ChangeKind.updated, t.id, now, "comment", self._target(t)))
-            out = self._commit(b, now)
-            return t.clone(), out
+                entry = self._move(t, to, actor, now, note, b)
+                entry.detail.update(detail or {})
+                pending = _Pending(
+                    ChangeKind.updated, t.id, now, action.value, self._target(t), frm, to, [entry]
+                )
+                if resolution is not None:
+                    entry.detail["resolution"] = resolution.value
+                    pending.resolution = resolution
+                    pending.event_ids = [e.event_id for e in self.store.events(t.id)]
+                b.pending.append(pending)
+        elif action is Action.reassign:
+            if assignee is None and team is None:
+                raise TicketError(f"ticket {t.id}: reassign needs an assignee, a team or both")
+            known = self.known_teams()
+            if team is not None and team not in known:
+                raise TicketError(
+                    f"ticket {t.id}: unknown team {team!r}; "
+                    f"reassign to one of {', '.join(sorted(known))} "
+                    "(teams come from routing.yaml, the `teams` overrides of grids.geojson and the "
+                    "maintenance teams of devices.yaml)"
+                )
+            detail = {
+                "from_team": t.team,
+                "from_assignee": t.assignee,
+                "to_team": team or t.team,
+                "to_assignee": assignee if assignee is not None else t.assignee,
+            }
+            t.team = team or t.team
+            if assignee is not None:
+                t.assignee = assignee
+                if t.escalation_people:
+                    t.escalation_people[0] = assignee
+            t.updated_at = now
+            self._audit(b, t, now, actor, AuditAction.reassign, None, None, note, detail)
+            b.pending.append(_Pending(ChangeKind.updated, t.id, now, "reassign", self._target(t)))
+        else:
+            if not note.strip():
+                raise TicketError(f"ticket {t.id}: a comment needs a note")
+            t.updated_at = now
+            self._audit(b, t, now, actor, AuditAction.comment, None, None, note, detail)
+            b.pending.append(_Pending(ChangeKind.updated, t.id, now, "comment", self._target(t)))
 
     # ---- commit -----------------------------------------------------------------------------------
 
     def _commit(self, b: _Batch, now: float) -> Outcome:
-        if not (b.created or b.updated or b.events or b.audit):
+        if not b.writes():
             return Outcome()
         try:
-            self.store.commit(
-                created=list(b.created.values()),
-                updated=list(b.updated.values()),
-                events=b.events,
-                audit=b.audit,
-            )
-        except Exception:
-            # memory must not run ahead of the database: undo this batch, keep the last good state
-            for tid in b.created:
-                self.tickets.pop(tid, None)
-                self.index.remove(tid)
-                self._event_ids.pop(tid, None)
-                self._event_rows.pop(tid, None)
-            for tid, old in b.before.items():
-                self.tickets[tid] = old
-            log.exception(
-                "event=ticket_commit_failed created=%d updated=%d url=%s",
-                len(b.created),
-                len(b.updated),
-                self.store.engine.url.render_as_string(hide_password=True),
-            )
+            self.store.write(self._writes(b))
+        except Exception as exc:
+            self._undo(b, exc)
             raise
+        return self._outcome(b)
+
+    def _writes(self, b: _Batch) -> Writes:
+        return Writes(
+            created=list(b.created.values()),
+            updated=list(b.updated.values()),
+            events=b.events,
+            audit=b.audit,
+            claims=b.claims,
+            reopened=b.reopened,
+            places=b.places,
+            known=self.tickets,
+        )
+
+    def _undo(self, b: _Batch, exc: Exception) -> None:
+        """Memory must not run ahead of the database: another desk won (StaleTicket): the store's
+        tickets replace this batch's; else (the database failed) the last good state comes back."""
+        if isinstance(exc, StaleTicket):
+            for tid in b.created:
+                self._forget(tid)
+            self._refresh((b.tickets() - set(b.created)) | exc.ticket_ids)
+            return
+        for tid in b.created:
+            self._forget(tid)
+        for tid, old in b.before.items():
+            self.tickets[tid] = old
+        log.exception(
+            "event=ticket_commit_failed created=%d updated=%d url=%s",
+            len(b.created),
+            len(b.updated),
+            self.store.engine.url.render_as_string(hide_password=True),
+        )
+
+    def _outcome(self, b: _Batch) -> Outcome:
         snaps: dict[str, Ticket] = {}
 
         def snap(tid: str) -> Ticket:

@@ -15,11 +15,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from gateway.grids import GridIndex
 from gateway.tickets.coalesce import UpdateCoalescer
 from gateway.tickets.desk import Action, Outcome, TicketDesk, target_of
+from gateway.tickets.host import PointSink, TicketHost
 from gateway.tickets.models import AuditEntry, ChangeKind, Ticket, TicketChange, TicketEvent
 from gateway.tickets.notify import FanOut, MQTTNotifier, Notifier
 from gateway.tickets.points import transition_point
@@ -30,19 +31,14 @@ from gateway.tickets.states import Resolution
 from gateway.tickets.store import TicketStore
 from gridgate.clock import Clock
 from gridgate.config import StorageConfig, TicketsConfig
-from gridgate.models import Event, Point
+from gridgate.models import Event
 
 if TYPE_CHECKING:
     from devices.registry import DeviceRegistry
-    from gateway.service import Gateway
 
 log = logging.getLogger("gridgate.tickets")
 
 MAX_BATCH_EVENTS = 5000
-
-
-class PointSink(Protocol):
-    def add(self, point: Point) -> Any: ...
 
 
 @dataclass
@@ -173,7 +169,7 @@ class TicketService:
         )
 
     @classmethod
-    def for_gateway(cls, gateway: Gateway) -> TicketService:
+    def for_gateway(cls, gateway: TicketHost) -> TicketService:
         """Wired to a gateway: its grids, clock, registry, sink runner, and MQTT for notifications."""
         return cls.build(
             gateway.cfg.tickets,

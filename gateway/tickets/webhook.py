@@ -10,6 +10,11 @@ Each request carries
 - `X-Gridgate-Signature`: `sha256=` + hex HMAC-SHA256 over `"{timestamp}.{raw body}"` with the
   endpoint's secret (receivers recompute it and refuse stale timestamps: no replays).
 
+Several gateways may share the outbox (one PostgreSQL database): any of them delivers any row
+(`origin` records which gateway wrote it). A row is delivered inside the transaction that claimed
+it, `SELECT ... FOR UPDATE SKIP LOCKED`, and only while it is its endpoint's oldest pending row, so
+no row goes twice and the order holds; a gateway that dies mid-request leaves the row pending.
+
 Delivery is in order per endpoint: a failing change is retried with capped exponential backoff and
 jitter before later ones go; after `max_attempts` (or at once on a 4xx that retrying cannot fix)
 it is dead: kept in the outbox with its last error, counted in /metrics, and published on
@@ -30,7 +35,8 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -52,6 +58,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from gateway.store import create_schema, make_engine
@@ -183,53 +190,56 @@ class WebhookOutbox:
             return False
         return True
 
-    def release(self, endpoint: str, origin: str, clock_now: float, now: float) -> int:
+    def release(self, endpoint: str, clock_now: float, now: float) -> int:
         """Held rows whose hold ended by `clock_now` become pending (due at `now`); how many."""
         c = outbox_table.c
         with self.engine.begin() as conn:
             res = conn.execute(
                 update(outbox_table)
-                .where(
-                    and_(
-                        c.endpoint == endpoint,
-                        c.origin == origin,
-                        c.status == HELD,
-                        c.next_attempt_at <= clock_now,
-                    )
-                )
+                .where(and_(c.endpoint == endpoint, c.status == HELD, c.next_attempt_at <= clock_now))
                 .values(status=PENDING, next_attempt_at=now)
             )
         return int(res.rowcount or 0)
 
-    def pending(self, endpoint: str, origin: str, limit: int = 50) -> list[OutboxRow]:
-        """Undelivered rows of this endpoint written by this gateway, oldest first."""
+    @contextmanager
+    def head(self, endpoint: str) -> Iterator[Head | None]:
+        """The endpoint's oldest pending row, claimed: no other gateway sends it meanwhile.
+
+        PostgreSQL: locked `FOR UPDATE SKIP LOCKED` in a transaction held while the caller sends it
+        and records the answer (`Head.delivered/retry/dead`, written at the end of it); None when
+        nothing is pending or another gateway holds the oldest row (its successors wait: order).
+        SQLite (one process, one thread per endpoint): read without a lock; each answer is its own
+        short write (a read transaction held across a request would block the ticket writer).
+        """
         c = outbox_table.c
-        q = (
+        oldest = (
             select(c.seq, c.change_id, c.ticket_id, c.kind, c.body, c.attempts, c.next_attempt_at)
-            .where(and_(c.endpoint == endpoint, c.origin == origin, c.status == PENDING))
+            .where(and_(c.endpoint == endpoint, c.status == PENDING))
             .order_by(c.seq)
-            .limit(limit)
+            .limit(1)
         )
-        with self.engine.connect() as conn:
-            return [
-                OutboxRow(
-                    r.seq, r.change_id, r.ticket_id, r.kind, r.body.encode(), r.attempts, r.next_attempt_at
-                )
-                for r in conn.execute(q)
-            ]
-
-    def _set(self, seq: int, **values: Any) -> None:
+        if self.engine.dialect.name != "postgresql":
+            with self.engine.connect() as conn:
+                r = conn.execute(oldest).first()
+            yield None if r is None else Head(self, None, _row(r))
+            return
         with self.engine.begin() as conn:
-            conn.execute(update(outbox_table).where(outbox_table.c.seq == seq).values(**values))
+            r = conn.execute(oldest.with_for_update(skip_locked=True)).first()
+            if r is not None:
+                first = conn.scalar(
+                    select(func.min(c.seq)).where(and_(c.endpoint == endpoint, c.status == PENDING))
+                )
+                if first is not None and first < r.seq:
+                    r = None  # another gateway is sending the oldest one: the rest wait for it
+            yield None if r is None else Head(self, conn, _row(r))
 
-    def delivered(self, seq: int, attempts: int, now: float) -> None:
-        self._set(seq, status=DELIVERED, attempts=attempts, delivered_at=now, last_error=None)
-
-    def retry(self, seq: int, attempts: int, next_at: float, error: str) -> None:
-        self._set(seq, attempts=attempts, next_attempt_at=next_at, last_error=error)
-
-    def dead(self, seq: int, attempts: int, error: str) -> None:
-        self._set(seq, status=DEAD, attempts=attempts, last_error=error)
+    def _set(self, conn: Connection | None, seq: int, **values: Any) -> None:
+        stmt = update(outbox_table).where(outbox_table.c.seq == seq).values(**values)
+        if conn is not None:
+            conn.execute(stmt)
+            return
+        with self.engine.begin() as own:
+            own.execute(stmt)
 
     def counts(self, endpoint: str) -> dict[str, int]:
         c = outbox_table.c
@@ -252,6 +262,32 @@ class WebhookOutbox:
                 outbox_table.delete().where(and_(c.status == DELIVERED, c.delivered_at < older_than))
             )
         return int(res.rowcount or 0)
+
+
+def _row(r: Any) -> OutboxRow:
+    return OutboxRow(r.seq, r.change_id, r.ticket_id, r.kind, r.body.encode(), r.attempts, r.next_attempt_at)
+
+
+@dataclass
+class Head:
+    """A claimed outbox row and how to record its answer (in the claiming transaction, if any)."""
+
+    outbox: WebhookOutbox
+    conn: Connection | None
+    row: OutboxRow
+
+    def delivered(self, attempts: int, now: float) -> None:
+        self.outbox._set(
+            self.conn, self.row.seq, status=DELIVERED, attempts=attempts, delivered_at=now, last_error=None
+        )
+
+    def retry(self, attempts: int, next_at: float, error: str) -> None:
+        self.outbox._set(
+            self.conn, self.row.seq, attempts=attempts, next_attempt_at=next_at, last_error=error
+        )
+
+    def dead(self, attempts: int, error: str) -> None:
+        self.outbox._set(self.conn, self.row.seq, status=DEAD, attempts=attempts, last_error=error)
 
 
 @dataclass
@@ -457,11 +493,15 @@ class OutboxNotifier:
 
     # ---- delivery -------------------------------------------------------------------------------
 
-    def start(self) -> OutboxNotifier:
+    def _recount(self) -> None:
+        """Pending, held and dead rows as the outbox has them (other gateways deliver rows too)."""
         counts = self.outbox.counts(self.endpoint)
         self.stats.dead = counts.get(DEAD, 0)
         self.stats.pending = counts.get(PENDING, 0)
         self.stats.held = counts.get(HELD, 0)
+
+    def start(self) -> OutboxNotifier:
+        self._recount()
         pruned = self.outbox.prune(time.time() - KEEP_DELIVERED_S)
         if self._thread is None:
             self._stop.clear()
@@ -503,7 +543,7 @@ class OutboxNotifier:
     def _release_held(self) -> None:
         if not self.stats.held:
             return
-        released = self.outbox.release(self.endpoint, self.origin, self.clock.now(), time.time())
+        released = self.outbox.release(self.endpoint, self.clock.now(), time.time())
         if released:
             self.stats.held = max(0, self.stats.held - released)
             self.stats.pending += released
@@ -513,20 +553,20 @@ class OutboxNotifier:
         """Send due rows in order; the seconds to wait before the next look."""
         self._release_held()
         while not self._stop.is_set():
-            rows = self.outbox.pending(self.endpoint, self.origin)
-            if not rows:
-                return 1.0 if self.stats.held else 5.0  # held rows: watch the clock for their release
-            for row in rows:
-                if self._stop.is_set():
-                    return 0.0
-                wait_s = row.next_attempt_at - time.time()
+            with self.outbox.head(self.endpoint) as head:
+                if head is None:
+                    # nothing pending, or another gateway sends the head (look again soon); held
+                    # rows: watch the clock for their release
+                    self._recount()
+                    return 1.0 if self.stats.held or self.stats.pending else 5.0
+                wait_s = head.row.next_attempt_at - time.time()
                 if wait_s > 0:
                     return min(wait_s, 5.0)  # head of the line is backing off: later ones wait
-                if not self._attempt(row):
-                    break  # failed: keep order, look again after its backoff
+                self._attempt(head)
         return 0.0
 
-    def _attempt(self, row: OutboxRow) -> bool:
+    def _attempt(self, head: Head) -> None:
+        row = head.row
         attempts = row.attempts + 1
         final = False
         try:
@@ -534,7 +574,7 @@ class OutboxNotifier:
             resp = self._client.post(req.url, content=req.content, headers=req.headers)
             verdict = self.channel.verdict(resp)
             if verdict.error is None:
-                self.outbox.delivered(row.seq, attempts, time.time())
+                head.delivered(attempts, time.time())
                 self.stats.delivered += 1
                 self.stats.pending = max(0, self.stats.pending - 1)
                 log.info(
@@ -546,18 +586,18 @@ class OutboxNotifier:
                     resp.status_code,
                     attempts,
                 )
-                return True
+                return
             error, final = verdict.error, verdict.final
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"
         error = self.channel.redact(error)
         self.stats.failed_attempts += 1
         if final or attempts >= self.policy.max_attempts:
-            self._bury(row, attempts, error + (" (not retried)" if final else ""))
-            return True  # off the head of the line: the next change may go
+            self._bury(head, attempts, error + (" (not retried)" if final else ""))
+            return  # off the head of the line: the next change may go
         delay = min(self.policy.backoff_max_s, self.policy.backoff_base_s * 2 ** (attempts - 1))
         delay *= random.uniform(0.5, 1.0)  # jitter: many gateways do not retry in lock-step
-        self.outbox.retry(row.seq, attempts, time.time() + delay, error)
+        head.retry(attempts, time.time() + delay, error)
         log.warning(
             "event=webhook_retry endpoint=%s change=%s ticket=%s attempt=%d of=%d retry_in_s=%.2f error=%r",
             self.endpoint,
@@ -568,10 +608,10 @@ class OutboxNotifier:
             delay,
             error,
         )
-        return False
 
-    def _bury(self, row: OutboxRow, attempts: int, error: str) -> None:
-        self.outbox.dead(row.seq, attempts, error)
+    def _bury(self, head: Head, attempts: int, error: str) -> None:
+        row = head.row
+        head.dead(attempts, error)
         self.stats.dead += 1
         self.stats.pending = max(0, self.stats.pending - 1)
         url = self.channel.url_for_logs

@@ -273,11 +273,13 @@ def test_held_rows_wait_for_their_time_and_survive_a_restart(tmp_path: Path) -> 
     assert not outbox.add("robot:r", "gw", change, b"{}", 2.0)  # the same change: kept once
     outbox.close()
     outbox = WebhookOutbox(url)
-    assert outbox.counts("robot:r") == {HELD: 1} and outbox.pending("robot:r", "gw") == []
-    assert outbox.release("robot:r", "gw", clock_now=99.0, now=5.0) == 0
-    assert outbox.release("robot:r", "gw", clock_now=100.0, now=5.0) == 1
-    [row] = outbox.pending("robot:r", "gw")
-    assert (row.change_id, row.next_attempt_at) == (change.id, 5.0)
+    assert outbox.counts("robot:r") == {HELD: 1}
+    with outbox.head("robot:r") as head:
+        assert head is None
+    assert outbox.release("robot:r", clock_now=99.0, now=5.0) == 0
+    assert outbox.release("robot:r", clock_now=100.0, now=5.0) == 1
+    with outbox.head("robot:r") as head:
+        assert head is not None and (head.row.change_id, head.row.next_attempt_at) == (change.id, 5.0)
     outbox.close()
 
 

@@ -115,6 +115,13 @@ def test_replicas_share_the_devices_and_hand_them_over_without_loss_or_duplicate
     assert len(keys) == work.devices and max(keys.values()) == 1, keys.most_common(3)
 
 
+def webhook_rows(url: str, status: str | None = None) -> list[tuple[str, str]]:
+    """(change id, status) of the shared webhook outbox's rows."""
+    with pg(url) as conn:
+        rows = conn.execute("SELECT change_id, status FROM webhook_outbox").fetchall()
+    return [(c, st) for c, st in rows if status is None or st == status]
+
+
 class Processes:
     """`python -m gridgate gateway --role ...` children, each logging to its own file."""
 
@@ -202,6 +209,7 @@ def test_three_replicas_two_dispatchers_survive_sigkill_mid_storm(
             wait_until(lambda: len(ticket_rows(url)) >= work.devices, timeout=60)
             # each ticket breaches accept and on-site (2, 4 s): worker -> grid head -> leader
             wait_until(lambda: sum(audit_counts(url, "escalate").values()) >= 2 * work.devices, timeout=60)
+            wait_until(lambda: not webhook_rows(url, "pending"), timeout=60)
             time.sleep(2)  # anything extra that was going to come
         finally:
             procs.stop_all()
@@ -228,8 +236,7 @@ def test_three_replicas_two_dispatchers_survive_sigkill_mid_storm(
     assert len(escalations) == 2 * work.devices and max(escalations.values()) == 1, escalations.most_common(3)
     # webhooks: every change in the shared outbox delivered; HTTP has no exactly-once, so a POST in
     # flight at the kill may come again, with its Idempotency-Key (the platform keeps one copy)
-    with pg(url) as conn:
-        rows = conn.execute("SELECT change_id, status FROM webhook_outbox").fetchall()
+    rows = webhook_rows(url)
     assert {status for _, status in rows} == {"delivered"}
     assert set(hook.accepted) == {change for change, _ in rows}
     again = [key for key, a in hook.accepted.items() if a["copies"] > 1]

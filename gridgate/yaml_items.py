@@ -8,13 +8,13 @@ handed to the caller one at a time, so the peak is one item's nodes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
 import yaml
 from yaml.composer import Composer
-from yaml.events import MappingEndEvent, MappingStartEvent, SequenceEndEvent, SequenceStartEvent
+from yaml.events import MappingEndEvent, MappingStartEvent, ScalarEvent, SequenceEndEvent, SequenceStartEvent
 
 from gridgate.config import existing_file, yaml_error
 
@@ -73,7 +73,7 @@ def _read(loader: _Loader, key: str, item: Callable[[int, Any], None]) -> tuple[
             loader.get_event()
             index = 0
             while not loader.check_event(SequenceEndEvent):
-                item(index, loader.construct_document(loader.compose_node(None, None)))
+                item(index, _item(loader))
                 index += 1
             loader.get_event()
             streamed = True
@@ -87,6 +87,68 @@ def _read(loader: _Loader, key: str, item: Callable[[int, Any], None]) -> tuple[
             "expected a single document in the stream", None, "but found another document", None
         )
     return doc, streamed
+
+
+def _item(loader: _Loader) -> Any:
+    """One list item. A mapping (every device) is built straight from the parser's events, its plain
+    and quoted scalars without nodes, ~3x faster; any other value goes through nodes as usual."""
+    start = loader.peek_event()
+    if type(start) is not MappingStartEvent or start.anchor is not None or start.tag is not None:
+        return loader.construct_document(loader.compose_node(None, None))
+    loader.get_event()
+    given: dict[Any, Any] = {}
+    merged: list[Any] = []  # `<<: *base` values: defaults for the keys given
+    while not loader.check_event(MappingEndEvent):
+        key_event = loader.peek_event()
+        if _is_merge_key(key_event):
+            loader.get_event()
+            where = loader.peek_event().start_mark
+            base = loader.construct_document(loader.compose_node(None, None))
+            bases = base if isinstance(base, list) else [base]
+            if not all(isinstance(b, dict) for b in bases):
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", start.start_mark, "a merge key expects mappings", where
+                )
+            merged[:0] = bases  # the first of `<<: [*a, *b]` wins, as in SafeConstructor's merge
+            continue
+        key = _value(loader)
+        if not isinstance(key, Hashable):
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping", start.start_mark, "found unhashable key", key_event.start_mark
+            )
+        given[key] = _value(loader)
+    loader.get_event()
+    if not merged:
+        return given
+    out: dict[Any, Any] = {}
+    for base in reversed(merged):
+        out.update(base)
+    return out | given
+
+
+def _value(loader: _Loader) -> Any:
+    event = loader.peek_event()
+    if type(event) is not ScalarEvent or event.anchor is not None or event.tag is not None:
+        return loader.construct_document(loader.compose_node(None, None))
+    loader.get_event()
+    tag = loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+    if tag == _STR:
+        return event.value
+    node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+    return loader.construct_document(node)
+
+
+def _is_merge_key(event: Any) -> bool:
+    return (
+        type(event) is ScalarEvent
+        and event.anchor is None
+        and event.tag is None
+        and event.implicit[0]
+        and event.value == "<<"
+    )
+
+
+_STR = "tag:yaml.org,2002:str"
 
 
 def _anchored(loader: _Loader) -> bool:

@@ -83,3 +83,32 @@ def test_a_second_list_under_the_same_key_is_refused(tmp_path: Path) -> None:
 def test_a_missing_file_says_where_it_was_looked_for(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="file not found"):
         read_yaml_items(tmp_path / "nope.yaml", "devices", lambda i, v: None)
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        "{<<: {a: 1}, b: 2}",
+        "{<<: [{a: 1}, {a: 2, c: 3}], a: 9}",
+        "{<<: {a: 1, b: 1}, <<: {a: 2}, c: 3}",
+        "{'<<': 1, b: !!str 3, c: [4]}",
+        "{a: {b: [1, 2]}, 'q': \"x\", n: ~, t: yes, f: 1.5e3, i: 0x1f, d: 2024-01-01}",
+        "[1, {a: 1}]",
+        "plain",
+    ],
+)
+def test_each_item_as_safe_load_builds_it(tmp_path: Path, item: str) -> None:
+    path = tmp_path / "devices.yaml"
+    path.write_text(f"devices:\n  - {item}\n  - {item}\n")
+    doc, items = streamed(path)
+    assert doc == read_yaml(path) and len(items) == 2
+
+
+@pytest.mark.parametrize("item", ["{a: <<}", "{[1]: 2}", "{<<: 3}"])
+def test_an_item_safe_load_refuses_is_refused(tmp_path: Path, item: str) -> None:
+    path = tmp_path / "devices.yaml"
+    path.write_text(f"devices:\n  - {item}\n")
+    with pytest.raises(ConfigError):
+        read_yaml(path)
+    with pytest.raises(ConfigError, match="line 2"):
+        read_yaml_items(path, "devices", lambda i, v: None)

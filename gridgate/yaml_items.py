@@ -97,7 +97,7 @@ def _item(loader: _Loader) -> Any:
         return loader.construct_document(loader.compose_node(None, None))
     loader.get_event()
     given: dict[Any, Any] = {}
-    merged: list[Any] = []  # `<<: *base` values: defaults for the keys given
+    merged: list[dict[Any, Any]] = []  # `<<: *base` values: defaults for the keys given
     while not loader.check_event(MappingEndEvent):
         key_event = loader.peek_event()
         if _is_merge_key(key_event):
@@ -109,7 +109,7 @@ def _item(loader: _Loader) -> Any:
                 raise yaml.constructor.ConstructorError(
                     "while constructing a mapping", start.start_mark, "a merge key expects mappings", where
                 )
-            merged[:0] = bases  # the first of `<<: [*a, *b]` wins, as in SafeConstructor's merge
+            merged.extend(bases)  # the first one given wins, as in safe_load
             continue
         key = _value(loader)
         if not isinstance(key, Hashable):

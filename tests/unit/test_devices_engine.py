@@ -331,8 +331,9 @@ def test_an_engine_owning_a_share_watches_only_its_devices() -> None:
 
 def test_never_heard_devices_go_offline_each_after_its_own_window() -> None:
     """Never-heard devices hold no state until they speak; their offline timers run from the start."""
-    fast = [Device(id=f"F-{i}", type="bin", lat=30.27, lon=120.15, reporting_interval_s=60) for i in range(3)]
-    slow = [Device(id=f"S-{i}", type="manhole", lat=30.27, lon=120.15, reporting_interval_s=600) for i in range(3)]
+    at = {"lat": 30.27, "lon": 120.15}
+    fast = [Device(id=f"F-{i}", type="bin", reporting_interval_s=60, **at) for i in range(3)]
+    slow = [Device(id=f"S-{i}", type="manhole", reporting_interval_s=600, **at) for i in range(3)]
     engine = DeviceEngine(DeviceRegistry.from_devices([*fast, *slow]), started_at=T0)
     send(engine, slow[0], T0 + 100, tilt_deg=1.0)  # heard: its timer restarts at T0 + 100
     assert engine.check_silence(T0 + 149) == []

@@ -58,7 +58,9 @@ def test_items_arrive_one_by_one_with_anchors_and_merge_keys(tmp_path: Path) -> 
     assert [d["id"] for d in items] == ["MH-1", "MH-2", "MH-2"] and items[1]["type"] == "manhole"
 
 
-@pytest.mark.parametrize("text", ["", "- a\n- b\n", "devices: {a: 1}\n", "devices: &all [1, 2]\nagain: *all\n"])
+@pytest.mark.parametrize(
+    "text", ["", "- a\n- b\n", "devices: {a: 1}\n", "devices: &all [1, 2]\nagain: *all\n"]
+)
 def test_what_is_not_a_list_under_the_key_comes_back_whole(tmp_path: Path, text: str) -> None:
     path = tmp_path / "devices.yaml"
     path.write_text(text)

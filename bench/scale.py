@@ -51,6 +51,7 @@ from tests.servers import InfluxDB1, Mosquitto  # noqa: E402
 
 START_TIMEOUT_S = 300.0  # 100,000 devices are read, checked and indexed before the broker is joined
 SETTLE_S = 3.0  # after start-up, before RSS "at rest" is read
+IDLE_S = 5.0  # then the CPU of the gateway at rest is read over this long
 
 
 # ---- the process tree ------------------------------------------------------------------------------
@@ -194,12 +195,14 @@ class RssFigures:
     devices: int
     startup_s: float
     rss_rest_mb: float
+    idle_cpu_pct: float  # of one core, at rest (housekeeping, silence checks, the API)
     rss_load_max_mb: float
     rss_load_end_mb: float
     rate: float  # msg/s offered
     sent: int
     stored: int
     cpu_us_per_msg: float
+    rss_all_heard_mb: float  # after a burst of one uplink from every device: each holds its state
     roles: str
 
 
@@ -227,6 +230,9 @@ def run_rss(devices: int, rate: float, seconds: float, tmp: Path) -> RssFigures:
         try:
             time.sleep(SETTLE_S)
             rest = gw.rss_mb()
+            idle0 = gw.cpu_s()
+            time.sleep(IDLE_S)
+            idle_pct = (gw.cpu_s() - idle0) / IDLE_S * 100
             samples: list[float] = []
             done = threading.Event()
 
@@ -244,18 +250,25 @@ def run_rss(devices: int, rate: float, seconds: float, tmp: Path) -> RssFigures:
             done.set()
             sampler.join()
             end = gw.rss_mb()
+            # the steady state of a city: every device has reported (C publishers, one uplink each)
+            publish_burst(mq.port, devices, devices)
+            poll_until(counter, stored + devices, time.time(), timeout=300, interval=0.5)
+            time.sleep(SETTLE_S)
+            all_heard = gw.rss_mb()
         finally:
             gw.stop()
     return RssFigures(
         devices,
         round(gw.startup_s, 1),
         round(rest, 1),
+        round(idle_pct, 1),
         round(max([*samples, end]), 1),
         round(end, 1),
         rate,
         sent,
         stored,
         round(cpu / max(1, stored) * 1e6, 1),
+        round(all_heard, 1),
         gw.roles,
     )
 
@@ -315,13 +328,14 @@ def report(rss: list[RssFigures], replicas: list[ReplicaFigures]) -> str:
     if rss:
         lines += [
             "",
-            "| devices | start-up s | RSS at rest MB | RSS under load MB (max / end) | load msg/s | "
-            "stored / sent | CPU us/msg |",
-            "|---|---|---|---|---|---|---|",
+            "| devices | start-up s | RSS at rest MB | CPU at rest | RSS under load MB (max / end) | "
+            "load msg/s | stored / sent | CPU us/msg | RSS, every device heard MB |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         lines += [
-            f"| {r.devices:,} | {r.startup_s:.1f} | {r.rss_rest_mb:.0f} | {r.rss_load_max_mb:.0f} / "
-            f"{r.rss_load_end_mb:.0f} | {r.rate:,.0f} | {r.stored:,} / {r.sent:,} | {r.cpu_us_per_msg:.0f} |"
+            f"| {r.devices:,} | {r.startup_s:.1f} | {r.rss_rest_mb:.0f} | {r.idle_cpu_pct:.0f} % | "
+            f"{r.rss_load_max_mb:.0f} / {r.rss_load_end_mb:.0f} | {r.rate:,.0f} | "
+            f"{r.stored:,} / {r.sent:,} | {r.cpu_us_per_msg:.0f} | {r.rss_all_heard_mb:.0f} |"
             for r in rss
         ]
     if replicas:

@@ -171,6 +171,13 @@ class DeviceEngine:
         self._unheard = unheard
         self._unheard_due = -float("inf")
 
+    def forget(self, device_ids: Iterable[str]) -> None:
+        """Stop watching these devices (another ingest replica owns them now): no state, no offline."""
+        for device_id in device_ids:
+            self._states.pop(device_id, None)
+            self._touched.discard(device_id)
+            self._unviewed.discard(device_id)
+
     # ---- events -------------------------------------------------------------------------------
 
     def _raise(
@@ -558,6 +565,10 @@ class DeviceEngine:
         """The devices whose state may have changed since the last call (what a checkpoint saves)."""
         touched, self._touched = self._touched, set()
         return touched
+
+    def mark_touched(self, device_ids: Iterable[str]) -> None:
+        """Put back what `take_touched` gave when saving it failed (still owned devices only)."""
+        self._touched.update(d for d in device_ids if d in self._states)
 
     def take_views(self) -> dict[str, DeviceView]:
         """What the API shows of each device changed since the last call: last seen, active events."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import ssl
 import threading
 from typing import Any
 
@@ -27,6 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.config import EdgeBrokerConfig
 from edge.queue import DiskQueue, Outgoing
+from gridgate.broker_auth import apply_credentials
 from gridgate.topics import Topics
 
 log = logging.getLogger("gridgate.edge.publisher")
@@ -41,16 +41,7 @@ def make_client(broker: EdgeBrokerConfig, client_id: str, clean_session: bool = 
         protocol=mqtt.MQTTv311,
     )
     c.reconnect_delay_set(min_delay=1, max_delay=int(max(1, broker.reconnect_max_s)))
-    if broker.username:
-        c.username_pw_set(broker.username, broker.secret())
-    if broker.tls.enabled:
-        c.tls_set(
-            ca_certs=str(broker.tls.ca_file) if broker.tls.ca_file else None,
-            certfile=str(broker.tls.cert_file) if broker.tls.cert_file else None,
-            keyfile=str(broker.tls.key_file) if broker.tls.key_file else None,
-            cert_reqs=ssl.CERT_REQUIRED,
-        )
-        c.tls_insecure_set(broker.tls.insecure)
+    apply_credentials(c, broker.username, broker.secret() if broker.username else None, broker.tls)
     return c
 
 

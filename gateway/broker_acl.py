@@ -82,8 +82,15 @@ def plan_users(
     gateway = BrokerUser(
         gateway_user,
         "gateway",
-        write=[f"{p}/alerts/#", f"{p}/tickets/#", f"{p}/maintenance/#", topics.dead_letter],
-        read=[topics.device_filter, topics.edge_filter]
+        # internal/events: ingest replicas -> the lead dispatcher (`--role`, gateway/cluster/)
+        write=[
+            f"{p}/alerts/#",
+            f"{p}/tickets/#",
+            f"{p}/maintenance/#",
+            topics.dead_letter,
+            topics.internal_events,
+        ],
+        read=[topics.device_filter, topics.edge_filter, topics.internal_events]
         + [vt.subscription for vt in cfg.all_vendor_topics()]
         + [SYS_DROPPED],
     )

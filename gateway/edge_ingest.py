@@ -180,6 +180,19 @@ class EdgeIngest:
         self.duplicates = 0
         self._now = 0.0  # receive time of the message being handled
 
+    @classmethod
+    def for_pipeline(cls, pipeline: Pipeline) -> EdgeIngest:
+        """Pictures and clips under `storage.data_dir`, with `limits:` as the pipeline's config says."""
+        cfg = pipeline.cfg
+        data = cfg.storage.data_dir
+        return cls(
+            pipeline,
+            data / "evidence",
+            cfg.limits.max_evidence_bytes,
+            data / "frames",
+            cfg.limits.max_clip_bytes,
+        )
+
     def max_bytes(self, et: EdgeTopic) -> tuple[int, str]:
         """The size limit of a message on this topic, and the setting that holds it."""
         if et.channel == "evidence" and et.name == CLIP_NAME:

@@ -25,6 +25,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from gridgate.broker_auth import apply_credentials
 from gridgate.config import BrokerConfig
 
 log = logging.getLogger("gridgate.mqtt")
@@ -121,6 +122,14 @@ class FastClient(mqtt.Client):
         return rc
 
 
+def configure_client(client: mqtt.Client, cfg: BrokerConfig) -> None:
+    """What every gateway connection shares: in-flight window, reconnect backoff, credentials, TLS."""
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    client.reconnect_delay_set(min_delay=1, max_delay=int(cfg.reconnect_max_s))
+    apply_credentials(client, cfg.username, cfg.secret() if cfg.username else None, cfg.tls)
+
+
 class BrokerUnavailable(Exception):
     """The broker did not accept a connection in time."""
 
@@ -198,19 +207,7 @@ class GatewayMQTT:
         self.sessions_lost = 0  # connections where the broker had not kept our persistent session
         self.broker_dropped = 0  # messages the broker says it dropped by its queue limits, since we met it
         self.dropped_seen = dropped_seen  # the broker's counter as last seen (saved across restarts)
-        self.client.max_inflight_messages_set(1000)
-        self.client.max_queued_messages_set(0)
-        self.client.reconnect_delay_set(min_delay=1, max_delay=int(cfg.reconnect_max_s))
-        if cfg.username:
-            self.client.username_pw_set(cfg.username, cfg.secret())
-        if cfg.tls.enabled:
-            self.client.tls_set(
-                ca_certs=str(cfg.tls.ca_file) if cfg.tls.ca_file else None,
-                certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
-                keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
-            self.client.tls_insecure_set(cfg.tls.insecure)
+        configure_client(self.client, cfg)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -307,6 +304,19 @@ class GatewayMQTT:
                 return
             self._held += 1
         self._send(topic, payload, qos)
+
+    def publish_wait(self, topic: str, payload: bytes, timeout_s: float) -> bool:
+        """Publish at QoS 1 past the backlog and wait for the broker's PUBACK; True once it came."""
+        with self._backlog_lock:
+            self._held += 1
+        info = self.client.publish(topic, payload, qos=1)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS and info.rc != mqtt.MQTT_ERR_NO_CONN:
+            return False
+        try:
+            info.wait_for_publish(timeout_s)
+        except (RuntimeError, ValueError):  # paho refused it outright (queue full, bad topic)
+            return False
+        return info.is_published()
 
     def _send(self, topic: str, payload: bytes, qos: int) -> None:
         info = self.client.publish(topic, payload, qos=qos)

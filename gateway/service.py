@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
-import gc
+import errno
 import logging
+import socket
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import uvicorn
+from pydantic import TypeAdapter, ValidationError
 
-from devices.codecs import codec_names
 from devices.engine import DeviceEngine
 from devices.registry import DeviceRegistry, load_registry
 from gateway.api import DeviceOut, Health, create_app
 from gateway.api.auth import Authenticator
+from gateway.cluster.changes import FEED_SUBSCRIBED, ChangeLog
+from gateway.cluster.session import AckingSession
+from gateway.cluster.view import ViewFeed
 from gateway.edge_ingest import CameraFrame, EdgeIngest
 from gateway.grids import GridIndex, GridMatch
 from gateway.hygiene import CauseIndex, HygieneDesk, MaintenanceWindows, Target, behind_of, target_of
@@ -28,12 +33,14 @@ from gateway.pipeline import Pipeline
 from gateway.platforms.native import NativeMessage
 from gateway.platforms.queue import PushQueue
 from gateway.platforms.receiver import PushReceiver
+from gateway.runtime import check_vendor_codecs, tune_gc
 from gateway.shards import ShardPool, WorkerReport
 from gateway.sinks.runner import SinkRunner
 from gateway.store import GatewayStore, sqlite_url
 from gateway.stream import StreamHub
 from gateway.tickets.channels import outbox_channels
 from gateway.tickets.desk import Outcome
+from gateway.tickets.models import TicketChange
 from gateway.tickets.service import TicketService
 from gateway.tickets.webhook import OutboxNotifier, WebhookOutbox, webhook_metrics
 from gridgate.clock import Clock, SystemClock
@@ -46,7 +53,27 @@ log = logging.getLogger("gridgate.gateway")
 WS_MAX_BYTES = 64 * 1024  # a WebSocket client sends only its auth and filters: uvicorn allows 16 MiB
 BROKER_DROPPED = "broker_dropped_seen"  # stored beside the journal marks: the broker's $SYS drop counter
 RELEASE_CHECK_S = 1.0  # how often muted events are checked for a cause or window that is over
+FEED = TypeAdapter(list[Event])  # the lead dispatcher's feed: event changes from the ingest replicas
+PUSH_FORWARD_TIMEOUT_S = 5.0  # cluster roles: a platform push waits this long for the broker's PUBACK
+MIRROR_S = 1.0  # outside `--role all`: how often the devices' states saved by the replicas are read
+MIRROR_OVERLAP_S = 5.0
 WINDOWS_REFRESH_S = 10.0  # how often maintenance windows are re-read from the (shared) ticket database
+
+
+class OwnChanges:
+    """A notifier that remembers the last ticket changes this process made (so the copy the broker
+    brings back is not taken for another process's)."""
+
+    name = "own"
+
+    def __init__(self, seen: OrderedDict[str, None], keep: int = 10_000) -> None:
+        self.seen = seen
+        self.keep = keep
+
+    def notify(self, change: TicketChange) -> None:
+        self.seen[change.id] = None
+        while len(self.seen) > self.keep:
+            self.seen.popitem(last=False)
 
 
 class Gateway:
@@ -61,9 +88,32 @@ class Gateway:
         store_url: str | None = None,
         log_level: str = "info",
         fresh_broker: bool = False,
+        role: Literal["all", "dispatch", "api"] = "all",
     ) -> None:
         """`fresh_broker`: the broker was started with this gateway (the demo's embedded one), so it
-        cannot hold the session of an earlier run; no warning that it lost it."""
+        cannot hold the session of an earlier run; no warning that it lost it.
+
+        `role="dispatch"` (the lead dispatcher of a cluster, gateway/cluster/dispatch.py): no uplinks;
+        event changes come from the ingest replicas on `{prefix}/internal/events`, each message
+        acknowledged after the checkpoint that saved what it did; state in `cluster.database_url`.
+        `role="api"` (an API replica, gateway/cluster/view.py): serves the API and the dashboard from
+        the shared databases and the broker; people's actions change tickets there; no SLA timers,
+        no webhook deliveries, no alert hygiene of its own (the lead dispatcher's)."""
+        self.role = role
+        self._files = ""
+        if role != "all":
+            store_url = store_url or cfg.cluster.url()
+            name = "dispatch" if role == "dispatch" else f"api-{socket.gethostname()}-{cfg.api.port}"
+            # its own journal, spool and mark: several roles may share a machine and a data_dir
+            self._files = name
+            cfg = cfg.model_copy(
+                update={
+                    "broker": cfg.broker.model_copy(
+                        update={"client_id": f"{cfg.broker.client_id}-{name}"[:120], "shared_group": None}
+                    ),
+                    "ingest": cfg.ingest.model_copy(update={"checkpoint_s": cfg.cluster.checkpoint_s}),
+                }
+            )
         self.cfg = cfg
         self.clock = clock or SystemClock()
         self.metrics = GatewayMetrics()
@@ -78,8 +128,12 @@ class Gateway:
             if self.registry.get(device_id) is not None:
                 self.engine.restore(device_id, state)
         # crash safety: every message is journaled before its PUBACK, replayed from the last checkpoint
-        self.journal = Journal(cfg.storage.journal_dir, fsync=cfg.storage.journal_fsync)
+        journal_dir = cfg.storage.journal_dir
         self._mark_names = ["main"] + [f"shard{i}of{cfg.ingest.workers}" for i in range(cfg.ingest.workers)]
+        if self._files:
+            journal_dir = cfg.storage.data_dir / f"journal-{self._files}"
+            self._mark_names = [f"main-{self._files}"]
+        self.journal = Journal(journal_dir, fsync=cfg.storage.journal_fsync)
         self._marks = self._load_marks()
         self.journal.advance_to(max(self._marks))
         self._ingest_lock = threading.Lock()  # held while one message is handled: checkpoints see whole ones
@@ -96,11 +150,21 @@ class Gateway:
             cfg.storage,
             self.metrics,
             processes=cfg.ingest.workers + 1,  # the gateway and each worker keep a share of the cap
+            spool_path=cfg.storage.data_dir / f"spool-{self._files}.sqlite" if self._files else None,
             dead_letter=lambda body: self.mqtt.publish(self.topics.dead_letter, body, 1),
         )
         self.topics = Topics(cfg.broker.topic_prefix)
         subscriptions = [self.topics.device_filter, self.topics.edge_filter]
         subscriptions += [vt.subscription for vt in cfg.all_vendor_topics()]
+        self.feed: AckingSession | None = None
+        self._mirrored_at = 0.0
+        if role != "all":
+            subscriptions = []  # the ingest replicas own the uplinks
+        if role == "dispatch":
+            self.feed = AckingSession(
+                cfg.broker, f"{cfg.broker.client_id}-events", [self.topics.internal_events], self._on_feed
+            )
+            self._fed = ChangeLog()
         self.shards: ShardPool | None = None
         self._shard_gauges: dict[int, dict[str, float]] = {}
         self._shard_errors: dict[int, str | None] = {}
@@ -162,9 +226,11 @@ class Gateway:
                 cfg.platforms,
                 registry=self.registry,
                 topics=self.topics,
-                data_dir=cfg.storage.data_dir,
+                data_dir=cfg.storage.data_dir / f"push-{self._files}"
+                if self._files
+                else cfg.storage.data_dir,
                 clock=self.clock,
-                journal=self.ingest_push,
+                journal=self.ingest_push if role == "all" else self._forward_push,
                 reject=self.pipeline.reject,
             )
             self.metrics.add_collector(self.push.metrics.collect)
@@ -179,17 +245,18 @@ class Gateway:
         self.metrics.add_collector(self.stream.collect)
         self.outbox: WebhookOutbox | None = None
         self.webhooks: list[OutboxNotifier] = []  # webhooks and robots
+        self._own_changes: OrderedDict[str, None] = OrderedDict()  # ticket changes made here
         if self.tickets is not None:
             self.tickets.add_notifier(self.stream)
+            self.tickets.add_notifier(OwnChanges(self._own_changes))
             self._add_webhooks()
+        # outside `--role all`, ticket changes made by another process refresh this desk (and, in an
+        # API replica, alerts and those changes reach its WebSocket clients)
+        self.view: ViewFeed | None = None
+        if role != "all":
+            self.view = ViewFeed(cfg.broker, self.topics, self._relay_alert, self._on_ticket_change)
         self._edge_prefix = f"{self.topics.prefix}/edge/"
-        self.edge = EdgeIngest(
-            self.pipeline,
-            cfg.storage.data_dir / "evidence",
-            cfg.limits.max_evidence_bytes,
-            cfg.storage.data_dir / "frames",
-            cfg.limits.max_clip_bytes,
-        )
+        self.edge = EdgeIngest.for_pipeline(self.pipeline)
         self._stop = threading.Event()
         self._housekeeper: threading.Thread | None = None
         self._api_server: uvicorn.Server | None = None
@@ -250,7 +317,8 @@ class Gateway:
                 self._pending_events.append(event)
         self.mqtt.publish(self.topics.alert(event.grid_id, event.kind), event.model_dump_json().encode(), 1)
         self.metrics.events_out[(event.kind, event.state.value)] += 1
-        self.stream.on_events([event])
+        if self.role != "api":  # an API replica's stream hears it back from the broker, as every alert
+            self.stream.on_events([event])
         return self.tickets.process([event]) if self.tickets is not None else None
 
     def _on_message(self, topic: str, payload: bytes, mid: int, dup: bool) -> None:
@@ -287,6 +355,17 @@ class Gateway:
             for seq, m in zip(seqs, messages, strict=True):
                 self.push_queue.put(seq, now, m.topic, m.payload)
 
+    def _forward_push(self, messages: list[NativeMessage]) -> None:
+        """Cluster roles: a push goes to the broker on the device's own topic, where the ingest replica
+        that owns the device takes it; OSError (the platform gets 503 and retries) unless the broker
+        acknowledged every message."""
+        for m in messages:
+            if not self.mqtt.publish_wait(m.topic, m.payload, PUSH_FORWARD_TIMEOUT_S):
+                raise OSError(
+                    errno.ETIMEDOUT,
+                    f"the broker did not acknowledge {m.topic} in {PUSH_FORWARD_TIMEOUT_S:g} s",
+                )
+
     def _dispatch_pushed(self, seq: int, now: float, topic: str, payload: bytes) -> None:
         """The push thread, with the ingest lock held."""
         self._dispatch(seq, now, topic, payload)
@@ -305,6 +384,38 @@ class Gateway:
         else:
             self.edge.handle(topic, et, payload, now)
 
+    def _relay_alert(self, event: Event) -> None:
+        """An alert heard on the broker: an API replica's WebSocket clients get it (the leader's
+        stream has its own alerts already)."""
+        if self.role == "api":
+            self.stream.on_events([event])
+
+    def _on_ticket_change(self, doc: dict[str, Any]) -> None:
+        """A ticket change heard on the broker: made by another process, the desk reads that ticket
+        again (what it serves and acts on is what the database holds) and the stream relays it."""
+        if doc.get("change_id") in self._own_changes:
+            return
+        ticket_id = doc["ticket"].get("id")
+        if self.tickets is not None and isinstance(ticket_id, str):
+            self.tickets.desk.refresh(ticket_id)
+        self.stream.relay_ticket(doc)
+
+    def _on_feed(self, topic: str, payload: bytes) -> None:
+        """The lead dispatcher's feed (its session's network thread): event changes from the replicas."""
+        try:
+            events = FEED.validate_json(payload)
+        except ValidationError as exc:
+            log.error(
+                "event=feed_rejected topic=%s error=%r fix='only gridgate ingest replicas may publish here'",
+                topic,
+                str(exc)[:300],
+            )
+            return
+        with self._ingest_lock:  # a checkpoint's mark of the feed covers whole messages
+            fresh = self._fed.fresh(events, self.store.stored_changes)
+            if fresh:
+                self._remember(fresh)
+
     # crash safety ------------------------------------------------------------------------
     def _load_marks(self) -> list[int]:
         """The journal seq each consumer's saved state accounts for: the gateway process, then each worker.
@@ -312,7 +423,11 @@ class Gateway:
         After a change of `ingest.workers` (another split of the devices) every consumer starts from
         the oldest mark of the old layout: the replay may apply a few messages twice, but loses none.
         """
-        saved = {k: v for k, v in self.store.load_marks().items() if k == "main" or k.startswith("shard")}
+        saved = {
+            k: v
+            for k, v in self.store.load_marks().items()
+            if k in self._mark_names or (not self._files and (k == "main" or k.startswith("shard")))
+        }
         self._stale_marks = sorted(set(saved) - set(self._mark_names))
         if all(name in saved for name in self._mark_names):
             return [saved[name] for name in self._mark_names]
@@ -449,6 +564,7 @@ class Gateway:
                 states = {d: self.engine.snapshot(d) for d in touched} if self.shards is None else {}
             if self.shards is not None:
                 self.shards.request_checkpoint(upto)
+            feed_mark = self.feed.mark() if self.feed is not None else None
         marks = {"main": upto}
         broker_marks = {BROKER_DROPPED: self.mqtt.dropped_seen} if self.mqtt.dropped_seen is not None else {}
         if self.shards is not None:
@@ -481,6 +597,8 @@ class Gateway:
                 exc,
             )
             return False
+        if self.feed is not None and feed_mark is not None:
+            self.feed.ack(feed_mark)  # the replicas' event changes handed over up to the mark are saved
         on_disk = self.journal.release(min(marks.values()))
         self.checkpoint_seq = min(marks.values())
         self.journal_bytes = on_disk
@@ -494,18 +612,21 @@ class Gateway:
         return self.tickets.wait_applied(self.tickets.stats.events_in, deadline - time.monotonic())
 
     def _housekeeping(self) -> None:
-        next_silence = next_checkpoint = next_release = 0.0
+        next_silence = next_checkpoint = next_release = next_mirror = 0.0
         next_windows = time.monotonic() + WINDOWS_REFRESH_S
         while not self._stop.wait(0.05):
             try:
                 now = self.clock.now()
-                if now >= next_silence and self.shards is None:  # workers watch their own devices
+                if now >= next_silence and self.shards is None and self.role == "all":  # workers: their own
                     self.pipeline.check_silence(now)
                     next_silence = now + self.cfg.offline_check_s
                     next_checkpoint = 0.0  # what silence raised is not in the journal: save it now
-                if now >= next_release:
+                if now >= next_release and self.role != "api":
                     next_release = now + RELEASE_CHECK_S
                     self._release_muted(now)
+                if self.role != "all" and time.monotonic() >= next_mirror:
+                    next_mirror = time.monotonic() + MIRROR_S
+                    self._mirror_devices()
                 if time.monotonic() >= next_windows:  # windows another gateway created or ended
                     next_windows = time.monotonic() + WINDOWS_REFRESH_S
                     self.windows.refresh()
@@ -514,6 +635,15 @@ class Gateway:
                     self.checkpoint()
             except Exception:  # keep the loop alive; the next round retries
                 log.exception("event=housekeeping_failed")
+
+    def _mirror_devices(self) -> None:
+        """Outside `--role all` the ingest replicas own the devices: show their saved states."""
+        states, newest = self.store.device_states_saved_since(self._mirrored_at)
+        self._mirrored_at = newest - MIRROR_OVERLAP_S  # replicas' clocks may differ a little
+        with self.pipeline.lock:
+            for device_id, state in states.items():
+                if self.registry.get(device_id) is not None:
+                    self.engine.restore(device_id, state)
 
     # lifecycle ---------------------------------------------------------------------------
     def start(self, *, wait_for_broker_s: float = 10.0) -> Gateway:
@@ -526,14 +656,22 @@ class Gateway:
             for name in (*shared, "sink_failed_attempts", "sink_dropped_recently"):
                 local = self.metrics.gauges.get(name)
                 self.metrics.gauge(name, lambda n=name, f=local: (f() if f else 0.0) + self.shard_gauge(n))
-        if self.tickets is not None:
+        if self.tickets is not None and self.role != "api":  # an API replica's desk only acts and reads
             self.tickets.start()
+            self._requeue_unticketed()
         self._handled_seq = max(self._marks)
         self._replay()
         self.push_queue.start()
         self.mqtt.start(wait_s=wait_for_broker_s)
-        for webhook in self.webhooks:
+        for webhook in self.webhooks if self.role != "api" else ():
             webhook.start()  # sends what a previous run left undelivered
+        if self.view is not None:
+            self.view.start()
+        if self.feed is not None:
+            self.feed.start()
+            if self.feed.subscribed.wait(wait_for_broker_s or 30.0):
+                # the broker keeps the feed's session from now on: replicas may publish to it
+                self.store.save_checkpoint({}, [], {FEED_SUBSCRIBED: 1}, self.clock.now())
         self._housekeeper = threading.Thread(
             target=self._housekeeping, name="gridgate-housekeeping", daemon=True
         )
@@ -552,6 +690,13 @@ class Gateway:
                 )
             else:
                 log.info("event=api_auth mode=%r", self.auth.describe())
+        if self.cfg.broker.shared_group:
+            log.warning(
+                "event=shared_group_splits_devices group=%s reason='a $share group spreads one device's "
+                "readings over its members: each keeps half of its alarm state and raises alarms again' "
+                "fix='run gridgate gateway --role ingest replicas (docs/operator-guide.md, Scaling out)'",
+                self.cfg.broker.shared_group,
+            )
         log.info(
             "event=gateway_started broker=%s sink=%s devices=%d grids=%d api=%s",
             self.mqtt.where,
@@ -561,6 +706,17 @@ class Gateway:
             self.api_url or "off",
         )
         return self
+
+    def _requeue_unticketed(self) -> None:
+        """Live events no ticket carries go to the desk again: those it held back (the per-grid rate
+        limit, the offline grace) lived only in the memory of the process that stopped or died."""
+        assert self.tickets is not None
+        active = self.store.query_events(state="active", suppressed=False, limit=1_000_000)
+        carried = self.tickets.store.ticketed(e.id for e in active)
+        waiting = [e for e in active if e.id not in carried]
+        if waiting:
+            log.info("event=events_requeued events=%d reason='active, on no ticket'", len(waiting))
+            self.tickets.on_events(waiting)
 
     def _start_api(self) -> None:
         config = uvicorn.Config(
@@ -595,6 +751,8 @@ class Gateway:
         Messages that arrive while stopping are journaled, acknowledged and handled at the next start.
         """
         self.push_queue.stop()  # hands over what is queued; a later push waits in the journal for a replay
+        if self.feed is not None:
+            self.feed.paused = True  # what comes now is for the next lead dispatcher
         with self._ingest_lock:
             self._closing = True
             if self.shards is not None:
@@ -605,12 +763,16 @@ class Gateway:
         if self._housekeeper is not None:
             self._housekeeper.join(timeout=15)
         self.checkpoint()
+        if self.feed is not None:
+            self.feed.stop()
         if self.tickets is not None:
             self.tickets.stop()  # before MQTT, so its last notifications still go out
         for webhook in self.webhooks:
             webhook.stop()  # what it has not delivered stays in the outbox for the next start
         if self.outbox is not None:
             self.outbox.close()
+        if self.view is not None:
+            self.view.stop()
         self.mqtt.stop()
         self.journal.close()
         self.runner.close()
@@ -701,30 +863,3 @@ class Gateway:
     def checkpoint_age_s(self) -> float:
         """Seconds since the last saved checkpoint (a restart would replay what came since)."""
         return time.monotonic() - self._checkpoint_at
-
-
-def check_vendor_codecs(cfg: GatewayConfig) -> None:
-    known = codec_names()
-    problems = [
-        f"vendor_topics[{i}].codec: unknown codec {vt.codec!r} (use one of {', '.join(known)})"
-        for i, vt in enumerate(cfg.vendor_topics)
-        if vt.codec is not None and vt.codec not in known
-    ] + [
-        f"lorawan.{vt.envelope}.codec: unknown codec {vt.codec!r} (use one of {', '.join(known)})"
-        for vt in cfg.lorawan.vendor_topics()
-        if vt.codec is not None and vt.codec not in known
-    ]
-    if problems:
-        raise ConfigError("gateway config", problems)
-
-
-def tune_gc() -> None:
-    """Fewer cyclic-GC passes on the hot path: each message allocates a few short-lived objects.
-
-    The objects made at start-up (registry, rules, models) are frozen out of every later scan,
-    and generation 0 is collected every 50,000 allocations instead of 700: ~30 % less CPU per
-    message at 10,000 messages/s (bench/ingest.py), for a few MB more memory.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)

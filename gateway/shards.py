@@ -37,6 +37,7 @@ from devices.registry import load_registry
 from gateway.grids import GridIndex
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Pipeline
+from gateway.runtime import tune_gc
 from gateway.sinks.runner import SinkRunner
 from gridgate.config import GatewayConfig
 from gridgate.logs import setup_logging
@@ -114,8 +115,6 @@ def worker_main(
     crash resends them): they are skipped.
     """
     setup_logging(log_level)
-    from gateway.service import tune_gc
-
     registry = load_registry(cfg.devices_file)
     metrics = GatewayMetrics()
     workers = cfg.ingest.workers

@@ -21,13 +21,16 @@ from sqlalchemy import (
     Engine,
     Float,
     Index,
+    Integer,
     MetaData,
     String,
     Table,
+    Text,
     create_engine,
     event,
     func,
     select,
+    text,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -74,6 +77,28 @@ events = Table(
 )
 
 
+# event changes an ingest replica saved with its device state, waiting to be published to the
+# lead dispatcher (`--role ingest`, gateway/cluster/): whoever owns the bucket next publishes what is left
+event_outbox = Table(
+    "event_outbox",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("bucket", Integer, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("saved_at", Float, nullable=False),
+    Index("ix_event_outbox_bucket", "bucket", "id"),
+)
+
+
+def create_schema(engine: Engine, schema: MetaData) -> None:
+    """`create_all`, one process at a time on PostgreSQL: replicas starting together would otherwise
+    race to create the same table (a unique violation in the catalogue)."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('gridgate:schema'))"))
+        schema.create_all(conn)
+
+
 def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
 
@@ -98,7 +123,7 @@ def make_engine(url: str) -> Engine:
 class GatewayStore:
     def __init__(self, url: str) -> None:
         self.engine = make_engine(url)
-        metadata.create_all(self.engine)
+        create_schema(self.engine, metadata)
         # INSERT ... ON CONFLICT DO UPDATE exists in both dialects we support, each in its own module
         self._insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
 
@@ -106,9 +131,27 @@ class GatewayStore:
         self.engine.dispose()
 
     # device rule state -------------------------------------------------------------------
-    def load_device_states(self) -> dict[str, dict[str, Any]]:
+    def load_device_states(self, device_ids: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
+        """Every saved device state, or those of `device_ids`."""
+        q = select(device_state)
         with self.engine.connect() as conn:
-            return {row.device_id: row.state for row in conn.execute(select(device_state))}
+            if device_ids is None:
+                return {row.device_id: row.state for row in conn.execute(q)}
+            ids, out = list(device_ids), {}
+            for i in range(0, len(ids), 5000):
+                chunk = q.where(device_state.c.device_id.in_(ids[i : i + 5000]))
+                out.update({row.device_id: row.state for row in conn.execute(chunk)})
+            return out
+
+    def device_states_saved_since(self, since: float) -> tuple[dict[str, dict[str, Any]], float]:
+        """The states saved at or after `since` (their own savers' clocks), and the newest save time."""
+        q = select(device_state).where(device_state.c.saved_at >= since)
+        newest, out = since, {}
+        with self.engine.connect() as conn:
+            for row in conn.execute(q):
+                out[row.device_id] = row.state
+                newest = max(newest, row.saved_at)
+        return out, newest
 
     def load_mark(self, name: str) -> int | None:
         """A saved mark (the journal position of the last checkpoint, ...); None: never saved."""
@@ -127,14 +170,18 @@ class GatewayStore:
         marks: dict[str, int],
         now: float,
         forget: Iterable[str] = (),
+        outbox: Iterable[tuple[int, str]] = (),
     ) -> None:
         """Device states, events and the journal positions they account for, in one transaction;
-        `forget`: marks to delete (another worker layout's)."""
+        `forget`: marks to delete (another worker layout's); `outbox`: (bucket, body) to publish."""
         rows = self._event_rows(batch)
         forget = list(forget)
-        if not states and not rows and not marks and not forget:
+        outbox_rows = [{"bucket": b, "body": body, "saved_at": now} for b, body in outbox]
+        if not states and not rows and not marks and not forget and not outbox_rows:
             return
         with self.engine.begin() as conn:
+            if outbox_rows:
+                conn.execute(event_outbox.insert(), outbox_rows)
             if forget:
                 conn.execute(ingest_mark.delete().where(ingest_mark.c.name.in_(forget)))
             self._upsert(conn, events, rows)
@@ -159,6 +206,30 @@ class GatewayStore:
             ),
             rows,
         )
+
+    # the event outbox of ingest replicas -------------------------------------------------
+    def load_outbox(self, buckets: Iterable[int]) -> list[tuple[int, str]]:
+        """(row id, body) of what waits to be published for these buckets, oldest first."""
+        q = select(event_outbox.c.id, event_outbox.c.body).where(event_outbox.c.bucket.in_(list(buckets)))
+        with self.engine.connect() as conn:
+            return [(int(r.id), r.body) for r in conn.execute(q.order_by(event_outbox.c.id))]
+
+    def delete_outbox(self, row_ids: Iterable[int]) -> None:
+        ids = list(row_ids)
+        if ids:
+            with self.engine.begin() as conn:
+                conn.execute(event_outbox.delete().where(event_outbox.c.id.in_(ids)))
+
+    def stored_changes(self, event_ids: Iterable[str]) -> dict[str, datetime]:
+        """event id -> the time of its latest change as stored (end, else update, else start): what a
+        redelivered event change is checked against."""
+        ids = list(event_ids)
+        if not ids:
+            return {}
+        c = events.c
+        q = select(c.id, c.started_at, c.updated_at, c.ended_at).where(c.id.in_(ids))
+        with self.engine.connect() as conn:
+            return {r.id: r.ended_at or r.updated_at or r.started_at for r in conn.execute(q)}
 
     # events ------------------------------------------------------------------------------
     @staticmethod

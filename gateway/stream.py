@@ -324,6 +324,14 @@ class StreamHub:
         grids = (t.grid_id, t.micro_grid_id)
         self._publish("ticket", grids, t.category, lambda: team, partial(ticket_body, change))
 
+    def relay_ticket(self, doc: dict[str, Any]) -> None:
+        """A ticket change another process made, as its channels carry it (`TicketChange.to_json`)."""
+        t = doc["ticket"]
+        team = (doc.get("target") or {}).get("team") or t.get("team")
+        grids = (t.get("grid_id"), t.get("micro_grid_id"))
+        body = {"type": "ticket", **doc}
+        self._publish("ticket", grids, str(t.get("category") or ""), lambda: team, lambda _team: body)
+
     def collect(self) -> Iterable[Metric]:
         yield GaugeMetricFamily("gridgate_stream_clients", "WebSocket clients connected", value=self.clients)
         yield CounterMetricFamily(

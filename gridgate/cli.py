@@ -6,13 +6,13 @@ import json
 import signal
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
 
 import gridgate
-from gridgate.config import ConfigError, load_gateway_config, open_api_exposure
+from gridgate.config import ConfigError, GatewayConfig, load_gateway_config, open_api_exposure
 from gridgate.detectors_cli import app as detectors_app
 from gridgate.edge_cli import edge_app
 from gridgate.logs import setup_logging
@@ -162,16 +162,48 @@ def grids_synth(
     console.print(f"wrote {rows * cols} grids and {rows * cols * micro_per_side**2} micro-grids to {out}")
 
 
-@app.command()
-def gateway(config: ConfigOpt = Path("config/gateway.yaml"), log_level: LogLevel = "info") -> None:
-    """Run the central gateway: MQTT ingest, rules, time-series sink, alerts, API."""
-    from gateway.mqtt import BrokerUnavailable
-    from gateway.service import Gateway
+Role = Literal["all", "ingest", "dispatch", "api"]
 
+
+@app.command()
+def gateway(
+    config: ConfigOpt = Path("config/gateway.yaml"),
+    log_level: LogLevel = "info",
+    role: Annotated[
+        Role,
+        typer.Option(
+            help="all: everything in this process; ingest: one of several replicas sharing the devices' "
+            "uplinks; dispatch: the lead dispatcher (or a standby): alerts, event log, tickets, API; "
+            "api: an API and dashboard replica. ingest, dispatch and api need cluster.database_url "
+            "(docs/operator-guide.md, Scaling out)"
+        ),
+    ] = "all",
+) -> None:
+    """Run the central gateway: MQTT ingest, rules, time-series sink, alerts, API."""
     setup_logging(log_level)
     try:
         cfg = load_gateway_config(config)
-        gw = Gateway(cfg, log_level=log_level)
+        if role != "all":
+            cfg.cluster.url()
+    except ConfigError as err:
+        fail(err)
+    except ValueError as exc:
+        console.print(f"[red]{config}: {exc}[/red]", highlight=False)
+        raise typer.Exit(2) from exc
+    if role == "ingest":
+        run_ingest(cfg)
+    elif role == "dispatch":
+        run_dispatch(cfg, log_level)
+    else:
+        run_gateway(cfg, log_level, role)
+
+
+def run_gateway(cfg: GatewayConfig, log_level: str, role: Literal["all", "api"]) -> None:
+    from gateway.mqtt import BrokerUnavailable
+    from gateway.service import Gateway
+
+    try:
+        gw = Gateway(cfg, log_level=log_level, role=role)
     except ConfigError as err:
         fail(err)
     try:
@@ -183,6 +215,37 @@ def gateway(config: ConfigOpt = Path("config/gateway.yaml"), log_level: LogLevel
         wait_for_signal()
     finally:
         gw.stop()
+
+
+def run_ingest(cfg: GatewayConfig) -> None:
+    from gateway.cluster.ingest import IngestReplica
+
+    try:
+        replica = IngestReplica(cfg).start(wait_for_broker_s=0)
+    except ConfigError as err:
+        fail(err)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(0.5) and replica.failed is None:
+        pass
+    replica.stop()
+    if replica.failed is not None:
+        raise typer.Exit(3)
+
+
+def run_dispatch(cfg: GatewayConfig, log_level: str) -> None:
+    from gateway.cluster.dispatch import lead
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        reason = lead(cfg, stop, log_level)
+    except ConfigError as err:
+        fail(err)
+    if reason is not None:
+        raise typer.Exit(3)
 
 
 @app.command()

@@ -127,7 +127,9 @@ class BrokerConfig(Strict):
     topic_prefix: str = Field("gridgate", pattern=r"^[^#+/][^#+]*$")
     keepalive_s: int = Field(30, ge=5)
     shared_group: str | None = Field(
-        None, description="subscribe through `$share/<group>/` so several gateways split the load"
+        None,
+        description="subscribe through `$share/<group>/` (kept for old configs, warned about at start: it "
+        "splits one device's readings over the gateways; use `gridgate gateway --role ingest` replicas)",
     )
     reconnect_max_s: float = Field(30.0, gt=0)
 
@@ -426,6 +428,51 @@ class IngestConfig(Strict):
         description="how often rule state, events and the journal position are saved together; a "
         "restart replays the journal from the last one (about checkpoint_s x messages/s messages)",
     )
+
+
+class ClusterConfig(Strict):
+    """`cluster:`: several gateway processes sharing one broker and one PostgreSQL (docs/operator-guide.md,
+    Scale-out). Used by `gridgate gateway --role ingest|dispatch`; `--role all` (the default) ignores it."""
+
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the PostgreSQL database the roles share (postgresql+psycopg://...): "
+        "device rule state, the event log and outbox, and the advisory locks that say which replica owns "
+        "which devices and which dispatcher leads; may be the same database as tickets.database_url",
+    )
+    buckets: int = Field(
+        16,
+        ge=1,
+        le=1024,
+        description="device buckets (a stable hash of the device id): each is owned by one ingest replica at "
+        "a time, through a broker session of its own; fixed for a deployment (changing it moves devices)",
+    )
+    checkpoint_s: float = Field(
+        0.5,
+        gt=0,
+        le=10,
+        description="how often an ingest replica (or the lead dispatcher) saves its state and then "
+        "acknowledges what it handled to the broker; also the most an alert waits before it is published",
+    )
+    lease_check_s: float = Field(
+        1.0, gt=0, le=30, description="how often replicas count each other and rebalance the buckets"
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="an ingest replica serves Prometheus `/metrics` on this port (its own: one per replica "
+        "on a machine); None: off. The lead dispatcher serves the API's `/metrics` as usual",
+    )
+
+    def url(self) -> str:
+        """The shared database URL, or a ConfigError-worthy ValueError naming the setting."""
+        if not self.database_url or not self.database_url.startswith("postgresql"):
+            raise ValueError(
+                "cluster.database_url must be a PostgreSQL URL (postgresql+psycopg://user@host/db): the "
+                "roles share device state and locks through it (GRIDGATE_CLUSTER__DATABASE_URL)"
+            )
+        return self.database_url
 
 
 class LimitsConfig(Strict):
@@ -845,6 +892,7 @@ class GatewayConfig(EnvFirstSettings):
     lorawan: LoRaWANConfig = LoRaWANConfig()
     limits: LimitsConfig = LimitsConfig()
     ingest: IngestConfig = IngestConfig()
+    cluster: ClusterConfig = ClusterConfig()
     offline_check_s: float = Field(5.0, gt=0, description="how often silent devices are looked for")
     tickets: TicketsConfig = TicketsConfig()
     auth: AuthConfig = AuthConfig()

@@ -129,6 +129,12 @@ class Topics:
     def maintenance(self, team: str) -> str:
         return f"{self.prefix}/maintenance/{team}/faults"
 
+    # between gateway roles (--role ingest -> --role dispatch)
+    @property
+    def internal_events(self) -> str:
+        """Event changes from the ingest replicas to the lead dispatcher (JSON list of events, QoS 1)."""
+        return f"{self.prefix}/internal/events"
+
     @property
     def dead_letter(self) -> str:
         return f"{self.prefix}/dead-letter"

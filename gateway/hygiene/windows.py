@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import JSON, Column, Float, Integer, MetaData, String, Table, select, update
 
 from gateway.hygiene.schedule import has_ended, is_open
-from gateway.store import make_engine
+from gateway.store import create_schema, make_engine
 from gridgate.hygiene_config import ConfiguredWindow, WindowSpec
 from gridgate.models import new_event_id, utc
 
@@ -113,7 +113,7 @@ class MaintenanceWindows:
 
     def __init__(self, url: str, configured: list[ConfiguredWindow], tz: ZoneInfo) -> None:
         self.engine = make_engine(url)
-        metadata.create_all(self.engine)
+        create_schema(self.engine, metadata)
         self.tz = tz
         self._lock = threading.Lock()
         self._configured = [

@@ -182,6 +182,21 @@ class TicketDesk:
                         self.index.add_key(t.id, r.dedup_key)
             log.info("event=ticket_desk_loaded live_tickets=%d", len(self.tickets))
 
+    def refresh(self, ticket_id: str) -> None:
+        """Read one ticket again when another process (an API replica, the lead dispatcher) changed it."""
+        with self.lock:
+            mine = self.tickets.get(ticket_id)
+            stored = self.store.get(ticket_id)
+            if stored is None or (mine is not None and mine.version == stored.version):
+                return
+            if mine is None and stored.status not in OPEN:
+                return
+            self.index.remove(ticket_id)
+            self.tickets[ticket_id] = stored
+            self.index.add(stored)
+            for key in stored.active_keys:
+                self.index.add_key(ticket_id, key)
+
     # ---- reads ------------------------------------------------------------------------------------
 
     def snapshot(self, ticket_id: str) -> Ticket:

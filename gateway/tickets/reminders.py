@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Column, Engine, Float, Integer, MetaData, String, Table, delete, select
 
+from gateway.store import create_schema
 from gateway.tickets.dedup import OFFLINE_KIND
 from gateway.tickets.models import ChangeKind, Target, Ticket, TicketChange
 from gateway.tickets.quiet import QuietHours
@@ -76,7 +77,7 @@ class ReminderLedger:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        metadata.create_all(engine)
+        create_schema(engine, metadata)
 
     def load(self, now: float) -> dict[str, Sent]:
         c = ledger_table.c

@@ -33,7 +33,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, RowMapping
 
-from gateway.store import make_engine
+from gateway.store import create_schema, make_engine
 from gateway.tickets.models import AuditEntry, CitizenContact, Ticket, TicketEvent
 from gateway.tickets.photos import TicketPhoto, photo_url
 from gateway.tickets.states import ENDED, OPEN, TicketError, TicketStatus
@@ -219,7 +219,7 @@ class TicketStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
-        metadata.create_all(self.engine)
+        create_schema(self.engine, metadata)
         self._insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
 
     @property
@@ -386,6 +386,15 @@ class TicketStore:
         )
         with self.engine.connect() as conn:
             return [_event(r) for r in conn.execute(q).mappings()]
+
+    def ticketed(self, event_ids: Iterable[str]) -> set[str]:
+        """Which of these events some ticket (live or ended) carries."""
+        ids, out = list(event_ids), set()
+        with self.engine.connect() as conn:
+            for i in range(0, len(ids), 5000):
+                q = select(ticket_events.c.event_id).where(ticket_events.c.event_id.in_(ids[i : i + 5000]))
+                out.update(conn.scalars(q))
+        return out
 
     def save_report(self, contact: CitizenContact) -> None:
         """Keep who filed an Open311 report (before its event goes anywhere)."""

@@ -54,7 +54,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from gateway.store import make_engine
+from gateway.store import create_schema, make_engine
 from gateway.tickets.models import TicketChange
 from gridgate.clock import Clock, SystemClock
 from gridgate.config import WebhookConfig
@@ -144,7 +144,7 @@ class WebhookOutbox:
 
     def __init__(self, url: str) -> None:
         self.engine = make_engine(url)
-        metadata.create_all(self.engine)
+        create_schema(self.engine, metadata)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -146,10 +146,18 @@ class DeviceEngine:
         st.window_s = OFFLINE_FACTOR * device.reporting_interval_s
 
     def track(self, device: Device, now: float) -> None:
-        """Start watching a device (e.g. added to the registry at runtime); its offline timer starts now."""
-        st = self._state(device, now)
-        if st.deadline is None:
-            st.deadline = now + st.window_s
+        """Start watching a device (e.g. added to the registry at runtime); its offline timer starts now.
+
+        A registered device never heard from gets no state until it is, as at start-up."""
+        if device.id in self._states or self.registry.get(device.id) is not device:
+            st = self._state(device, now)
+            if st.deadline is None:
+                st.deadline = now + st.window_s
+            return
+        if self._unheard.get(device.id) is None:
+            deadline = now + OFFLINE_FACTOR * device.reporting_interval_s
+            self._unheard[device.id] = deadline
+            self._unheard_due = min(self._unheard_due, deadline)
 
     def reload(self, registry: DeviceRegistry, now: float) -> None:
         """Switch to a new registry: new devices are tracked from `now`, removed ones forgotten."""
@@ -175,6 +183,7 @@ class DeviceEngine:
         """Stop watching these devices (another ingest replica owns them now): no state, no offline."""
         for device_id in device_ids:
             self._states.pop(device_id, None)
+            self._unheard.pop(device_id, None)
             self._touched.discard(device_id)
             self._unviewed.discard(device_id)
 

@@ -365,3 +365,17 @@ def test_idle_rules_keep_no_state_and_a_cleared_alarm_leaves_none() -> None:
     send(engine, WG, T0 + 120, water_level_cm=1.0)
     assert kinds(send(engine, WG, T0 + 800, water_level_cm=1.0)) == [("water_high", "cleared")]
     assert engine.snapshot(WG.id)["rules"] == {}
+
+
+def test_tracked_and_forgotten_devices_of_an_engine_that_owned_none() -> None:
+    """As an ingest replica takes a bucket of devices, then hands it over."""
+    devices = [Device(id=f"WG-2{i:03d}", type="water_gauge", lat=30.27, lon=120.15) for i in range(4)]
+    engine = DeviceEngine(DeviceRegistry.from_devices(devices), owns=lambda _d: False)
+    for d in devices[:3]:
+        engine.track(d, T0 + 100)
+    send(engine, devices[0], T0 + 200, water_level_cm=1.0)
+    engine.forget([devices[2].id])
+    assert engine.check_silence(T0 + 849) == []
+    assert {e.source for e in engine.check_silence(T0 + 850)} == {devices[1].source}
+    assert {e.source for e in engine.check_silence(T0 + 950)} == {devices[0].source}
+    assert sorted(engine.device_ids()) == [devices[0].id, devices[1].id]

@@ -28,6 +28,7 @@ import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+import subprocess
 from subprocess import Popen
 from typing import Any
 
@@ -84,10 +85,9 @@ def rss_mb(pid: int) -> float:
 
 @dataclass
 class Gateways:
-    """What `start_gateways` started: the processes, their API URLs, how long they took to be ready."""
+    """What `start_gateways` started: the processes and how long they took to be ready."""
 
     procs: list[Popen[bytes]]
-    apis: list[str]
     startup_s: float
     roles: str  # what was started, for the report: "1 plain gateway", "4 ingest replicas", ...
 
@@ -109,7 +109,7 @@ class Gateways:
         for p in self.procs:
             try:
                 p.wait(30)
-            except Exception:
+            except subprocess.TimeoutExpired:
                 p.kill()
 
 
@@ -118,8 +118,9 @@ def start_gateways(
 ) -> Gateways:
     """Start the gateways that share the ingest of one broker, and wait until each has joined it.
 
-    For now one plain `gridgate gateway`, whatever `role_count` asks: ingest replicas
-    (`gridgate gateway --role ingest`) replace this body when they land; nothing else changes.
+    For now one plain `gridgate gateway`, whatever `role_count` asks. `role_count` ingest replicas
+    (`gridgate gateway --role ingest`, with PostgreSQL and a `--role dispatch`: gateway/cluster/)
+    replace this body; nothing else changes. `roles` says what was started, the report shows it.
     """
     env = dict(os.environ)
     cfg, api_port = gateway_config(run_dir, mq.port, sink_url, devices, name=name)
@@ -127,7 +128,7 @@ def start_gateways(
     t0 = time.time()
     proc = launch_gateway(cfg, env, log)
     api = f"http://127.0.0.1:{api_port}"
-    gateways = Gateways([proc], [api], 0.0, "1 plain gateway")
+    gateways = Gateways([proc], 0.0, "1 plain gateway")
     try:
         wait_ready(name, api, proc, timeout_s=START_TIMEOUT_S)
         assert healthy(api), f"{name}: not connected to the broker after {START_TIMEOUT_S:.0f} s"
@@ -381,7 +382,8 @@ def main() -> None:
         for count in (int(x) for x in args.replicas.split(",")):
             with tempfile.TemporaryDirectory(prefix=f"gg-scale-replicas-{count}-") as tmp:
                 replicas.append(run_replicas(count, args.n, args.replica_devices, Path(tmp)))
-            print(f"replicas {count}: {asdict(replicas[-1])}", flush=True)
+            r = replicas[-1]
+            print(f"replicas {count} ({r.roles}): {r.msgs_per_s:,.0f} msg/s, {r.cpu_us_per_msg:.0f} us/msg")
     with_ratios(replicas)
     print("\n" + report(rss, replicas))
     if args.json:

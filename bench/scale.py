@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -28,8 +29,6 @@ import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-import subprocess
-from subprocess import Popen
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
@@ -87,7 +86,7 @@ def rss_mb(pid: int) -> float:
 class Gateways:
     """What `start_gateways` started: the processes and how long they took to be ready."""
 
-    procs: list[Popen[bytes]]
+    procs: list[subprocess.Popen[bytes]]
     startup_s: float
     roles: str  # what was started, for the report: "1 plain gateway", "4 ingest replicas", ...
 

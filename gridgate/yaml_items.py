@@ -56,8 +56,8 @@ def _read(loader: _Loader, key: str, item: Callable[[int, Any], None]) -> tuple[
     if loader.check_event(yaml.StreamEndEvent):
         return None, False  # an empty file
     loader.get_event()  # DocumentStart
-    if not loader.check_event(MappingStartEvent) or _anchored(loader):
-        # not a mapping (or the mapping is an anchor): the ordinary way, whole
+    if not loader.check_event(MappingStartEvent) or _special(loader):
+        # not a plain mapping: the ordinary way, whole
         return loader.construct_document(_document_rest(loader)), False
     loader.get_event()
     doc: dict[Any, Any] = {}
@@ -69,7 +69,7 @@ def _read(loader: _Loader, key: str, item: Callable[[int, Any], None]) -> tuple[
             raise yaml.constructor.ConstructorError(
                 None, None, f"found the key {key!r} a second time; keep one list", name_node.start_mark
             )
-        if name == key and loader.check_event(SequenceStartEvent) and not _anchored(loader):
+        if name == key and loader.check_event(SequenceStartEvent) and not _special(loader):
             loader.get_event()
             index = 0
             while not loader.check_event(SequenceEndEvent):
@@ -151,9 +151,10 @@ def _is_merge_key(event: Any) -> bool:
 _STR = "tag:yaml.org,2002:str"
 
 
-def _anchored(loader: _Loader) -> bool:
-    """The next collection carries an anchor: an alias elsewhere may need it whole."""
-    return loader.peek_event().anchor is not None
+def _special(loader: _Loader) -> bool:
+    """The next collection carries an anchor (an alias elsewhere may need it whole) or a tag."""
+    event = loader.peek_event()
+    return event.anchor is not None or event.tag is not None
 
 
 def _document_rest(loader: _Loader) -> yaml.Node:

@@ -59,9 +59,10 @@ def test_items_arrive_one_by_one_with_anchors_and_merge_keys(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize(
-    "text", ["", "- a\n- b\n", "devices: {a: 1}\n", "devices: &all [1, 2]\nagain: *all\n"]
+    "text",
+    ["", "- a\n- b\n", "devices: {a: 1}\n", "devices: &all [1, 2]\nagain: *all\n", "devices: !!seq [1]\n"],
 )
-def test_what_is_not_a_list_under_the_key_comes_back_whole(tmp_path: Path, text: str) -> None:
+def test_what_is_no_plain_list_under_the_key_comes_back_whole(tmp_path: Path, text: str) -> None:
     path = tmp_path / "devices.yaml"
     path.write_text(text)
     doc, was_streamed = read_yaml_items(path, "devices", lambda i, v: pytest.fail("nothing is streamed"))

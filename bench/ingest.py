@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -73,20 +72,41 @@ def cpu_s(pid: int) -> float:
     return sum(int(x) for x in fields[11:15]) / CLK_TCK
 
 
-def devices_yaml(path: Path, n: int) -> None:
+def device_name(i: int, n: int) -> tuple[str, str]:
+    """(id, type) of device i of n, as pub.c names them: 40 % MH-, 35 % BIN-, 25 % WG-."""
     n_mh, n_bin = n * 40 // 100, n * 35 // 100
-    lines = ["devices:"]
+    if i < n_mh:
+        return f"MH-{i + 1:04d}", "manhole"
+    if i < n_mh + n_bin:
+        return f"BIN-{i - n_mh + 1:04d}", "bin"
+    return f"WG-{i - n_mh - n_bin + 1:04d}", "water_gauge"
+
+
+def devices_yaml(path: Path, n: int, realistic: bool = False) -> None:
+    """n devices named as pub.c names them (`device_name`).
+
+    `realistic` adds what a city's file holds: names, addresses, maintenance teams, a profile, and
+    platform ids (an IMEI on every other manhole, a DevEUI on every water gauge)."""
+    lines = []
+    if realistic:
+        lines += ["profiles:", "  low_road: {rules: {water_high: {raise_at: 10, clear_at: 6}}}"]
+    lines.append("devices:")
     for i in range(n):
-        if i < n_mh:
-            dev, typ = f"MH-{i + 1:04d}", "manhole"
-        elif i < n_mh + n_bin:
-            dev, typ = f"BIN-{i - n_mh + 1:04d}", "bin"
-        else:
-            dev, typ = f"WG-{i - n_mh - n_bin + 1:04d}", "water_gauge"
+        dev, typ = device_name(i, n)
         lat, lon = 30.25 + (i % 40) * 0.001, 120.13 + (i // 40) * 0.0015
-        lines.append(
-            f"  - {{id: {dev}, type: {typ}, lat: {lat:.4f}, lon: {lon:.4f}, reporting_interval_s: 600}}"
-        )
+        extra = ""
+        if realistic:
+            extra = (
+                f", name: '{typ} {i + 1}', address: 'No. {i % 300 + 1} Wensan Road',"
+                f" maintenance_team: maint-{i % 7}"
+            )
+            if typ == "manhole" and i % 2 == 0:
+                extra += f", imei: '86{i:013d}'"
+            elif typ == "water_gauge":
+                extra += f", dev_eui: '{0x70B3D57ED0000000 + i:016X}'"
+                extra += ", profile: low_road" if i % 3 == 0 else ""
+        where = f"lat: {lat:.4f}, lon: {lon:.4f}"
+        lines.append(f"  - {{id: {dev}, type: {typ}, {where}, reporting_interval_s: 600{extra}}}")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -200,14 +220,22 @@ def start_consumer(
     workers = int(row.rsplit("-w", 1)[1]) if "-w" in row else 0
     devices = run_dir / "devices.yaml"
     devices_yaml(devices, 1000)
+    cfg, api_port = gateway_config(run_dir, mq.port, sink_url, devices, api=api, workers=workers, name=row)
+    return launch_gateway(cfg, env, log), f"http://127.0.0.1:{api_port}"
+
+
+def gateway_config(
+    run_dir: Path, mq_port: int, sink_url: str, devices: Path, *, api: str = "v1", workers: int = 0, name: str
+) -> tuple[Path, int]:
+    """A gateway config in `run_dir` (its data there too): the config file and the API port."""
     api_port = free_port()
-    cfg = run_dir / "gw.yaml"
+    cfg = run_dir / f"{name}.yaml"
     cfg.write_text(
         json.dumps(
             {
-                "broker": {"host": "127.0.0.1", "port": mq.port, "client_id": f"bench-{row}"},
+                "broker": {"host": "127.0.0.1", "port": mq_port, "client_id": f"bench-{name}"},
                 "influx": {"api": api, "url": sink_url, "database": DB, "token": "bench", "bucket": DB},
-                "storage": {"data_dir": str(run_dir / "data")},
+                "storage": {"data_dir": str(run_dir / f"data-{name}")},
                 "api": {"host": "127.0.0.1", "port": api_port},
                 "ingest": {"workers": workers},
                 "devices_file": str(devices),
@@ -215,18 +243,22 @@ def start_consumer(
             }
         )
     )
-    gridgate = shutil.which("gridgate", path=str(Path(sys.executable).parent)) or "gridgate"
-    proc = subprocess.Popen(
-        [gridgate, "gateway", "-c", str(cfg), "--log-level", "warning"],
+    return cfg, api_port
+
+
+def launch_gateway(cfg: Path, env: dict[str, str], log: Any, *args: str) -> subprocess.Popen[bytes]:
+    """`python -m gridgate gateway -c cfg` (extra CLI arguments after), its output into `log`."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "gridgate", "gateway", "-c", str(cfg), "--log-level", "warning", *args],
+        cwd=REPO,  # this checkout's gridgate, not one installed elsewhere
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    return proc, f"http://127.0.0.1:{api_port}"
 
 
-def wait_ready(row: str, api: str | None, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.time() + 30
+def wait_ready(row: str, api: str | None, proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    deadline = time.time() + timeout_s
     while api is not None and time.time() < deadline:
         assert proc.poll() is None, f"{row} exited early"
         try:

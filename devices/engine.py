@@ -14,7 +14,7 @@ from typing import Any
 from devices.registry import DeviceRegistry
 from devices.rules import Change, Direction, Rule, RuleSet, RuleState, step
 from devices.types import OFFLINE_FACTOR, PHYSICAL_LIMITS, PHYSICAL_LIMITS_ITEMS, Device, DeviceType
-from gridgate.models import Event, EventClass, EventState, Location, Reading, Severity, event_id_for, utc
+from gridgate.models import Event, EventClass, EventState, Reading, Severity, event_id_for, utc
 
 OFFLINE = "device_offline"
 SENSOR_FAULT = "sensor_fault"
@@ -27,15 +27,15 @@ FAULT_SEVERITY = {OFFLINE: Severity.major, SENSOR_FAULT: Severity.major, STUCK: 
 
 @dataclass(slots=True)
 class _State:
+    """One device heard from (or judged): kept small, a city has 100,000 of them."""
+
     device: Device
     rules: RuleSet
-    location: Location
-    source: str
     window_s: float  # silence that makes the device offline
     deadline: float | None  # receive time at which silence becomes offline; None: timer not started
     last_seen: float | None = None
     last_t: float | None = None  # latest reading time the rules saw (they never run backwards)
-    rule_states: dict[str, RuleState] = field(default_factory=dict)
+    rule_states: dict[str, RuleState] = field(default_factory=dict)  # the rules not idle, by kind
     events: dict[str, Event] = field(default_factory=dict)  # active events by kind
     stuck: dict[str, list[Any]] = field(default_factory=dict)  # field -> [value, since]
     uplink_keys: list[str] = field(default_factory=list)  # the newest RECENT_UPLINKS delivery keys
@@ -87,25 +87,34 @@ class DeviceEngine:
         self.started_at = started_at
         self.owns = owns
         self._states: dict[str, _State] = {}
+        # watched devices without a state yet (never heard from): id -> their offline deadline (None:
+        # set at the first check). Their state is made when anything happens to them, so 100,000
+        # registered devices cost a dict entry each until they speak (`check_silence` still judges them)
+        self._unheard: dict[str, float | None] = {}
+        self._unheard_due = -float("inf")  # no unheard device's deadline is earlier than this
         self._touched: set[str] = set()  # devices whose state changed since `take_touched`
         self._unviewed: set[str] = set()  # devices whose state changed since `take_views`
         for device in registry:
             if owns is None or owns(device.id):
-                self._states[device.id] = self._new_state(device, started_at)
+                self._unheard[device.id] = self._deadline(device, started_at)
 
     # ---- state keeping ------------------------------------------------------------------------
 
+    @staticmethod
+    def _deadline(device: Device, timer_from: float | None) -> float | None:
+        return None if timer_from is None else timer_from + OFFLINE_FACTOR * device.reporting_interval_s
+
     def _new_state(self, device: Device, timer_from: float | None) -> _State:
-        rules = self.registry.rules_for(device)
-        window = OFFLINE_FACTOR * device.reporting_interval_s
+        """The state of a device first heard of now; a registered one keeps its offline deadline."""
+        if device.id in self._unheard:
+            deadline = self._unheard.pop(device.id)
+        else:
+            deadline = self._deadline(device, timer_from)
         return _State(
             device=device,
-            rules=rules,
-            location=device.location,
-            source=device.source,
-            window_s=window,
-            deadline=None if timer_from is None else timer_from + window,
-            rule_states={r.kind: RuleState() for r in rules.threshold_rules},
+            rules=self.registry.rules_for(device),
+            window_s=OFFLINE_FACTOR * device.reporting_interval_s,
+            deadline=deadline,
         )
 
     def _default_rules(self, device: Device) -> RuleSet:
@@ -134,36 +143,47 @@ class DeviceEngine:
         st.rules = (
             self.registry.rules_for(device) if device.id in self.registry else self._default_rules(device)
         )
-        st.location = device.location
         st.window_s = OFFLINE_FACTOR * device.reporting_interval_s
-        for r in st.rules.threshold_rules:
-            st.rule_states.setdefault(r.kind, RuleState())
 
     def track(self, device: Device, now: float) -> None:
-        """Start watching a device (e.g. added to the registry at runtime); its offline timer starts now."""
-        st = self._state(device, now)
-        if st.deadline is None:
-            st.deadline = now + st.window_s
+        """Start watching a device (e.g. added to the registry at runtime); its offline timer starts now.
+
+        A registered device never heard from gets no state until it is, as at start-up."""
+        if device.id in self._states or self.registry.get(device.id) is not device:
+            st = self._state(device, now)
+            if st.deadline is None:
+                st.deadline = now + st.window_s
+            return
+        if self._unheard.get(device.id) is None:
+            deadline = now + OFFLINE_FACTOR * device.reporting_interval_s
+            self._unheard[device.id] = deadline
+            self._unheard_due = min(self._unheard_due, deadline)
 
     def reload(self, registry: DeviceRegistry, now: float) -> None:
         """Switch to a new registry: new devices are tracked from `now`, removed ones forgotten."""
         self.registry = registry
         keep = {}
+        unheard: dict[str, float | None] = {}
         for device in registry:
             if self.owns is not None and not self.owns(device.id):
                 continue
             st = self._states.get(device.id)
-            if st is None:
-                st = self._new_state(device, now)
-            else:
+            if st is not None:
                 self._refresh(st, device)
-            keep[device.id] = st
+                keep[device.id] = st
+            elif device.id in self._unheard:
+                unheard[device.id] = self._unheard[device.id]
+            else:
+                unheard[device.id] = self._deadline(device, now)
         self._states = keep
+        self._unheard = unheard
+        self._unheard_due = -float("inf")
 
     def forget(self, device_ids: Iterable[str]) -> None:
         """Stop watching these devices (another ingest replica owns them now): no state, no offline."""
         for device_id in device_ids:
             self._states.pop(device_id, None)
+            self._unheard.pop(device_id, None)
             self._touched.discard(device_id)
             self._unviewed.discard(device_id)
 
@@ -181,19 +201,20 @@ class DeviceEngine:
         message: str,
     ) -> Event:
         when = utc(t)
+        source = st.device.source
         ev = Event(
-            id=event_id_for(st.source, kind, t),
+            id=event_id_for(source, kind, t),
             kind=kind,
             event_class=event_class,
-            source=st.source,
-            location=st.location,
+            source=source,
+            location=st.device.location,
             severity=severity,
             state=EventState.active,
             started_at=when,
             updated_at=when,
             value=value,
             measurements=measurements,
-            dedup_key=f"{kind}:{st.source}",
+            dedup_key=f"{kind}:{source}",
             message=message,
         )
         st.events[kind] = ev
@@ -296,8 +317,14 @@ class DeviceEngine:
                 continue
             rs = rule_states.get(rule.kind)
             if rs is None:
-                rs = rule_states[rule.kind] = RuleState()
-            change = step(rule, rs, v, t)
+                rs = RuleState()
+                change = step(rule, rs, v, t)
+                if rs != _IDLE:  # an idle rule is kept as no entry at all
+                    rule_states[rule.kind] = rs
+            else:
+                change = step(rule, rs, v, t)
+                if rs == _IDLE:
+                    del rule_states[rule.kind]
             if change is not None:
                 ev = self._rule_event(st, rule, change, rs, v, t)
                 if ev is not None:
@@ -462,6 +489,7 @@ class DeviceEngine:
         time of its latest reading plus the receive time that has passed since, so a device that
         uploads a buffer of old readings is not "unchanged for 48 h" because they were measured then.
         """
+        self._judge_unheard(now)
         events: list[Event] = []
         for st in self._states.values():
             if st.deadline is None:
@@ -480,6 +508,29 @@ class DeviceEngine:
                     events.append(self._stuck_event(st, stuck, device_now))
                     self._touch(st.device.id)
         return events
+
+    def _judge_unheard(self, now: float) -> None:
+        """Never-heard devices whose deadline has passed get their state, for `check_silence` to judge.
+
+        The rest are looked at again only once the earliest of their deadlines is due."""
+        if now < self._unheard_due:
+            return
+        due = float("inf")
+        expired: list[Device] = []
+        for device_id, deadline in self._unheard.items():
+            device = self.registry.get(device_id)
+            if device is None:
+                continue
+            if deadline is None:  # the timer starts at the first check
+                self._unheard[device_id] = deadline = self._deadline(device, now)
+                assert deadline is not None
+            if now >= deadline:
+                expired.append(device)
+            else:
+                due = min(due, deadline)
+        for device in expired:
+            self._states[device.id] = self._new_state(device, now)
+        self._unheard_due = due
 
     def _offline(self, st: _State, now: float) -> Event:
         interval = st.device.reporting_interval_s
@@ -516,7 +567,8 @@ class DeviceEngine:
         return st.last_seen if st else None
 
     def device_ids(self) -> Iterable[str]:
-        return self._states.keys()
+        """Every device this engine watches or holds state for."""
+        return [*self._states, *self._unheard]
 
     def take_touched(self) -> set[str]:
         """The devices whose state may have changed since the last call (what a checkpoint saves)."""

@@ -21,9 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from devices.codecs import codec_names
 from devices.rules import ALARM_KINDS, BATTERY_LOW, TAMPER, Rule, RuleSet, default_alarms, override
 from devices.types import DEFAULT_STUCK_AFTER_S, DEFAULT_STUCK_FIELDS, Device, DeviceType
-from gridgate.config import ConfigError, describe_validation_error, read_yaml
+from gridgate.config import ConfigError, describe_validation_error
 from gridgate.models import Severity
 from gridgate.topics import topic_level_problem
+from gridgate.yaml_items import read_yaml_items
 
 OVERRIDABLE_KINDS: frozenset[str] = ALARM_KINDS | {BATTERY_LOW.kind, TAMPER.kind}
 
@@ -303,14 +304,28 @@ class DeviceRegistry:
 
 
 def load_registry(path: str | Path) -> DeviceRegistry:
-    """Load and check `devices.yaml`; ConfigError names the file, the field path and the fix."""
-    data = read_yaml(path)
+    """Load and check `devices.yaml`; ConfigError names the file, the field path and the fix.
+
+    Devices are validated one by one as the file is read (gridgate/yaml_items.py): a city's 100,000
+    never sit in memory twice, as YAML nodes and as models."""
+    devices: list[Device] = []
+    problems: list[str] = []
+
+    def add(index: int, raw: Any) -> None:
+        try:
+            devices.append(Device.model_validate(raw))
+        except ValidationError as exc:
+            problems.extend(describe_validation_error(path, exc, at=("devices", index)).problems)
+
+    data, streamed = read_yaml_items(path, "devices", add)
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(path, ["top level must be a mapping with `profiles:` and `devices:`"])
     try:
-        parsed = DevicesFile.model_validate(data)
+        parsed = DevicesFile.model_validate(data)  # the profiles; the devices too when not streamed
     except ValidationError as exc:
-        raise describe_validation_error(path, exc) from exc
-    return DeviceRegistry(parsed.devices, parsed.profiles, source=path)
+        problems[:0] = describe_validation_error(path, exc).problems
+    if problems:
+        raise ConfigError(path, problems)
+    return DeviceRegistry(devices if streamed else parsed.devices, parsed.profiles, source=path)

@@ -51,11 +51,15 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
-def describe_validation_error(file: str | Path, exc: ValidationError) -> ConfigError:
-    """Turn pydantic's error into one line per field: path, what is wrong, what to do."""
+def describe_validation_error(
+    file: str | Path, exc: ValidationError, at: tuple[int | str, ...] = ()
+) -> ConfigError:
+    """Turn pydantic's error into one line per field: path, what is wrong, what to do.
+
+    `at`: where the validated value sits in the file, e.g. ("devices", 7) for one list item."""
     problems = []
     for err in exc.errors():
-        path = _field_path(err["loc"])
+        path = _field_path((*at, *err["loc"]))
         msg = err["msg"]
         given = err.get("input")
         if err["type"] == "extra_forbidden":
@@ -70,17 +74,28 @@ def describe_validation_error(file: str | Path, exc: ValidationError) -> ConfigE
 
 def read_yaml(path: str | Path) -> Any:
     """Read a YAML file, with errors that name the file and line."""
+    p = existing_file(path)
+    try:
+        return yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise yaml_error(p, exc) from exc
+
+
+def existing_file(path: str | Path) -> Path:
+    """`path`, or a ConfigError that says where it was looked for."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(
             p, [f"file not found (looked in {p.resolve().parent}); pass the right path with -c"]
         )
-    try:
-        return yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(p, [f"{where}not valid YAML ({getattr(exc, 'problem', exc)})"]) from exc
+    return p
+
+
+def yaml_error(path: str | Path, exc: yaml.YAMLError) -> ConfigError:
+    """A YAML syntax error as a ConfigError with the line and column."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    return ConfigError(path, [f"{where}not valid YAML ({getattr(exc, 'problem', exc)})"])
 
 
 class Strict(BaseModel):

@@ -327,3 +327,55 @@ def test_an_engine_owning_a_share_watches_only_its_devices() -> None:
     engine = DeviceEngine(DeviceRegistry.from_devices(devices), started_at=T0, owns=lambda d: d in mine)
     offline = engine.check_silence(T0 + 10 * 86_400)
     assert {e.source for e in offline} == {"device:WG-1", "device:WG-4"}
+
+
+def test_never_heard_devices_go_offline_each_after_its_own_window() -> None:
+    """Never-heard devices hold no state until they speak; their offline timers run from the start."""
+    at = {"lat": 30.27, "lon": 120.15}
+    fast = [Device(id=f"F-{i}", type="bin", reporting_interval_s=60, **at) for i in range(3)]
+    slow = [Device(id=f"S-{i}", type="manhole", reporting_interval_s=600, **at) for i in range(3)]
+    engine = DeviceEngine(DeviceRegistry.from_devices([*fast, *slow]), started_at=T0)
+    send(engine, slow[0], T0 + 100, tilt_deg=1.0)  # heard: its timer restarts at T0 + 100
+    assert engine.check_silence(T0 + 149) == []
+    assert {e.source for e in engine.check_silence(T0 + 150)} == {d.source for d in fast}
+    assert engine.check_silence(T0 + 1499) == []
+    late = engine.check_silence(T0 + 1500)
+    assert {e.source for e in late} == {"device:S-1", "device:S-2"}
+    assert all(e.measurements["last_seen"] is None for e in late)
+    assert kinds(engine.check_silence(T0 + 1600)) == [("device_offline", "active")]  # S-0, heard at +100
+    assert sorted(engine.device_ids()) == sorted(d.id for d in [*fast, *slow])
+
+
+def test_reload_tracks_new_devices_from_then_and_keeps_the_old_timers() -> None:
+    old = Device(id="WG-0100", type="water_gauge", lat=30.27, lon=120.15)
+    new = Device(id="WG-0101", type="water_gauge", lat=30.27, lon=120.15)
+    engine = DeviceEngine(DeviceRegistry.from_devices([old]), started_at=T0)
+    engine.reload(DeviceRegistry.from_devices([old, new]), T0 + 500)
+    assert {e.source for e in engine.check_silence(T0 + 750)} == {old.source}
+    assert {e.source for e in engine.check_silence(T0 + 1250)} == {new.source}
+
+
+def test_idle_rules_keep_no_state_and_a_cleared_alarm_leaves_none() -> None:
+    registry = DeviceRegistry.from_devices([WG])
+    engine = DeviceEngine(registry, started_at=T0)
+    send(engine, WG, T0, water_level_cm=1.0, battery_pct=90)
+    assert engine.snapshot(WG.id)["rules"] == {}
+    send(engine, WG, T0 + 60, water_level_cm=20.0)
+    assert set(engine.snapshot(WG.id)["rules"]) == {"water_high"}
+    send(engine, WG, T0 + 120, water_level_cm=1.0)
+    assert kinds(send(engine, WG, T0 + 800, water_level_cm=1.0)) == [("water_high", "cleared")]
+    assert engine.snapshot(WG.id)["rules"] == {}
+
+
+def test_tracked_and_forgotten_devices_of_an_engine_that_owned_none() -> None:
+    """As an ingest replica takes a bucket of devices, then hands it over."""
+    devices = [Device(id=f"WG-2{i:03d}", type="water_gauge", lat=30.27, lon=120.15) for i in range(4)]
+    engine = DeviceEngine(DeviceRegistry.from_devices(devices), owns=lambda _d: False)
+    for d in devices[:3]:
+        engine.track(d, T0 + 100)
+    send(engine, devices[0], T0 + 200, water_level_cm=1.0)
+    engine.forget([devices[2].id])
+    assert engine.check_silence(T0 + 849) == []
+    assert {e.source for e in engine.check_silence(T0 + 850)} == {devices[1].source}
+    assert {e.source for e in engine.check_silence(T0 + 950)} == {devices[0].source}
+    assert sorted(engine.device_ids()) == [devices[0].id, devices[1].id]

@@ -225,9 +225,18 @@ def start_consumer(
 
 
 def gateway_config(
-    run_dir: Path, mq_port: int, sink_url: str, devices: Path, *, api: str = "v1", workers: int = 0, name: str
+    run_dir: Path,
+    mq_port: int,
+    sink_url: str,
+    devices: Path,
+    *,
+    api: str = "v1",
+    workers: int = 0,
+    name: str,
+    **sections: Any,
 ) -> tuple[Path, int]:
-    """A gateway config in `run_dir` (its data there too): the config file and the API port."""
+    """A gateway config in `run_dir` (its data there too): the config file and the API port;
+    `sections`: more top-level sections (`cluster`, `tickets`)."""
     api_port = free_port()
     cfg = run_dir / f"{name}.yaml"
     cfg.write_text(
@@ -240,6 +249,7 @@ def gateway_config(
                 "ingest": {"workers": workers},
                 "devices_file": str(devices),
                 "grids_file": str(REPO / "config" / "grids.geojson"),
+                **sections,
             }
         )
     )

@@ -27,6 +27,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,12 +48,14 @@ from bench.ingest import (  # noqa: E402
     publish_burst,
     wait_ready,
 )
-from tests.servers import InfluxDB1, Mosquitto  # noqa: E402
+from tests.integration.cluster_helpers import lock_holders  # noqa: E402
+from tests.servers import InfluxDB1, Mosquitto, PostgreSQL  # noqa: E402
 
 START_TIMEOUT_S = 300.0  # 100,000 devices are read, checked and indexed before the broker is joined
 SETTLE_S = 3.0  # after start-up, before RSS "at rest" is read
 IDLE_S = 5.0  # then the CPU of the gateway at rest is read over this long
-ALL_HEARD_RATE = 2000.0  # msg/s of the pass that has every device report once
+ALL_HEARD_RATE = 2000.0
+CLUSTER_BUCKETS = 16  # msg/s of the pass that has every device report once
 
 
 # ---- the process tree ------------------------------------------------------------------------------
@@ -89,6 +92,8 @@ class Gateways:
     procs: list[subprocess.Popen[bytes]]
     startup_s: float
     roles: str  # what was started, for the report: "1 plain gateway", "4 ingest replicas", ...
+    helper_pids: Callable[[], list[int]] = lambda: []  # servers whose CPU counts too (PostgreSQL)
+    on_stop: Callable[[], None] = lambda: None
 
     def pids(self) -> list[int]:
         return [pid for p in self.procs for pid in tree_pids(p.pid)]
@@ -100,7 +105,7 @@ class Gateways:
         return [sum(rss_mb(pid) for pid in tree_pids(p.pid)) for p in self.procs]
 
     def cpu_s(self) -> float:
-        return sum(cpu_s(pid) for pid in self.pids())
+        return sum(cpu_s(pid) for pid in self.pids() + self.helper_pids())
 
     def stop(self) -> None:
         for p in self.procs:
@@ -110,6 +115,7 @@ class Gateways:
                 p.wait(30)
             except subprocess.TimeoutExpired:
                 p.kill()
+        self.on_stop()
 
 
 def start_gateways(
@@ -117,24 +123,57 @@ def start_gateways(
 ) -> Gateways:
     """Start the gateways that share the ingest of one broker, and wait until each has joined it.
 
-    For now one plain `gridgate gateway`, whatever `role_count` asks. `role_count` ingest replicas
-    (`gridgate gateway --role ingest`, with PostgreSQL and a `--role dispatch`: gateway/cluster/)
-    replace this body; nothing else changes. `roles` says what was started, the report shows it.
+    `role_count` 0: one plain `gridgate gateway` (`--role all`, the baseline). N > 0: a private
+    PostgreSQL, N `gridgate gateway --role ingest` replicas and one `--role dispatch` (gateway/cluster/),
+    ready once every bucket has its owner; the CPU counted is theirs and PostgreSQL's.
     """
     env = dict(os.environ)
-    cfg, api_port = gateway_config(run_dir, mq.port, sink_url, devices, name=name)
-    log = open(run_dir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
     t0 = time.time()
-    proc = launch_gateway(cfg, env, log)
-    api = f"http://127.0.0.1:{api_port}"
-    gateways = Gateways([proc], 0.0, "1 plain gateway")
+    if role_count == 0:
+        cfg, api_port = gateway_config(run_dir, mq.port, sink_url, devices, name=name)
+        log = open(run_dir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        proc = launch_gateway(cfg, env, log)
+        api = f"http://127.0.0.1:{api_port}"
+        gateways = Gateways([proc], 0.0, "1 plain gateway")
+        try:
+            wait_ready(name, api, proc, timeout_s=START_TIMEOUT_S)
+            assert healthy(api), f"{name}: not connected to the broker after {START_TIMEOUT_S:.0f} s"
+        except BaseException:
+            gateways.stop()
+            raise
+        gateways.startup_s = time.time() - t0 - 1.0  # wait_ready lets the subscription settle for 1 s
+        return gateways
+    pg = PostgreSQL(run_dir / "pg").start()
+    url = pg.create_database("cluster")
+    cluster = {"database_url": url, "buckets": CLUSTER_BUCKETS, "checkpoint_s": 0.5, "lease_check_s": 0.5}
+    cfg, _ = gateway_config(
+        run_dir, mq.port, sink_url, devices, name=name, cluster=cluster, tickets={"database_url": url}
+    )
+    roles = [(f"ingest{i}", "ingest") for i in range(role_count)] + [("dispatch", "dispatch")]
+    procs = []
+    for label, role in roles:
+        log = open(run_dir / f"{name}-{label}.log", "wb")  # noqa: SIM115 - closed with the process
+        procs.append(launch_gateway(cfg, env, log, "--role", role))
+    gateways = Gateways(
+        procs, 0.0, f"{role_count} ingest replica{'s' if role_count > 1 else ''} + 1 dispatcher"
+    )
+    gateways.helper_pids = lambda: tree_pids(pg.pid) if pg.pid else []
+    gateways.on_stop = pg.stop
     try:
-        wait_ready(name, api, proc, timeout_s=START_TIMEOUT_S)
-        assert healthy(api), f"{name}: not connected to the broker after {START_TIMEOUT_S:.0f} s"
+        deadline = time.time() + START_TIMEOUT_S
+        while not (
+            len(lock_holders(url, "gridgate", "member")) == role_count
+            and len(lock_holders(url, "gridgate", "bucket")) == CLUSTER_BUCKETS + 1
+            and lock_holders(url, "gridgate", "leader")
+        ):
+            assert all(p.poll() is None for p in procs), f"{name}: a gateway exited early (see its log)"
+            assert time.time() < deadline, f"{name}: buckets not all owned after {START_TIMEOUT_S:.0f} s"
+            time.sleep(0.2)
+        time.sleep(3.0)  # rebalancing settles (a replica that started first gives buckets back)
     except BaseException:
         gateways.stop()
         raise
-    gateways.startup_s = time.time() - t0 - 1.0  # wait_ready lets the subscription settle for 1 s
+    gateways.startup_s = time.time() - t0 - 3.0
     return gateways
 
 
@@ -317,8 +356,10 @@ def run_replicas(replicas: int, n: int, devices: int, tmp: Path) -> ReplicaFigur
 
 
 def with_ratios(rows: list[ReplicaFigures]) -> list[ReplicaFigures]:
-    """Each row's throughput and CPU per message against the 1-replica row (the first, if none is 1)."""
-    base = next((r for r in rows if r.replicas == 1), rows[0] if rows else None)
+    """Each row's throughput and CPU per message against the plain gateway's (replicas 0), else the
+    1-replica row, else the first."""
+    base = next((r for r in rows if r.replicas == 0), next((r for r in rows if r.replicas == 1), None))
+    base = base or (rows[0] if rows else None)
     for r in rows:
         assert base is not None
         r.ratio_to_1 = round(r.msgs_per_s / base.msgs_per_s, 2)
@@ -344,7 +385,7 @@ def report(rss: list[RssFigures], replicas: list[ReplicaFigures]) -> str:
     if replicas:
         lines += [
             "",
-            "| replicas | started | devices | msg/s | x 1 replica | CPU us/msg | CPU x 1 replica | "
+            "| replicas | started | devices | msg/s | x one process | CPU us/msg | CPU x one process | "
             "stored / sent | RSS MB each |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
@@ -363,7 +404,7 @@ def main() -> None:
     ap.add_argument("--devices", default="10000,100000", help="registered devices of the rss row")
     ap.add_argument("--rate", type=float, default=1000.0, help="paced msg/s of the rss row")
     ap.add_argument("--seconds", type=float, default=20.0, help="how long the paced publisher runs")
-    ap.add_argument("--replicas", default="1,2,4")
+    ap.add_argument("--replicas", default="0,1,2,4", help="0: one plain gateway (the baseline)")
     ap.add_argument("-n", type=int, default=100_000, help="messages of each replicas burst")
     ap.add_argument("--replica-devices", type=int, default=10_000, help="a multiple of 8")
     ap.add_argument("--json", type=Path, help="also write the figures to this file")

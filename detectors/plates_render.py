@@ -79,9 +79,9 @@ def _background(colour: PlateColour, w: int, h: int) -> np.ndarray:
 def _glyph(ch: str, cell_w: int, cell_h: int) -> np.ndarray:
     """One character stretched to fill its cell, as plates' narrow tall lettering does (0-255 mask)."""
     font = _font(cell_h * 2)
-    l, t, r, b = font.getbbox(ch)
-    img = Image.new("L", (r - l + 4, b - t + 4), 0)
-    ImageDraw.Draw(img).text((2 - l, 2 - t), ch, fill=255, font=font)
+    left, top, right, bottom = font.getbbox(ch)
+    img = Image.new("L", (right - left + 4, bottom - top + 4), 0)
+    ImageDraw.Draw(img).text((2 - left, 2 - top), ch, fill=255, font=font)
     return cv2.resize(np.asarray(img), (cell_w, cell_h), interpolation=cv2.INTER_AREA)
 
 
@@ -152,8 +152,10 @@ def plate_sample(
     yaw = math.degrees(math.atan2(lateral, ground)) + rng.uniform(-6, 6)
     pitch = math.degrees(math.atan2(cam_h - 0.6, ground)) + rng.uniform(-3, 3)
     cam = Camera(w, h, cam_h, pitch, yaw, rng.uniform(-2, 2), fov, k1=rng.uniform(0.0, 0.08))
-    kind = str(rng.choice(["van", "light_truck", "bus"])) if colour == "yellow" else str(
-        rng.choice(["saloon", "hatchback", "suv"])
+    kind = (
+        str(rng.choice(["van", "light_truck", "bus"]))
+        if colour == "yellow"
+        else str(rng.choice(["saloon", "hatchback", "suv"]))
     )
     tail_on = rng.random() < 0.5
     heading = (0.0 if tail_on else math.pi) + rng.normal(0, 0.12)
@@ -191,9 +193,8 @@ def plate_sample(
     x2, y2 = np.clip(corners.max(axis=0) + 1, 1, (w, h)).astype(int)
     px, _ = cam.project(quad)
     seen_w = float(np.linalg.norm(px[1] - px[0]))
-    return PlateSample(
-        seed, text, colour, light, seen_w, frame[y1:y2, x1:x2].copy(), frame, (int(x1), int(y1), int(x2), int(y2))
-    )
+    box = (int(x1), int(y1), int(x2), int(y2))
+    return PlateSample(seed, text, colour, light, seen_w, frame[y1:y2, x1:x2].copy(), frame, box)
 
 
 def _moved(t: Thing, shift: np.ndarray) -> Thing:

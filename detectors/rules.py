@@ -533,7 +533,7 @@ class CameraRules:
         return out
 
     def plate_read(self, zone: str, key: str, plate: str) -> str:
-        """A plate was read on stay `key` of no_parking `zone`: the key that stay lives on (see parking_plate)."""
+        """A plate was read on stay `key` of no_parking `zone`: the key the stay lives on (parking_plate)."""
         st = self.parking.get(zone)
         return key if st is None else parking_plate(st, key, plate)
 

@@ -1,8 +1,9 @@
 """The plates of one camera's parking stays: read at the two moments that matter, never per frame.
 
 A plate is read when a vehicle becomes an illegal-parking candidate (the `stopped` picture: it
-has come to rest in a no_parking zone) and again when its dwell is exceeded (the `exceeded`
-picture), on the frame of that picture and the vehicle's box. The better of the reads at or above
+has come to rest in a no_parking zone; again if it crept on and rested anew while no plate was
+read yet) and when its dwell is exceeded (the `exceeded` picture), on the frame of that picture
+and the vehicle's box. The better of the reads at or above
 `min_confidence` is the stay's plate: it goes into the event's measurements (`plate`,
 `plate_confidence`, `plate_colour`) and its close-up becomes the evidence picture `plate.jpg`.
 A plate read on a new stay that an earlier stay of the zone already carries folds the new stay
@@ -22,11 +23,11 @@ from detectors.zones import NoParkingZone, Zone
 from edge.config import PlatesConfig
 from edge.evidence import Picture
 from edge.plates import PlateRead, PlateReader
+from gridgate.plates import PLATE_PICTURE
 
 log = logging.getLogger("gridgate.edge.plates")
 
 READ_AT = ("stopped", "exceeded")  # candidate start and dwell exceeded
-PLATE_PICTURE = "plate.jpg"
 CROP_MARGIN = 0.06  # of the vehicle box, each side: the plate may sit on the box's edge
 CLOSE_UP_H = 96  # pixels of the plate picture's height
 
@@ -65,6 +66,8 @@ class StayPlates:
         for snap in snapshots:
             if snap.name not in READ_AT or snap.zone not in self.zones or not snap.highlights:
                 continue
+            if snap.name == "stopped" and snap.key in self.best:
+                continue  # came to rest again after creeping forward: the plate is already known
             found = image_at(snap.at)
             if found is None:
                 continue
@@ -75,7 +78,9 @@ class StayPlates:
             try:
                 read = self.reader.read(crop)
             except Exception:  # a plate must never cost the camera its analysis
-                log.exception("event=plate_read_failed camera=%s zone=%s key=%s", self.camera_id, snap.zone, snap.key)
+                log.exception(
+                    "event=plate_read_failed camera=%s zone=%s key=%s", self.camera_id, snap.zone, snap.key
+                )
                 continue
             log.info(
                 "event=plate_read camera=%s zone=%s key=%s moment=%s plate=%s confidence=%s",

@@ -39,6 +39,7 @@ from gridgate.models import (
     ns_from_s,
     utc,
 )
+from gridgate.plates import PLATE_PICTURE
 from gridgate.topics import EdgeTopic, topic_level_problem
 
 log = logging.getLogger("gridgate.edge")
@@ -76,6 +77,14 @@ def evidence_doc(msg: EdgeEventMessage) -> dict[str, Any]:
     doc: dict[str, Any] = {"snapshots": [r for n, r in refs.items() if n != CLIP_NAME]}
     if CLIP_NAME in refs:
         doc["clip"] = refs[CLIP_NAME]
+    plate = msg.measurements.get("plate")
+    if isinstance(plate, str):  # read by the edge box: the text, how sure, the colour and its close-up
+        doc["plate"] = {
+            "text": plate,
+            "confidence": msg.measurements.get("plate_confidence"),
+            "colour": msg.measurements.get("plate_colour"),
+            "crop": refs.get(PLATE_PICTURE),
+        }
     return doc
 
 
@@ -106,6 +115,8 @@ def to_event(msg: EdgeEventMessage) -> Event:
         if fault
         else f"{msg.kind.replace('_', ' ')} in zone {msg.zone} of camera {msg.camera_id}"
     )
+    if isinstance(msg.measurements.get("plate"), str):
+        what += f", plate {msg.measurements['plate']}"
     return Event(
         id=msg.event_id,
         kind=msg.kind,

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from detectors.render3d import FACES, Camera, Part, Renderer, Road, Scene3, Thing, face_quad
+from detectors.render3d import FACES, Camera, Renderer, Road, Scene3, face_quad
 from detectors.street3d import EVAL, lighting, vehicle
 from gridgate.plates import AUTHORITY, NEV_LETTERS, PROVINCES, SERIAL, PlateColour
 
@@ -166,7 +166,7 @@ def plate_sample(
     # move the car so that its plate face stands `ground` ahead of the camera, at `lateral`
     centre = face.mean(axis=0)
     shift = np.array([ground - centre[0], lateral - centre[1], 0.0])
-    car = _moved(car, shift)
+    car = car.moved(car.x + shift[0], car.y + shift[1])
     face = face + shift
     face_w = float(np.linalg.norm(face[1] - face[0]))
     face_h = float(np.linalg.norm(face[3] - face[0]))
@@ -195,11 +195,6 @@ def plate_sample(
     seen_w = float(np.linalg.norm(px[1] - px[0]))
     box = (int(x1), int(y1), int(x2), int(y2))
     return PlateSample(seed, text, colour, light, seen_w, frame[y1:y2, x1:x2].copy(), frame, box)
-
-
-def _moved(t: Thing, shift: np.ndarray) -> Thing:
-    parts = [Part(p.kind, p.pts + shift, p.color, p.radius, p.glass, p.decals, p.emissive) for p in t.parts]
-    return Thing(t.cls, t.x + shift[0], t.y + shift[1], parts, [(pt + shift, c) for pt, c in t.lights])
 
 
 def _paint(

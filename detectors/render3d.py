@@ -212,6 +212,12 @@ class Thing:
     lights: list[tuple[np.ndarray, Color]] = field(default_factory=list)  # world points that glow at night
     casts_shadow: bool = True
 
+    def moved(self, x: float, y: float) -> Thing:
+        """The same thing standing at (x, y)."""
+        shift = np.array([x - self.x, y - self.y, 0.0])
+        parts = [replace(p, pts=p.pts + shift) for p in self.parts]
+        return Thing(self.cls, x, y, parts, [(pt + shift, c) for pt, c in self.lights], self.casts_shadow)
+
 
 def rot_z(heading: float) -> np.ndarray:
     c, s = math.cos(heading), math.sin(heading)

@@ -13,6 +13,7 @@ into the earlier one (the tracker switched ids): the same stay, no second event.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 import cv2
@@ -22,7 +23,7 @@ from detectors.rules import CameraRules, Measurement, SnapshotRequest
 from detectors.zones import NoParkingZone, Zone
 from edge.config import PlatesConfig
 from edge.evidence import Picture
-from edge.plates import PlateRead, PlateReader
+from edge.plates import PlateRead, PlateReading
 from gridgate.plates import PLATE_PICTURE
 
 log = logging.getLogger("gridgate.edge.plates")
@@ -46,7 +47,12 @@ class StayPlates:
     """One camera's plate reads, keyed by the rules' stay key."""
 
     def __init__(
-        self, camera_id: str, reader: PlateReader, cfg: PlatesConfig, zones: Sequence[Zone], jpeg_quality: int
+        self,
+        camera_id: str,
+        reader: PlateReading,
+        cfg: PlatesConfig,
+        zones: Sequence[Zone],
+        jpeg_quality: int,
     ) -> None:
         self.camera_id = camera_id
         self.reader = reader
@@ -75,6 +81,7 @@ class StayPlates:
             crop = vehicle_crop(image, snap.highlights[0].box)
             if crop.shape[1] < self.cfg.min_width_px or crop.shape[0] < 8:
                 continue
+            t0 = time.perf_counter()
             try:
                 read = self.reader.read(crop)
             except Exception:  # a plate must never cost the camera its analysis
@@ -83,13 +90,14 @@ class StayPlates:
                 )
                 continue
             log.info(
-                "event=plate_read camera=%s zone=%s key=%s moment=%s plate=%s confidence=%s",
+                "event=plate_read camera=%s zone=%s key=%s moment=%s plate=%s confidence=%s ms=%.0f",
                 self.camera_id,
                 snap.zone,
                 snap.key,
                 snap.name,
                 read.text if read else "-",
                 read.confidence if read else "-",
+                (time.perf_counter() - t0) * 1000.0,
             )
             if read is None or read.confidence < self.cfg.min_confidence:
                 continue

@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO))
 from detectors.plates_render import EVAL_SEEDS, plate_sample  # noqa: E402
 from edge.config import PlatesConfig  # noqa: E402
 from edge.plates import PlateReader, RapidOcrEngine  # noqa: E402
+from gridgate.plates import PLATE_COLOURS  # noqa: E402
 
 BUCKETS = ((0, 80, "<80 px"), (80, 120, "80-120 px"), (120, 10_000, ">120 px"))
 SWEEP = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
@@ -69,7 +70,7 @@ def table(rows: list[Outcome], bar: float) -> list[str]:
     groups: list[tuple[str, list[Outcome]]] = [("all", rows)]
     groups += [(f"width {name}", [r for r in rows if r.bucket == name]) for _, _, name in BUCKETS]
     groups += [("plates >= 80 px", [r for r in rows if r.width_px >= 80])]
-    for colour in ("blue", "yellow", "green"):
+    for colour in PLATE_COLOURS:
         groups += [(f"{colour}", [r for r in rows if r.colour == colour])]
         groups += [(f"{colour} >= 80 px", [r for r in rows if r.colour == colour and r.width_px >= 80])]
     groups += [(f"{light}", [r for r in rows if r.light == light]) for light in ("day", "dusk")]

@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from detectors.render3d import FACES, Camera, Renderer, Road, Scene3, face_quad
 from detectors.street3d import EVAL, lighting, vehicle
-from gridgate.plates import AUTHORITY, NEV_LETTERS, PROVINCES, SERIAL, PlateColour
+from gridgate.plates import AUTHORITY, NEV_LETTERS, PLATE_COLOURS, PROVINCES, SERIAL, PlateColour
 
 Rng = np.random.Generator
 
@@ -30,7 +30,6 @@ FONT_PATHS = (
     "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
     "/usr/share/fonts/opentype/noto/NotoSerifCJK-Bold.ttc",
 )
-COLOURS: tuple[PlateColour, ...] = ("blue", "yellow", "green")
 LIGHTS = ("day", "dusk")
 EVAL_SEEDS = range(100_000, 100_240)  # the benchmark's set: no test and no threshold is tuned on these
 PLATE_W_MM = {"blue": 440, "yellow": 440, "green": 480}
@@ -137,7 +136,7 @@ def plate_sample(
     """A pole camera sees a vehicle nose- or tail-on with its plate `width_px` wide (drawn when None:
     40-220 px, i.e. 2.5 to 20 m away), colour and light drawn from the seed when not given."""
     rng = np.random.default_rng(seed)
-    colour = colour or COLOURS[int(rng.integers(0, 3))]
+    colour = colour or PLATE_COLOURS[int(rng.integers(0, 3))]
     light = light or LIGHTS[int(rng.integers(0, 2))]
     text = random_plate(rng, colour)
     width_px = float(width_px if width_px is not None else rng.uniform(40, 220))

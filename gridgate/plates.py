@@ -15,6 +15,7 @@ import unicodedata
 from typing import Literal
 
 PlateColour = Literal["blue", "yellow", "green"]
+PLATE_COLOURS: tuple[PlateColour, ...] = ("blue", "yellow", "green")
 PLATE_PICTURE = "plate.jpg"  # the plate close-up in an event's evidence
 
 PROVINCES = "京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import unicodedata
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -18,6 +19,8 @@ from detectors.zones import NoParkingZone
 from edge.config import PlatesConfig
 from edge.plates import PlateRead, PlateReader, RapidOcrEngine, plate_confidence
 from edge.stay_plates import StayPlates, vehicle_crop
+from gateway.edge_ingest import to_event
+from gridgate.models import EdgeEventMessage, EdgePhase, EvidenceRef, Location
 from gridgate.plates import (
     AUTHORITY,
     NEV_LETTERS,
@@ -205,6 +208,23 @@ def test_missing_ocr_package_says_how_to_install_it(monkeypatch: pytest.MonkeyPa
 # -- the real reader on rendered plates ----------------------------------------------------------
 
 
+def test_ocr_models_load_and_read_with_no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The PP-OCRv4 models are files inside the wheel: loading and reading open no socket."""
+    pytest.importorskip("rapidocr_onnxruntime")
+    import socket
+
+    from detectors.plates_render import plate_sample
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise AssertionError("plate reading tried to reach the network")
+
+    monkeypatch.setattr(socket, "socket", refused)
+    monkeypatch.setattr(socket, "create_connection", refused)
+    s = plate_sample(17, colour="blue", width_px=150, light="day")
+    got = PlateReader(RapidOcrEngine()).read(s.crop)
+    assert got is not None and got.text == s.text
+
+
 @pytest.fixture(scope="module")
 def reader() -> PlateReader:
     pytest.importorskip("rapidocr_onnxruntime")
@@ -233,3 +253,55 @@ def test_reader_reads_rendered_plates_exactly(
     assert (got.text, got.colour) == (s.text, colour)
     assert got.confidence >= PlatesConfig().min_confidence
     assert got.crop.shape[0] == 48 and got.crop.shape[1] > 2.5 * 48
+
+
+# -- the gateway's side -----------------------------------------------------------------------------
+
+
+def _message(measurements: dict[str, float | int | str | bool]) -> EdgeEventMessage:
+    at = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    return EdgeEventMessage(
+        edge_id="edge-1",
+        camera_id="cam-1",
+        seq=1,
+        phase=EdgePhase.new,
+        event_id="E1",
+        kind="illegal_parking",
+        zone="kerb",
+        location=Location(lat=31.23, lon=121.47),
+        confidence=0.9,
+        started_at=at,
+        at=at,
+        measurements={"dwell_s": 200.0, **measurements},
+        evidence=[EvidenceRef(name="plate.jpg", taken_at=at, bytes=1234)],
+    )
+
+
+def test_gateway_event_and_ticket_evidence_carry_the_plate() -> None:
+    ev = to_event(_message({"plate": "京A12345", "plate_confidence": 0.97, "plate_colour": "blue"}))
+    assert ev.evidence["plate"] == {
+        "text": "京A12345",
+        "confidence": 0.97,
+        "colour": "blue",
+        "crop": {
+            "name": "plate.jpg",
+            "taken_at": "2026-12-01T09:00:00+00:00",
+            "bytes": 1234,
+            "url": "/api/v1/evidence/edge-1/E1/plate.jpg",
+        },
+    }
+    assert ev.message.endswith(", plate 京A12345")
+
+
+@given(st.text(max_size=40), st.one_of(st.floats(allow_nan=True), st.text(max_size=5)), st.text(max_size=8))
+def test_gateway_puts_only_a_well_formed_plate_on_the_event(
+    plate: str, conf: float | str, colour: str
+) -> None:
+    ev = to_event(_message({"plate": plate, "plate_confidence": conf, "plate_colour": colour}))
+    doc = ev.evidence.get("plate")
+    if not is_plate(plate):
+        assert doc is None and "plate" not in ev.message
+        return
+    assert doc is not None and doc["text"] == plate
+    assert doc["confidence"] is None or 0 <= doc["confidence"] <= 1
+    assert doc["colour"] in (None, "blue", "yellow", "green")

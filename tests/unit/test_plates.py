@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import unicodedata
+from collections.abc import Sequence
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -203,6 +204,36 @@ def test_missing_ocr_package_says_how_to_install_it(monkeypatch: pytest.MonkeyPa
     monkeypatch.setitem(sys.modules, "rapidocr_onnxruntime", None)
     with pytest.raises(RuntimeError, match=r"pip install 'gridgate\[edge\]'"):
         RapidOcrEngine()
+
+
+class EchoEngine:
+    """An OCR engine that reads `said` on every strip, and finds one text line on the whole crop."""
+
+    def __init__(self, said: str) -> None:
+        self.said = said
+
+    def detect(self, image: np.ndarray) -> list[np.ndarray]:
+        h, w = image.shape[:2]
+        return [np.array([[0, 0], [w, 0], [w, h / 3], [0, h / 3]], np.float32)]
+
+    def recognise(self, strips: Sequence[np.ndarray]) -> list[tuple[str, list[float]]]:
+        return [(self.said, [0.99] * len(self.said)) for _ in strips]
+
+
+@settings(max_examples=60)
+@given(
+    st.integers(1, 80),
+    st.integers(1, 160),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(["京A12345", "粤BD12345", "HELLO", "", "京A1234"]),
+)
+def test_reader_survives_any_crop_and_reports_only_plates(h: int, w: int, seed: int, said: str) -> None:
+    rng = np.random.default_rng(seed)
+    crop = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    if seed % 3 == 0:  # a plate-blue block on it: the colour localiser's path
+        crop[h // 3 : h // 3 + max(1, h // 4), w // 4 : w // 4 + max(1, w // 2)] = (160, 70, 0)
+    got = PlateReader(EchoEngine(said)).read(crop)
+    assert got is None or (is_plate(got.text) and got.text == said and 0 <= got.confidence <= 1)
 
 
 # -- the real reader on rendered plates ----------------------------------------------------------

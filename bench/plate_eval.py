@@ -6,13 +6,13 @@ new-energy plates in the CJK font, on 3-D vehicles seen nose- or tail-on from a 
 OCR engine (rapidocr-onnxruntime, PP-OCRv4), exactly as the edge worker reads it.
 
 Figures, per plate colour, per plate-width bucket (<80, 80-120, >120 px) and per light:
-  exact    the plate reported (confidence >= the bar) and every character right
-  wrong    a plate reported with confidence >= the bar that is not the plate (the costly error)
-  none     nothing reported: no read fit the grammar, or it scored under the bar
+  exact    the plate reported (confidence >= the bar, plate >= the least width) and every character right
+  wrong    a plate reported that is not the plate (the costly error)
+  none     nothing reported: no read fit the grammar, it scored under the bar, or the plate was small
 and ms per read. A sweep of the bar shows the trade-off; `--bar` is the confidence a read must reach
-(default: the edge's `plates.min_confidence`).
+and `--min-plate-width` the least plate width reported (defaults: the edge's `plates:` defaults).
 
-usage: python bench/plate_eval.py [--samples 240] [--bar 0.9] [--json out.json]
+usage: python bench/plate_eval.py [--samples 240] [--bar 0.9] [--min-plate-width 80] [--json out.json]
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ class Outcome:
     width_px: float
     read: str | None
     confidence: float
+    read_width_px: float  # the plate's width as the reader measured it
     ms: float
 
     @property
@@ -52,9 +53,13 @@ class Outcome:
         return next(name for lo, hi, name in BUCKETS if lo <= self.width_px < hi)
 
 
-def rates(rows: list[Outcome], bar: float) -> dict[str, float | int]:
+def rates(rows: list[Outcome], bar: float, min_width: float) -> dict[str, float | int]:
+    """Shares of `rows` read exactly, read wrong and not reported, at confidence `bar` and the edge's
+    least plate width `min_width` (a narrower plate is not reported)."""
     n = len(rows)
-    reported = [r for r in rows if r.read is not None and r.confidence >= bar]
+    reported = [
+        r for r in rows if r.read is not None and r.confidence >= bar and r.read_width_px >= min_width
+    ]
     exact = sum(r.read == r.truth for r in reported)
     wrong = len(reported) - exact
     return {
@@ -65,7 +70,7 @@ def rates(rows: list[Outcome], bar: float) -> dict[str, float | int]:
     }
 
 
-def table(rows: list[Outcome], bar: float) -> list[str]:
+def table(rows: list[Outcome], bar: float, min_width: float) -> list[str]:
     out = [f"| group | n | exact | wrong (conf >= {bar}) | none |", "|---|---|---|---|---|"]
     groups: list[tuple[str, list[Outcome]]] = [("all", rows)]
     groups += [(f"width {name}", [r for r in rows if r.bucket == name]) for _, _, name in BUCKETS]
@@ -75,7 +80,7 @@ def table(rows: list[Outcome], bar: float) -> list[str]:
         groups += [(f"{colour} >= 80 px", [r for r in rows if r.colour == colour and r.width_px >= 80])]
     groups += [(f"{light}", [r for r in rows if r.light == light]) for light in ("day", "dusk")]
     for name, g in groups:
-        s = rates(g, bar)
+        s = rates(g, bar, min_width)
         out.append(f"| {name} | {s['n']} | {s['exact']:.1%} | {s['wrong']:.1%} | {s['none']:.1%} |")
     return out
 
@@ -84,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--samples", type=int, default=len(EVAL_SEEDS))
     ap.add_argument("--bar", type=float, default=PlatesConfig().min_confidence)
+    ap.add_argument("--min-plate-width", type=float, default=PlatesConfig().min_plate_width_px)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     reader = PlateReader(RapidOcrEngine())
@@ -102,18 +108,23 @@ def main(argv: list[str] | None = None) -> int:
                 round(s.plate_width_px, 1),
                 got.text if got else None,
                 got.confidence if got else 0.0,
+                got.width_px if got else 0.0,
                 round(ms, 1),
             )
         )
-    print(f"plates: {len(rows)} rendered samples (seeds {rows[0].seed}-{rows[-1].seed}), bar {args.bar}")
-    print("\n".join(table(rows, args.bar)))
+    floor = args.min_plate_width
+    print(
+        f"plates: {len(rows)} rendered samples (seeds {rows[0].seed}-{rows[-1].seed}), bar {args.bar}, "
+        f"plates under {floor:.0f} px not reported"
+    )
+    print("\n".join(table(rows, args.bar, floor)))
     ms = sorted(r.ms for r in rows)
     print(f"\nms per read: p50 {ms[len(ms) // 2]:.0f}, p95 {ms[int(len(ms) * 0.95)]:.0f}, max {ms[-1]:.0f}")
-    print("\nbar sweep (plates >= 80 px: exact / wrong; all: wrong)")
+    print("\nbar sweep (plates >= 80 px: exact / wrong; all: wrong; all, every width reported: wrong)")
     wide = [r for r in rows if r.width_px >= 80]
     for bar in SWEEP:
-        a, b = rates(wide, bar), rates(rows, bar)
-        print(f"  {bar:.2f}: {a['exact']:.1%} / {a['wrong']:.1%}; {b['wrong']:.1%}")
+        a, b, c = rates(wide, bar, floor), rates(rows, bar, floor), rates(rows, bar, 0)
+        print(f"  {bar:.2f}: {a['exact']:.1%} / {a['wrong']:.1%}; {b['wrong']:.1%}; {c['wrong']:.1%}")
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in rows], ensure_ascii=False, indent=1))
     return 0

@@ -4,7 +4,8 @@
 engine recognise them, and keeps the best string the plate grammar accepts (gridgate/plates.py):
 a read that does not fit the grammar is no plate, never a wrong one. Two localisers, cheapest
 first: the plate's own colour (a blue, yellow or green rectangle of plate proportions), then the
-OCR's text detector on the crop when colour found nothing readable (a blue plate on a blue car).
+OCR's text detector on the crop unless colour gave a sure read (a blue plate on a blue car, the
+white top of a green plate, a frame line read into a character).
 
 The engine is injected (`TextEngine`); `RapidOcrEngine` wraps rapidocr-onnxruntime, whose
 PP-OCRv4 models ship inside its wheel, so a box reads plates offline.
@@ -28,6 +29,7 @@ PLATE_ASPECT = (2.0, 5.5)  # width / height of a plate seen somewhat askew (flat
 HUES: dict[PlateColour, tuple[int, int]] = {"blue": (95, 130), "yellow": (12, 35), "green": (36, 90)}
 MIN_SATURATION = 70
 MIN_VALUE = 40
+SURE = 0.9  # a colour-localised read this sure is not second-guessed by the (slower) text detector
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,7 @@ class PlateRead:
     colour: PlateColour
     confidence: float  # the recogniser's score for the string, 0-1
     box: tuple[int, int, int, int]  # the plate's bounding box in the crop, pixels
+    width_px: float  # the plate's width as seen (its longer edge), pixels of the frame
     crop: np.ndarray  # the rectified plate (BGR), the close-up for the evidence
 
 
@@ -161,16 +164,22 @@ class PlateReading(Protocol):
 class PlateReader:
     """Reads the plate of one vehicle crop: `read(crop)` -> `PlateRead` or None."""
 
-    def __init__(self, engine: TextEngine, use_detector: bool = True) -> None:
+    def __init__(self, engine: TextEngine, use_detector: bool = True, sure: float = SURE) -> None:
         self.engine = engine
         self.use_detector = use_detector
+        self.sure = sure
         self.reads = 0  # crops read since start
 
     def read(self, crop: np.ndarray) -> PlateRead | None:
+        """The surest plate on the crop: from the colour localiser, and, unless that read is `sure`, from
+        the OCR detector's text lines too (on tuning seeds this took exact reads of plates >= 80 px
+        from 81 % to 89 % at the 0.9 bar)."""
         self.reads += 1
         best = self._best(crop, colour_candidates(crop))
-        if best is None and self.use_detector:
-            best = self._best(crop, self._text_quads(crop))
+        if self.use_detector and (best is None or best.confidence < self.sure):
+            other = self._best(crop, self._text_quads(crop))
+            if other is not None and (best is None or other.confidence > best.confidence):
+                best = other
         return best
 
     def _text_quads(self, crop: np.ndarray) -> list[np.ndarray]:
@@ -197,5 +206,9 @@ class PlateReader:
                 continue
             x, y, w, h = cv2.boundingRect(quad.astype(np.float32))
             box = (max(0, x), max(0, y), min(crop.shape[1], x + w), min(crop.shape[0], y + h))
-            best = PlateRead(text, plate_colour(strip, text), round(float(score), 4), box, strip)
+            q = _order(quad)
+            width = float(max(np.linalg.norm(q[1] - q[0]), np.linalg.norm(q[2] - q[3])))
+            best = PlateRead(
+                text, plate_colour(strip, text), round(float(score), 4), box, round(width, 1), strip
+            )
         return best

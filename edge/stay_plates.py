@@ -43,6 +43,13 @@ def vehicle_crop(image: np.ndarray, box: tuple[float, float, float, float]) -> n
     return image[b:d, a:c]
 
 
+def reportable(read: PlateRead | None, cfg: PlatesConfig) -> bool:
+    """Sure enough and large enough on the frame to put on an event."""
+    return (
+        read is not None and read.confidence >= cfg.min_confidence and read.width_px >= cfg.min_plate_width_px
+    )
+
+
 class StayPlates:
     """One camera's plate reads, keyed by the rules' stay key."""
 
@@ -79,7 +86,7 @@ class StayPlates:
                 continue
             ts, image = found
             crop = vehicle_crop(image, snap.highlights[0].box)
-            if crop.shape[1] < self.cfg.min_width_px or crop.shape[0] < 8:
+            if crop.shape[1] < self.cfg.min_plate_width_px or crop.shape[0] < 8:
                 continue
             t0 = time.perf_counter()
             try:
@@ -99,7 +106,7 @@ class StayPlates:
                 read.confidence if read else "-",
                 (time.perf_counter() - t0) * 1000.0,
             )
-            if read is None or read.confidence < self.cfg.min_confidence:
+            if not reportable(read, self.cfg):
                 continue
             key = rules.plate_read(snap.zone, snap.key, read.text)
             if key != snap.key:

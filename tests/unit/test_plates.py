@@ -123,7 +123,7 @@ class FakeReader:
     def read(self, crop: np.ndarray) -> PlateRead | None:
         self.crops += 1
         strip = np.zeros((48, 150, 3), np.uint8)
-        return PlateRead(self.text, "blue", self.confidence, (0, 0, 10, 10), strip)
+        return PlateRead(self.text, "blue", self.confidence, (0, 0, 120, 38), 120.0, strip)
 
 
 def zone(**kw: object) -> NoParkingZone:

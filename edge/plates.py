@@ -130,7 +130,10 @@ def colour_candidates(image: np.ndarray, max_candidates: int = 4) -> list[np.nda
                 continue
             if cv2.contourArea(cnt) < 0.6 * long * short:  # not a filled rectangle
                 continue
-            found.append((long * short, cv2.boxPoints(((cx, cy), (rw, rh), angle))))
+            quad = _order(cv2.boxPoints(((cx, cy), (rw, rh), angle)))
+            if np.linalg.norm(quad[1] - quad[0]) < np.linalg.norm(quad[3] - quad[0]):
+                continue  # standing on end: a pillar or a door edge, not a plate
+            found.append((long * short, quad))
     found.sort(key=lambda f: -f[0])
     return [q for _, q in found[:max_candidates]]
 
@@ -164,9 +167,8 @@ class PlateReading(Protocol):
 class PlateReader:
     """Reads the plate of one vehicle crop: `read(crop)` -> `PlateRead` or None."""
 
-    def __init__(self, engine: TextEngine, use_detector: bool = True, sure: float = SURE) -> None:
+    def __init__(self, engine: TextEngine, sure: float = SURE) -> None:
         self.engine = engine
-        self.use_detector = use_detector
         self.sure = sure
         self.reads = 0  # crops read since start
 
@@ -176,7 +178,7 @@ class PlateReader:
         from 81 % to 89 % at the 0.9 bar)."""
         self.reads += 1
         best = self._best(crop, colour_candidates(crop))
-        if self.use_detector and (best is None or best.confidence < self.sure):
+        if best is None or best.confidence < self.sure:
             other = self._best(crop, self._text_quads(crop))
             if other is not None and (best is None or other.confidence > best.confidence):
                 best = other

@@ -50,8 +50,3 @@ def normalise(raw: str) -> str | None:
 def is_plate(text: str) -> bool:
     """Whether `text` is a well-formed plate exactly as written (no normalisation)."""
     return bool(SEVEN.match(text) or EIGHT.match(text))
-
-
-def colour_fits(text: str, colour: PlateColour) -> bool:
-    """Green plates carry 8 characters, blue and yellow ones 7."""
-    return (len(text) == 8) == (colour == "green")

@@ -122,8 +122,6 @@ class PlateSample:
     light: str
     plate_width_px: float  # the plate's width on the frame
     crop: np.ndarray  # the vehicle's box on the frame (BGR), what the edge reads plates from
-    frame: np.ndarray
-    vehicle_box: tuple[int, int, int, int]  # pixels in the frame
 
 
 def plate_sample(
@@ -192,8 +190,7 @@ def plate_sample(
     x2, y2 = np.clip(corners.max(axis=0) + 1, 1, (w, h)).astype(int)
     px, _ = cam.project(quad)
     seen_w = float(np.linalg.norm(px[1] - px[0]))
-    box = (int(x1), int(y1), int(x2), int(y2))
-    return PlateSample(seed, text, colour, light, seen_w, frame[y1:y2, x1:x2].copy(), frame, box)
+    return PlateSample(seed, text, colour, light, seen_w, frame[y1:y2, x1:x2].copy())
 
 
 def _paint(

@@ -3,7 +3,8 @@ no-parking zone past the dwell and drives off. The edge worker (real PP-OCRv4 mo
 rapidocr-onnxruntime wheel) reads the plate when the car comes to rest and when the dwell is
 exceeded, and never otherwise; one illegal_parking event and one ticket carry the plate, its
 confidence and colour; the evidence pack holds the three pictures, `plate.jpg`, a clip ffprobe reads
-with the configured duration and a manifest whose hashes verify on the edge box and the gateway."""
+with the configured duration and a manifest whose hashes verify on the edge box and the gateway.
+The same car hidden by a van and found again under a new tracker id stays one event by its plate."""
 
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ from detectors.plates_render import plate_image
 from edge.config import HealthConfig
 from edge.worker import EdgeWorker
 from gridgate.manifest import verify_manifest
+from gridgate.models import EdgeEventMessage
 from tests.integration.spine_helpers import gateway_config, start_gateway
 from tests.integration.test_edge_evidence_pack import probe_duration
-from tests.integration.test_edge_worker import edge_config
+from tests.integration.test_edge_worker import T0, edge_config
 from tests.servers import InfluxDB1, Mosquitto, wait_until
 from tests.ticket_helpers import ROUTING_FILE
 
@@ -49,12 +51,23 @@ def car_box(t: float) -> tuple[float, float, float, float] | None:
     return None
 
 
-def frame_at(t: float, plate: np.ndarray) -> np.ndarray:
+COVERED = (14.0, 16.0)  # a grey van passes in front of the parked car
+SIGN_FROM = 16.0  # then a red sign stands against it: the detector's blob becomes car + sign
+
+
+def frame_at(t: float, plate: np.ndarray, switch: bool = False) -> np.ndarray:
+    """The clip's frame at time `t`; `switch`: the van and the sign make the tracker lose the car and
+    find it again under a new id, with a box too unlike the old one for any overlap rule."""
     img = np.full((H, W, 3), 70, np.uint8)
     img[H // 2 :, :] = 95  # the road
     box = car_box(t)
     if box is None:
         return img
+    if switch and COVERED[0] <= t < COVERED[1]:
+        cv2.rectangle(img, (round(0.2 * W), round(0.3 * H)), (round(0.7 * W), H - 1), (120, 120, 120), -1)
+        return img
+    if switch and t >= SIGN_FROM and box == CAR:
+        cv2.rectangle(img, (round(CAR[2] * W), 0), (W - 1, round(CAR[3] * H)), (30, 30, 210), -1)
     x1, y1, x2, y2 = (round(box[0] * W), round(box[1] * H), round(box[2] * W), round(box[3] * H))
     cv2.rectangle(img, (x1, y1), (x2, y2), (40, 40, 200), -1)
     cv2.rectangle(img, (x1 + 20, y1 + 10), (x2 - 20, y1 + 60), (90, 60, 50), -1)  # the windscreen
@@ -79,7 +92,7 @@ def frame_at(t: float, plate: np.ndarray) -> np.ndarray:
     return img
 
 
-def make_clip(path: Path, seconds: float = 46) -> Path:
+def make_clip(path: Path, seconds: float = 46, switch: bool = False) -> Path:
     plate = plate_image(PLATE, "blue", 1.0)
     raw = ["-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{W}x{H}", "-r", str(FPS), "-i", "-"]
     h264 = ["-c:v", "libx264", "-preset", "ultrafast", "-crf", "18", "-g", "30", "-pix_fmt", "yuv420p"]
@@ -87,7 +100,7 @@ def make_clip(path: Path, seconds: float = 46) -> Path:
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE)
     assert proc.stdin is not None
     for i in range(int(seconds * FPS)):
-        proc.stdin.write(frame_at(i / FPS, plate).tobytes())
+        proc.stdin.write(frame_at(i / FPS, plate, switch).tobytes())
     proc.stdin.close()
     assert proc.wait(60) == 0
     return path
@@ -172,3 +185,32 @@ def test_parked_car_plate_reaches_event_ticket_and_evidence_pack(
     gw_folder = tmp_path / "data" / "evidence" / "edge-w" / event.id
     assert {p.name for p in gw_folder.iterdir() if not p.name.startswith(".")} == NAMES
     assert verify_manifest(gw_folder) == []
+
+
+def test_same_plate_after_a_track_switch_is_one_event(
+    mosquitto: Mosquitto, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A van hides the parked car for 2 s and a red sign then merges with its blob: the tracker gives it
+    a new id on a box no overlap rule links to the old one. Its plate does: one stay, one event, counted
+    from when the car first stopped."""
+    caplog.set_level("INFO", logger="gridgate.edge.plates")
+    clip = make_clip(tmp_path / "street.mp4", switch=True)
+    cfg = edge_config(tmp_path, mosquitto, clip)
+    zone = cfg.cameras[0].zones[0].model_copy(update={"absent_grace_s": 10})
+    cfg.cameras[0] = cfg.cameras[0].model_copy(
+        update={"health": HealthConfig(enabled=False), "zones": [zone]}
+    )
+    messages: list[EdgeEventMessage] = []
+    worker = EdgeWorker(cfg, RedCarDetector(), on_message=messages.append).start(publisher=False)
+    worker.run_in_thread()
+    try:
+        wait_until(lambda: worker.cameras[0].capture.ended, 90, "the clip played to its end")
+        wait_until(lambda: any(m.phase == "end" for m in messages), 30, "the event ended")
+    finally:
+        worker.stop()
+    assert any("event=plate_same_stay" in r.getMessage() for r in caplog.records)
+    new = [m for m in messages if m.phase == "new"]
+    assert len(new) == 1 and {m.event_id for m in messages} == {new[0].event_id}
+    assert new[0].measurements["plate"] == PLATE
+    assert new[0].started_at.timestamp() - T0 < 6  # from when it stopped (5 s), not from the new id (16 s)
+    assert new[0].measurements["track_id"] != 1  # the stay follows the car under its new id

@@ -11,7 +11,7 @@ DEBIAN_PACKAGES := mosquitto mosquitto-clients influxdb victoria-metrics postgre
   gstreamer1.0-tools chromium fonts-noto-cjk
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench-ingest bench-scale bench-push bench-edge bench-detect soak-edge debian-packages clean
+.PHONY: demo test lint bench-ingest bench-scale bench-push bench-edge bench-detect bench-plates soak-edge debian-packages clean
 
 # torch for the edge stack: these pairs import together (PyPI's torchvision needs its own torch)
 TORCH := $(shell [ "$$(uname -m)" = aarch64 ] && echo "torch==2.9.1 torchvision==0.24.1" || echo "torch==2.14.1 torchvision==0.29.1")
@@ -63,6 +63,9 @@ bench-edge: $(BIN)/.installed debian-packages
 
 bench-detect: $(BIN)/.installed
 	$(BIN)/python bench/detect_eval.py
+
+bench-plates: $(BIN)/.installed debian-packages
+	$(BIN)/python bench/plate_eval.py
 
 soak-edge: $(BIN)/.installed
 	$(BIN)/python bench/edge_soak.py --minutes 10 --synthetic

@@ -128,14 +128,6 @@ class PoleClip:
             building(rng, x, x + 22, ROAD.y - ROAD.half - ROAD.walk_w - 0.3, -1) for x in (-10, 14, 38, 62)
         ]
 
-    @staticmethod
-    def _moved(t: Thing, x: float, y: float) -> Thing:
-        shift = np.array([x - t.x, y - t.y, 0.0])
-        parts = [
-            type(p)(p.kind, p.pts + shift, p.color, p.radius, p.glass, p.decals, p.emissive) for p in t.parts
-        ]
-        return Thing(t.cls, x, y, parts, [(pt + shift, c) for pt, c in t.lights], t.casts_shadow)
-
     def _near_lane_car(
         self, car: Thing, t: float, arrive: tuple[float, float], leave: tuple[float, float]
     ) -> Thing | None:
@@ -149,7 +141,7 @@ class PoleClip:
         else:
             a = _ramp(t, leave)
             x = PARK_X - (PARK_X - 4.0) * a * a
-        return self._moved(car, x, NEAR_LANE_Y)
+        return car.moved(x, NEAR_LANE_Y)
 
     def scene(self, t: float, index: int) -> Scene3:
         tl = POLE_TIMELINE
@@ -162,7 +154,7 @@ class PoleClip:
                 things.append(car)
         for thing, span in ((self.far_car, tl.far_car), (self.far_truck, tl.far_truck)):
             if span[0] <= t <= span[1]:
-                things.append(self._moved(thing, 14.0 + 80.0 * _ramp(t, span), FAR_LANE_Y))
+                things.append(thing.moved(14.0 + 80.0 * _ramp(t, span), FAR_LANE_Y))
         if tl.garbage[0] <= t < tl.garbage[1]:
             grown = _ramp(t, (tl.garbage[0], tl.garbage[0] + 6))
             n = max(1, round(len(self.heap.parts) * grown))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import cv2
@@ -211,6 +211,12 @@ class Thing:
     parts: list[Part]
     lights: list[tuple[np.ndarray, Color]] = field(default_factory=list)  # world points that glow at night
     casts_shadow: bool = True
+
+    def moved(self, x: float, y: float) -> Thing:
+        """The same thing standing at (x, y)."""
+        shift = np.array([x - self.x, y - self.y, 0.0])
+        parts = [replace(p, pts=p.pts + shift) for p in self.parts]
+        return Thing(self.cls, x, y, parts, [(pt + shift, c) for pt, c in self.lights], self.casts_shadow)
 
 
 def rot_z(heading: float) -> np.ndarray:
@@ -548,7 +554,9 @@ class Renderer:
         self.img *= 1 - a
 
     # the whole frame --------------------------------------------------------------------------
-    def draw(self) -> tuple[np.ndarray, list[Label]]:
+    def draw(self, overlay: Callable[[np.ndarray], None] | None = None) -> tuple[np.ndarray, list[Label]]:
+        """The frame and its labels; `overlay` paints on the lit scene (e.g. a licence plate) before the
+        lens and the camera's own faults act on it."""
         s = self.s
         self.ground()
         c = s.cam.centre
@@ -558,6 +566,8 @@ class Renderer:
             self.shadow(t)
         for t in sorted(s.things, key=lambda t: -math.hypot(t.x - c[0], t.y - c[1])):
             self.thing(t)
+        if overlay is not None:
+            overlay(self.img)
         img, ids = self.img, self.ids
         maps = s.cam.distortion_maps()
         if maps is not None:

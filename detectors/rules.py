@@ -106,6 +106,7 @@ class ParkingCandidate:
     stopped_picture: bool = False
     raised_at: float | None = None
     matched_now: bool = False
+    plate: str | None = None  # the licence plate read on it, when the camera reads plates
 
 
 @dataclass(slots=True)
@@ -289,6 +290,28 @@ def parking_step(
                 del state.by_track[c.track_id]
     state.analyses += 1
     return out
+
+
+def parking_plate(state: ParkingState, key: str, plate: str) -> str:
+    """Stay `key`'s vehicle carries `plate`; returns the key the stay lives on from now.
+
+    Another stay of the zone whose vehicle bore the same plate and is not in view under its own id
+    is the same vehicle, its track id switched while it stood: `key` folds into that stay (which
+    keeps its start, its dwell and its event), so it raises no second event."""
+    cand = state.candidates.get(key)
+    if cand is None:
+        return key
+    for other in state.candidates.values():
+        if other.key == key or other.plate != plate or other.matched_now:
+            continue
+        state.by_track.pop(other.track_id, None)
+        other.track_id, other.box, other.anchor = cand.track_id, cand.box, cand.anchor
+        other.last_seen, other.score, other.matched_now = cand.last_seen, cand.score, cand.matched_now
+        state.by_track[cand.track_id] = other.key
+        del state.candidates[key]
+        return other.key
+    cand.plate = plate
+    return key
 
 
 def parking_evict(state: ParkingState, track_ids: Sequence[int]) -> None:
@@ -508,6 +531,11 @@ class CameraRules:
             elif isinstance(z, BinOverflowZone):
                 out.extend(bin_step(z, self.debounced[z.name], objects, t))
         return out
+
+    def plate_read(self, zone: str, key: str, plate: str) -> str:
+        """A plate was read on stay `key` of no_parking `zone`: the key the stay lives on (parking_plate)."""
+        st = self.parking.get(zone)
+        return key if st is None else parking_plate(st, key, plate)
 
     def evict_tracks(self, track_ids: Sequence[int]) -> None:
         for st in self.parking.values():

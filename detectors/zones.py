@@ -235,6 +235,9 @@ class NoParkingZone(_ZoneBase):
     """`type: no_parking`: a vehicle standing inside longer than `dwell_s` is illegal parking."""
 
     type: Literal["no_parking"] = "no_parking"
+    read_plates: bool = Field(
+        True, description="read the plates of vehicles parked here (when the camera's `plates` are on)"
+    )
     labels: list[str] = Field(["vehicle"], min_length=1, description="detector labels that count as vehicles")
     dwell_s: float = Field(
         180.0, gt=0, le=86_400, description="seconds a vehicle may stand inside before it is an event"

@@ -338,6 +338,30 @@ class HealthConfig(Strict):
     night_starts: int = Field(19, ge=0, le=24, description="local hour the night baseline starts")
 
 
+class PlatesConfig(Strict):
+    """Licence plates of vehicles parked in the camera's no_parking zones, read when a vehicle becomes a
+    candidate and again when its dwell is exceeded (never on every frame)."""
+
+    enabled: bool | None = Field(
+        None,
+        description="read plates; default: on where rapidocr-onnxruntime is installed (gridgate[edge]) "
+        "and the camera has a no_parking zone",
+    )
+    min_confidence: float = Field(
+        0.9,
+        ge=0,
+        le=1,
+        description="a read is reported only if its least sure character scores this much; below it the "
+        "event carries no plate (bench/plate_eval.py tunes it: wrong plates at this bar stay under 1 %)",
+    )
+    min_plate_width_px: int = Field(
+        80,
+        ge=8,
+        description="a plate narrower than this on the frame is not reported (bench/plate_eval.py: under "
+        "80 px few read and 4 % read wrong), nor is a vehicle narrower than it read at all",
+    )
+
+
 class CameraConfig(Strict):
     """One entry of `cameras:`."""
 
@@ -367,6 +391,7 @@ class CameraConfig(Strict):
     health: HealthConfig = Field(
         HealthConfig(), description="lost, frozen, obscured, blurred and moved camera faults"
     )
+    plates: PlatesConfig = Field(PlatesConfig(), description="licence plates on illegal_parking events")
 
     @field_validator("zones")
     @classmethod

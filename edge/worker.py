@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from detectors.annotate import annotate, to_jpeg
 from detectors.model import is_demo_model
 from detectors.rules import CameraRules, Signal, SnapshotRequest
 from detectors.tracking import Tracker
-from detectors.zones import DetectionLike, Zone
+from detectors.zones import DetectionLike, NoParkingZone, Zone
 from edge.camera_health import (
     SEVERITY,
     CameraHealth,
@@ -41,10 +41,12 @@ from edge.evidence import EvidenceStore, FrameRing, HeldPictures, Picture, capti
 from edge.evidence_pack import EvidencePacks, PendingClip, manifest_for
 from edge.feedback import Feedback
 from edge.motion import MotionGate
+from edge.plates import PlateReader, RapidOcrEngine, plates_available
 from edge.publisher import EdgePublisher
 from edge.queue import DiskQueue, Outgoing
 from edge.scheduler import DetectorLike, run_batch
 from edge.stats import CameraCounters, CameraStats, EdgeStats, percentile
+from edge.stay_plates import StayPlates
 from gridgate.manifest import CLIP_NAME, MANIFEST_NAME
 from gridgate.models import CAMERA_FAULTS, CAMERA_ZONE, EdgeEventMessage, EdgePhase, Location
 from gridgate.topics import Topics
@@ -84,6 +86,7 @@ class CameraRuntime:
     muted_logged: bool = False  # one log line per moved spell for the zone events it mutes
     clip_ring: ClipRing | None = None  # recent frames for event clips; None: clips are off
     clips: list[PendingClip] = field(default_factory=list)  # raised, post-roll still coming
+    plates: StayPlates | None = None  # plates of its parking stays; None: plates are off
     counters: CameraCounters = field(default_factory=CameraCounters)
     gated_out: int = 0
     last_ts: float = 0.0  # frame time of the last analysis
@@ -104,6 +107,7 @@ class EdgeWorker:
         publisher: EdgePublisher | None = None,
         wall: Callable[[], float] = time.time,
         on_message: Callable[[EdgeEventMessage], None] | None = None,
+        plate_reader: PlateReader | None = None,
     ) -> None:
         self.cfg = cfg
         self.detector = detector
@@ -128,6 +132,7 @@ class EdgeWorker:
         self.event_latency_ms: list[float] = []  # frame received -> event queued, last 1000
         self.cameras: list[CameraRuntime] = []
         self._wake = threading.Event()
+        self.plate_reader = plate_reader
         for cam in cfg.cameras:
             if not cam.enabled:
                 continue
@@ -152,12 +157,24 @@ class EdgeWorker:
                     zones_digest=digest,
                     models=frozenset(cam.models) if cam.models else None,
                     clip_ring=ClipRing.for_config(cfg.evidence.clip) if cfg.evidence.clip.enabled else None,
+                    plates=self._stay_plates(cam),
                 )
             )
         self._rr = 0
         self.busy_s = 0.0  # time the analysis loop spent on frames (its load: busy_s / wall time)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+
+    def _stay_plates(self, cam: CameraConfig) -> StayPlates | None:
+        """The camera's plate reads: on where asked, by default where the OCR is installed and a
+        no_parking zone reads plates; one reader (one OCR engine) serves every camera."""
+        wanted = any(isinstance(z, NoParkingZone) and z.read_plates for z in cam.zones)
+        on = cam.plates.enabled if cam.plates.enabled is not None else wanted and plates_available()
+        if not on or not wanted:
+            return None
+        if self.plate_reader is None:
+            self.plate_reader = PlateReader(RapidOcrEngine())
+        return StayPlates(cam.id, self.plate_reader, cam.plates, cam.zones, self.cfg.evidence.jpeg_quality)
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -335,9 +352,16 @@ class EdgeWorker:
         self._send_frame(rt)
         rt.ring.add(frame.ts, frame.image)
         res = rt.rules.step(upd.objects, frame.ts)
+        folded: set[str] = set()
+        if rt.plates is not None:
+            folded = rt.plates.observe(res.snapshots, lambda at: self._frame_at(rt, at, frame), rt.rules)
+            for key in folded:  # the same vehicle as an earlier stay: its own pictures are not needed
+                rt.held.forget(key)
         now_pics: dict[str, list[Picture]] = {}
         drafts: list[Draft] = []
         for snap in res.snapshots:
+            if snap.key in folded:
+                continue
             pic = self._picture(rt, snap, frame)
             if pic is None:
                 continue
@@ -353,14 +377,22 @@ class EdgeWorker:
                         "event=zone_events_muted camera=%s reason=camera_moved kind=%s", rt.cfg.id, sig.kind
                     )
                 continue
+            plate = rt.plates.measurements(sig.key) if rt.plates is not None else {}
+            if plate:
+                sig = replace(sig, measurements={**sig.measurements, **plate})
             draft = rt.emitter.on_signal(sig)
             if draft is None:
                 continue
             drafts.append(draft)
             pics = rt.held.pop(sig.key) + now_pics.pop(sig.key, []) if draft.phase != "update" else []
+            if draft.phase is EdgePhase.new and rt.plates is not None:
+                close_up = rt.plates.picture(sig.key)
+                pics += [close_up] if close_up is not None else []
             self._emit(rt, draft, pics, frame.received)
         for key in res.forget:
             rt.held.forget(key)
+            if rt.plates is not None:
+                rt.plates.forget(key)
         self.feedback.observe(
             rt.cfg.id, frame.ts, frame.image, dets, upd.objects, borderline, drafts, res, rt.ring
         )
@@ -415,8 +447,13 @@ class EdgeWorker:
         if jpeg is not None:
             self.publisher.publish_frame(self.topics.edge_frame(self.cfg.edge_id, rt.cfg.id), jpeg)
 
+    @staticmethod
+    def _frame_at(rt: CameraRuntime, at: float, frame: Frame) -> tuple[float, np.ndarray] | None:
+        """The analysed frame of time `at`: the current one, else the ring's."""
+        return (frame.ts, frame.image) if at >= frame.ts else rt.ring.at(at)
+
     def _picture(self, rt: CameraRuntime, snap: SnapshotRequest, frame: Frame) -> Picture | None:
-        found = (frame.ts, frame.image) if snap.at >= frame.ts else rt.ring.at(snap.at)
+        found = self._frame_at(rt, snap.at, frame)
         if found is None:
             return None
         ts, image = found

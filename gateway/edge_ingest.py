@@ -39,6 +39,7 @@ from gridgate.models import (
     ns_from_s,
     utc,
 )
+from gridgate.plates import PLATE_COLOURS, PLATE_PICTURE, is_plate
 from gridgate.topics import EdgeTopic, topic_level_problem
 
 log = logging.getLogger("gridgate.edge")
@@ -76,7 +77,24 @@ def evidence_doc(msg: EdgeEventMessage) -> dict[str, Any]:
     doc: dict[str, Any] = {"snapshots": [r for n, r in refs.items() if n != CLIP_NAME]}
     if CLIP_NAME in refs:
         doc["clip"] = refs[CLIP_NAME]
+    plate = plate_of(msg)
+    if plate is not None:  # read by the edge box: the text, how sure, the colour and its close-up
+        conf = msg.measurements.get("plate_confidence")
+        colour = msg.measurements.get("plate_colour")
+        doc["plate"] = {
+            "text": plate,
+            "confidence": conf if isinstance(conf, float | int) and 0 <= conf <= 1 else None,
+            "colour": colour if colour in PLATE_COLOURS else None,
+            "crop": refs.get(PLATE_PICTURE),
+        }
     return doc
+
+
+def plate_of(msg: EdgeEventMessage) -> str | None:
+    """The event's licence plate, only if it is one: whatever else an edge message carries there is
+    not put on a ticket."""
+    plate = msg.measurements.get("plate")
+    return plate if isinstance(plate, str) and is_plate(plate) else None
 
 
 def evidence_problem(name: str, payload: bytes, et: EdgeTopic) -> str | None:
@@ -106,6 +124,9 @@ def to_event(msg: EdgeEventMessage) -> Event:
         if fault
         else f"{msg.kind.replace('_', ' ')} in zone {msg.zone} of camera {msg.camera_id}"
     )
+    plate = plate_of(msg)
+    if plate is not None:
+        what += f", plate {plate}"
     return Event(
         id=msg.event_id,
         kind=msg.kind,

@@ -13,8 +13,9 @@ import httpx
 import pytest
 
 from edge.worker import EdgeWorker
+from gateway.service import Gateway
 from gridgate.manifest import Manifest, verify_manifest
-from gridgate.models import EdgeEventMessage
+from gridgate.models import EdgeEventMessage, Event
 from tests.integration.spine_helpers import gateway_config, start_gateway
 from tests.integration.test_edge_worker import T0, BlobDetector, edge_config, make_clip
 from tests.servers import Collector, InfluxDB1, Mosquitto, pub, wait_until
@@ -49,19 +50,7 @@ def test_parking_event_evidence_pack_reaches_the_gateway(
     worker = EdgeWorker(cfg, BlobDetector()).start()
     worker.run_in_thread()
     try:
-        wait_until(lambda: worker.cameras[0].capture.ended, 60, "the clip played to its end")
-        folders = wait_until(
-            lambda: [p.parent for p in (tmp_path / "edge" / "evidence").rglob("manifest.json")],
-            30,
-            "the event's manifest written on the edge box",
-        )
-        wait_until(lambda: worker.queue.depth()[0] == 0, 20, "the edge queue drained")
-        assert gw.flush(20)
-        events = wait_until(
-            lambda: [e for e in gw.store.query_events(source="camera:cam-file") if e.state == "cleared"],
-            20,
-            "the ended event stored by the gateway",
-        )
+        folders, events = delivered(worker, gw, tmp_path, 60)
         assert len(folders) == 1 and len(events) == 1 and events[0].kind == "illegal_parking"
         edge_folder = folders[0]
         event = events[0]
@@ -172,3 +161,24 @@ def test_an_end_before_the_post_roll_waits_for_the_clip(
     folder = tmp_path / "edge" / "evidence" / "cam-file" / end.event_id
     assert verify_manifest(folder) == []
     assert abs(probe_duration(folder / "clip.mp4") - 30) <= 2 / 5  # 10 s before, 20 after
+
+
+def delivered(
+    worker: EdgeWorker, gw: Gateway, tmp_path: Path, play_s: float
+) -> tuple[list[Path], list[Event]]:
+    """Once the clip has played: the evidence folders on the edge box, and the ended events the
+    gateway stored from `cam-file` (after the edge queue drained and the points were flushed)."""
+    wait_until(lambda: worker.cameras[0].capture.ended, play_s, "the clip played to its end")
+    folders = wait_until(
+        lambda: [p.parent for p in (tmp_path / "edge" / "evidence").rglob("manifest.json")],
+        30,
+        "the event's manifest written on the edge box",
+    )
+    wait_until(lambda: worker.queue.depth()[0] == 0, 20, "the edge queue drained")
+    assert gw.flush(20)
+    events = wait_until(
+        lambda: [e for e in gw.store.query_events(source="camera:cam-file") if e.state == "cleared"],
+        20,
+        "the ended event stored by the gateway",
+    )
+    return folders, events

@@ -22,7 +22,7 @@ from edge.worker import EdgeWorker
 from gridgate.manifest import verify_manifest
 from gridgate.models import EdgeEventMessage
 from tests.integration.spine_helpers import gateway_config, start_gateway
-from tests.integration.test_edge_evidence_pack import probe_duration
+from tests.integration.test_edge_evidence_pack import delivered, probe_duration
 from tests.integration.test_edge_worker import T0, edge_config
 from tests.servers import InfluxDB1, Mosquitto, wait_until
 from tests.ticket_helpers import ROUTING_FILE
@@ -143,19 +143,7 @@ def test_parked_car_plate_reaches_event_ticket_and_evidence_pack(
     assert worker.cameras[0].plates is not None  # on by default: a no_parking zone, the OCR installed
     worker.run_in_thread()
     try:
-        wait_until(lambda: worker.cameras[0].capture.ended, 90, "the clip played to its end")
-        folders = wait_until(
-            lambda: [p.parent for p in (tmp_path / "edge" / "evidence").rglob("manifest.json")],
-            30,
-            "the event's manifest written on the edge box",
-        )
-        wait_until(lambda: worker.queue.depth()[0] == 0, 20, "the edge queue drained")
-        assert gw.flush(20)
-        events = wait_until(
-            lambda: [e for e in gw.store.query_events(source="camera:cam-file") if e.state == "cleared"],
-            20,
-            "the ended event stored by the gateway",
-        )
+        folders, events = delivered(worker, gw, tmp_path, 90)
         assert gw.tickets is not None
         wait_until(lambda: gw.tickets.store.count_tickets() == 1, 15, "the ticket of the parking event")
     finally:

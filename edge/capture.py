@@ -128,6 +128,11 @@ class FFmpegSource(_Source):
             "-sn",
             "-vf",
             ",".join(filters),
+            # each filtered frame written once: the rawvideo muxer is constant-rate by default and
+            # repeats frames to fill gaps (30 copies of every key frame at GOP 30), so stdout would
+            # no longer line up with showinfo's frame count (-vsync: ffmpeg 4.4 to 7.x)
+            "-vsync",
+            "passthrough",
             "-pix_fmt",
             "bgr24",
             "-f",

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from edge.config import ClipConfig
+from edge.images import shrink_to_width
 
 log = logging.getLogger("gridgate.edge.clip")
 
@@ -48,10 +49,7 @@ class ClipRing:
     def add(self, ts: float, image: np.ndarray) -> None:
         if self.frames and ts <= self.frames[-1].ts:
             return  # a repeated or older frame (a file looping): the window stays in time order
-        img = image
-        if img.shape[1] > self.max_width:
-            h = max(2, round(img.shape[0] * self.max_width / img.shape[1]))
-            img = cv2.resize(img, (self.max_width, h), interpolation=cv2.INTER_AREA)
+        img = shrink_to_width(image, self.max_width)
         ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
         if not ok:
             raise ValueError("JPEG encoding of a clip frame failed")

@@ -35,7 +35,20 @@ def test_shipped_files_are_small() -> None:
 
 @pytest.mark.parametrize("weights", [DEFAULT_WEIGHTS, ONNX], ids=["pytorch", "onnx"])
 def test_detects_demo_scene(weights: Path) -> None:
-    det = Detector(weights)
+    sees_the_demo_scene(Detector(weights))
+
+
+def test_openvino_export_sees_the_demo_scene_and_is_not_pinned(tmp_path: Path) -> None:
+    """What config/cameras.yaml ships: the .pt exported to OpenVINO at 16:9 on first start. Its
+    threads must not be pinned to cores, where the camera decoders would keep them waiting."""
+    det = Detector(DEFAULT_WEIGHTS, backend="openvino", cache_dir=tmp_path)
+    assert det.path.parent == tmp_path and det.imgsz == (384, 640)
+    sees_the_demo_scene(det)
+    compiled = det.model.predictor.model.backend.ov_compiled_model
+    assert compiled.get_property("ENABLE_CPU_PINNING") is False
+
+
+def sees_the_demo_scene(det: Detector) -> None:
     clip = DemoClip()
     t_full = TIMELINE.bin_fill[1] + 5  # car parked, puddle grown, bin overflowing
     t_empty = TIMELINE.park_arrive[0] - 1  # street with only the bin

@@ -220,6 +220,9 @@ class ModelConfig(Strict):
         return self.name or self.path.stem
 
 
+KEYFRAME_STALL_S = 30.0  # capture.stall_s for key-frame cameras that do not set it
+
+
 class CaptureConfig(Strict):
     """`capture:` of a camera: how frames are read."""
 
@@ -236,7 +239,9 @@ class CaptureConfig(Strict):
     )
     keyframes_only: bool = Field(
         False,
-        description="decode only key frames (ffmpeg `-skip_frame nokey`): for slow scenes, much cheaper",
+        description="decode only key frames (ffmpeg `-skip_frame nokey`), one per GOP (often 1-4 s): "
+        "for cameras that watch slow things (ponding, bins), a fraction of the decoding; needs backend "
+        "ffmpeg; stall_s defaults to 30 then, since a key frame may come 2-3 GOPs late",
     )
     rtsp_transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP over TCP survives lossy links")
     open_timeout_s: float = Field(10.0, gt=0, description="give up opening a stream after this long")
@@ -272,6 +277,11 @@ class CaptureConfig(Strict):
     def _backoff(self) -> CaptureConfig:
         if self.reconnect_min_s > self.reconnect_max_s:
             raise ValueError("reconnect_min_s must not exceed reconnect_max_s")
+        if self.keyframes_only:
+            if self.backend != "ffmpeg":
+                raise ValueError("keyframes_only needs backend: ffmpeg (OpenCV decodes every frame)")
+            if "stall_s" not in self.model_fields_set:  # streams with B-frames hold key frames back
+                self.stall_s = KEYFRAME_STALL_S
         return self
 
 

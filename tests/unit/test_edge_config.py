@@ -65,3 +65,16 @@ def test_environment_overrides_broker(tmp_path: Path, monkeypatch: pytest.Monkey
     cfg = load_edge_config(write(tmp_path, {"edge_id": "e7", "cameras": [camera()]}))
     assert cfg.broker.host == "mqtt.city.example"
     assert cfg.client_id == "gridgate-edge-e7"
+
+
+def test_key_frame_cameras_need_ffmpeg_and_wait_longer_for_a_frame(tmp_path: Path) -> None:
+    slow = camera(capture={"keyframes_only": True})
+    cfg = load_edge_config(write(tmp_path, {"cameras": [slow]}))
+    assert cfg.cameras[0].capture.stall_s == 30  # a key frame may come 2-3 GOPs late
+    own = camera(capture={"keyframes_only": True, "stall_s": 45})
+    assert load_edge_config(write(tmp_path, {"cameras": [own]})).cameras[0].capture.stall_s == 45
+    with pytest.raises(ConfigError) as exc:
+        load_edge_config(
+            write(tmp_path, {"cameras": [camera(capture={"keyframes_only": True, "backend": "opencv"})]})
+        )
+    assert "cameras[0].capture" in exc.value.render() and "backend: ffmpeg" in exc.value.render()

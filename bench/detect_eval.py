@@ -45,6 +45,7 @@ from detectors.evaluate import (  # noqa: E402
     match_frame,
     save_thresholds,
     tally,
+    thresholds_path,
 )
 from detectors.model import DEFAULT_MIN_SCORE  # noqa: E402
 
@@ -188,20 +189,28 @@ def photos(models: dict[str, Model]) -> dict[str, Any]:
 
 
 def old_weights(rev: str) -> Path | None:
+    """The model shipped at git `rev`, with the thresholds calibrated for it when it had them."""
     target = REPO / "var" / "detectors" / f"street-{rev}.pt"
     if target.exists():
         return target
-    try:
-        blob = subprocess.run(
-            ["git", "-C", str(REPO), "show", f"{rev}:detectors/weights/street.pt"],
-            capture_output=True,
-            check=True,
-        ).stdout
-    except (subprocess.CalledProcessError, FileNotFoundError):
+    blob = git_file(rev, "detectors/weights/street.pt")
+    if blob is None:
         return None
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(blob)
+    thresholds = git_file(rev, "detectors/weights/street.thresholds.json")
+    if thresholds is not None:
+        thresholds_path(target).write_bytes(thresholds)
     return target
+
+
+def git_file(rev: str, path: str) -> bytes | None:
+    try:
+        return subprocess.run(
+            ["git", "-C", str(REPO), "show", f"{rev}:{path}"], capture_output=True, check=True
+        ).stdout
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     models = {"new": Model("new", a.weights, load_thresholds(a.weights) or dict(DEFAULT_MIN_SCORE))}
     old = old_weights(a.old_rev)
     if old is not None:
-        models["old"] = Model("old", old, dict(DEFAULT_MIN_SCORE))
+        models["old"] = Model("old", old, load_thresholds(old) or dict(DEFAULT_MIN_SCORE))
     frames = render_frames(a.seed, a.frames, a.negatives)
     print(
         f"{len(frames)} evaluation frames ({a.frames} + {a.negatives} negatives) rendered "

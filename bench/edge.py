@@ -522,6 +522,9 @@ def main() -> None:
         choices=("pytorch", "onnx", "openvino"),
         help="the worker's inference runtime (default: openvino where installed, as cameras.yaml ships)",
     )
+    ap.add_argument(
+        "--inference-threads", type=int, default=1, help="the worker's `inference_threads` (model copies)"
+    )
     ap.add_argument("--clip", type=Path)
     ap.add_argument("--seconds", type=float, default=20.0, help="length of each trial")
     ap.add_argument("--imgsz", type=int, default=640)
@@ -566,7 +569,19 @@ def main() -> None:
     detector = make_detector(model, args.imgsz, args.backend)
     detector.detect([np.zeros((540, 960, 3), np.uint8)])  # load (export once) and warm
     export = str(getattr(detector, "path", model))
-    print(f"# worker: {export} ({args.backend}); naive loops: {model} and the same {args.backend} export")
+    print(
+        f"# worker: {export} ({args.backend}, inference_threads {args.inference_threads}); "
+        f"naive loops: {model} and the same {args.backend} export"
+    )
+    if args.inference_threads > 1:  # what `inference_threads:` in cameras.yaml loads
+        from detectors.ensemble import ModelSet
+        from edge.scheduler import ParallelModels
+
+        more = [make_detector(model, args.imgsz, args.backend) for _ in range(args.inference_threads - 1)]
+        worker_models: Any = ParallelModels([ModelSet([d]) for d in [detector, *more]])
+        worker_models.detect([np.zeros((540, 960, 3), np.uint8)] * args.inference_threads)
+    else:
+        worker_models = detector
 
     naive_2fps: dict[str, int] = {}
     if not args.skip_naive:
@@ -602,7 +617,7 @@ def main() -> None:
     best = {}
     for backend in args.backends.split(","):
         ours, runs = ramp(
-            lambda n, b=backend: worker_trial(detector, clip, n, seconds, args.imgsz, tmp, b),
+            lambda n, b=backend: worker_trial(worker_models, clip, n, seconds, args.imgsz, tmp, b),
             2,
             args.max_cameras,
             f"worker-{backend}",
@@ -618,7 +633,9 @@ def main() -> None:
     keyframes = None
     if not args.skip_keyframes:
         keyframes, runs = ramp(
-            lambda n: worker_trial(detector, clip, n, seconds, args.imgsz, tmp, "ffmpeg", keyframes=True),
+            lambda n: worker_trial(
+                worker_models, clip, n, seconds, args.imgsz, tmp, "ffmpeg", keyframes=True
+            ),
             2,
             4 * args.max_cameras,
             "worker-keyframes",

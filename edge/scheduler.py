@@ -12,6 +12,7 @@ import inspect
 import logging
 import time
 from collections.abc import Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -71,11 +72,64 @@ def load_detector(cfg: ModelConfig, where: str = "model") -> DetectorLike:
     return detector_cls(**kwargs)  # type: ignore[no-any-return]
 
 
-def load_models(cfg: EdgeConfig) -> ModelSet:
-    """Every model of cameras.yaml as one `ModelSet` (one model: no merging)."""
-    if not cfg.models:
-        return ModelSet([load_detector(cfg.model)])
-    return ModelSet([load_detector(m, f"models[{i}]") for i, m in enumerate(cfg.models)], cfg.merge_iou)
+def load_models(cfg: EdgeConfig) -> ModelSet | ParallelModels:
+    """Every model of cameras.yaml as one `ModelSet` (one model: no merging), loaded
+    `inference_threads` times when more than once."""
+
+    def one_set() -> ModelSet:
+        if not cfg.models:
+            return ModelSet([load_detector(cfg.model)])
+        return ModelSet([load_detector(m, f"models[{i}]") for i, m in enumerate(cfg.models)], cfg.merge_iou)
+
+    if cfg.inference_threads == 1:
+        return one_set()
+    return ParallelModels([one_set() for _ in range(cfg.inference_threads)])
+
+
+class ParallelModels:
+    """Copies of the box's models, each inferring its share of a batch on a thread of its own.
+
+    The runtimes release the GIL while they infer, so two copies keep two cores on inference where
+    one copy leaves the second to the decoders. A copy is never shared between threads (an
+    ultralytics predictor is not thread-safe); detection is stateless (tracking is per camera, in the
+    worker), so which copy sees a frame does not matter.
+    """
+
+    def __init__(self, copies: Sequence[ModelSet]) -> None:
+        if not copies:
+            raise ValueError("ParallelModels needs at least one copy")
+        self.copies = list(copies)
+        self._pool = ThreadPoolExecutor(len(self.copies), thread_name_prefix="inference")
+
+    @property
+    def names(self) -> list[str]:
+        return self.copies[0].names
+
+    @property
+    def versions(self) -> dict[str, str]:
+        return self.copies[0].versions
+
+    def detect(
+        self, frames: list[np.ndarray], use: Sequence[Collection[str] | None] | None = None
+    ) -> list[list[DetectionLike]]:
+        """Frame i goes to copy i mod k; the results come back in the frames' order."""
+        k = min(len(self.copies), len(frames))
+        if k <= 1:
+            return list(self.copies[0].detect(frames, use))
+        shares = [list(range(j, len(frames), k)) for j in range(k)]
+        futures = [
+            self._pool.submit(
+                self.copies[j].detect,
+                [frames[i] for i in idx],
+                None if use is None else [use[i] for i in idx],
+            )
+            for j, idx in enumerate(shares)
+        ]
+        out: list[list[DetectionLike]] = [[] for _ in frames]
+        for idx, fut in zip(shares, futures, strict=True):
+            for i, dets in zip(idx, fut.result(), strict=True):
+                out[i] = list(dets)
+        return out
 
 
 @dataclass(slots=True)

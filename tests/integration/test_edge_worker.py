@@ -179,6 +179,11 @@ def test_short_soak_bounded_state(clip: Path, tmp_path: Path) -> None:
     worker.run_in_thread()
     try:
         wait_until(lambda: worker.cameras[0].counters.analysed >= 30, 30, "warm-up")
+        ring = worker.cameras[0].clip_ring  # memory that is meant to fill: let it fill first
+        if ring is not None:
+            wait_until(
+                lambda: ring.frames and ring.frames[-1].ts - ring.frames[0].ts >= ring.seconds - 1, 60, "ring"
+            )
         rss0 = rss_mb()
         t_end = time.monotonic() + 15
         peak: dict[str, int] = {}

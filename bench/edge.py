@@ -12,10 +12,11 @@ Rows, all in the same run on the same clip and weights:
 
 A camera count is "sustained" when every camera holds its rate: for the naive loops, 2 analyses
 per second (>= 1.9) and real-time decode (>= 95 % of 15 fps); for the worker, its decoders hold
-real time (>= 90 % of decode_fps) and the p95 from frame to analysed is within one 2-fps interval
-(500 ms), so every due frame is analysed on time; all cameras play the clip in the same phase, so
-their motion (and detector load) peaks together: the worst case. CPU is the whole box's (all
-cores = 100 %), from /proc/stat.
+real time (>= 90 % of decode_fps), every camera is analysed >= 1.9 times a second, its analysis
+loop is at most 90 % busy and the p95 from frame to analysed is under 1 s. Cameras start at
+different points of the clip. The worker loads `inference_threads` copies of the model as
+cameras.yaml does (default 2 on a box with 2+ cores; `--inference-threads`). CPU is the whole
+box's (all cores = 100 %), from /proc/stat.
 
     .venv/bin/python bench/edge.py                      # model from detectors/weights, else yolo26n.yaml
     .venv/bin/python bench/edge.py --backend onnx --seconds 20
@@ -471,12 +472,15 @@ def worker_trial(
     # (a key frame comes every 2 s: a 10 s window holds 4 or 5 of them, so one short is still real time)
     want_fps = (seconds * FPS / GOP - 1) / seconds if keyframes else 0.9 * 5
     ok = all(r["fps_in"] >= want_fps for r in rows) and busy <= 0.9 and lat_p95 <= 1000
+    if not keyframes:  # every camera analysed at its detect_fps (2), as the naive loop must
+        ok = ok and all(r["fps_analysed"] >= 0.95 * 2 for r in rows)
     return {
         "n": n,
         "ok": ok,
         "cpu": used,
         "latency_p95_ms": lat_p95,
         "fps_analysed_mean": round(statistics.mean(r["fps_analysed"] for r in rows), 2),
+        "fps_analysed_min": round(min(r["fps_analysed"] for r in rows), 2),
         "busy": round(busy, 2),
         "fps_in_min": round(min(r["fps_in"] for r in rows), 2),
         "drop_max": round(max(r["drop"] for r in rows), 3),
@@ -523,7 +527,9 @@ def main() -> None:
         help="the worker's inference runtime (default: openvino where installed, as cameras.yaml ships)",
     )
     ap.add_argument(
-        "--inference-threads", type=int, default=1, help="the worker's `inference_threads` (model copies)"
+        "--inference-threads",
+        type=int,
+        help="the worker's `inference_threads` (model copies; default as cameras.yaml: 2 with 2+ cores)",
     )
     ap.add_argument("--clip", type=Path)
     ap.add_argument("--seconds", type=float, default=20.0, help="length of each trial")
@@ -566,6 +572,9 @@ def main() -> None:
         )
     )
 
+    from edge.scheduler import inference_copies
+
+    args.inference_threads = inference_copies(args.inference_threads)
     detector = make_detector(model, args.imgsz, args.backend)
     detector.detect([np.zeros((540, 960, 3), np.uint8)])  # load (export once) and warm
     export = str(getattr(detector, "path", model))

@@ -451,13 +451,14 @@ class EdgeConfig(EnvFirstSettings):
         description="with several models: boxes of the same label overlapping this much (IoU) are one "
         "object, the higher score kept",
     )
-    inference_threads: int = Field(
-        1,
+    inference_threads: int | None = Field(
+        None,
         ge=1,
         le=16,
-        description="copies of the models that infer at once, each on its share of a batch: 2 on a "
-        "2-core box whose streets never rest keeps both cores on inference (bench/edge.py: 7 busy "
-        "cameras against 5); each copy costs its model's memory",
+        description="copies of the models that infer at once, each on its share of a batch; default 2 "
+        "on a box with 2 or more cores, else 1: a second copy keeps both cores of a 2-core box on "
+        "inference where the streets never rest (bench/edge.py: 7 busy cameras against 5); each copy "
+        "costs its model's memory (about 60 MB for the shipped model)",
     )
     feedback: FeedbackConfig = FeedbackConfig()
     cameras: list[CameraConfig] = Field([], description="the streams this box watches")

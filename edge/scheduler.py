@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import time
 from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -72,18 +73,26 @@ def load_detector(cfg: ModelConfig, where: str = "model") -> DetectorLike:
     return detector_cls(**kwargs)  # type: ignore[no-any-return]
 
 
+def load_model_set(cfg: EdgeConfig) -> ModelSet:
+    """Every model of cameras.yaml as one `ModelSet` (one model: no merging)."""
+    if not cfg.models:
+        return ModelSet([load_detector(cfg.model)])
+    return ModelSet([load_detector(m, f"models[{i}]") for i, m in enumerate(cfg.models)], cfg.merge_iou)
+
+
 def load_models(cfg: EdgeConfig) -> ModelSet | ParallelModels:
-    """Every model of cameras.yaml as one `ModelSet` (one model: no merging), loaded
-    `inference_threads` times when more than once."""
+    """The worker's models: `load_model_set`, loaded `inference_copies` times when more than once."""
+    copies = inference_copies(cfg.inference_threads)
+    if copies == 1:
+        return load_model_set(cfg)
+    return ParallelModels([load_model_set(cfg) for _ in range(copies)])
 
-    def one_set() -> ModelSet:
-        if not cfg.models:
-            return ModelSet([load_detector(cfg.model)])
-        return ModelSet([load_detector(m, f"models[{i}]") for i, m in enumerate(cfg.models)], cfg.merge_iou)
 
-    if cfg.inference_threads == 1:
-        return one_set()
-    return ParallelModels([one_set() for _ in range(cfg.inference_threads)])
+def inference_copies(configured: int | None, cores: int | None = None) -> int:
+    """`inference_threads` as configured, else 2 on a box with 2 or more cores, else 1."""
+    if configured is not None:
+        return configured
+    return 2 if (cores if cores is not None else os.cpu_count() or 1) >= 2 else 1
 
 
 class ParallelModels:

@@ -214,7 +214,7 @@ def load_models_for(config: Path | None, camera: str | None, weights: Path | Non
     """
     from detectors.ensemble import ModelSet
     from edge.config import EdgeConfig, ModelConfig, load_edge_config
-    from edge.scheduler import ModelMissing, load_detector, load_models
+    from edge.scheduler import ModelMissing, load_detector, load_model_set
 
     cfg = EdgeConfig()
     if config is not None:
@@ -240,7 +240,7 @@ def load_models_for(config: Path | None, camera: str | None, weights: Path | Non
             chosen = [(i, m) for i, m in enumerate(cfg.model_list) if m.label in cam.models]
             models = ModelSet([load_detector(m, f"models[{i}]") for i, m in chosen], cfg.merge_iou)
         else:
-            models = load_models(cfg)
+            models = load_model_set(cfg)
     except ModelMissing as exc:
         console.print(f"[red]{config or 'weights'}: {exc}[/red]", highlight=False)
         raise typer.Exit(2) from exc

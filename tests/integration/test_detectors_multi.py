@@ -15,7 +15,7 @@ from detectors.ensemble import ModelSet
 from detectors.model import DEFAULT_WEIGHTS, Detection
 from detectors.zones import box_iou
 from edge.config import load_edge_config
-from edge.scheduler import load_models
+from edge.scheduler import load_model_set
 
 pytestmark = pytest.mark.integration
 STREET_LABELS = {"vehicle", "water", "bin", "garbage"}
@@ -44,7 +44,7 @@ def scene() -> np.ndarray:
 def models_from(tmp_path: Path, models: list[dict[str, object]]) -> ModelSet:
     path = tmp_path / "cameras.yaml"
     path.write_text(yaml.safe_dump({"models": models}))
-    return load_models(load_edge_config(path))
+    return load_model_set(load_edge_config(path))
 
 
 def by_label(dets: list[Detection]) -> dict[str, list[Detection]]:

@@ -11,8 +11,9 @@ import pytest
 
 from detectors.ensemble import ModelSet
 from detectors.model import Detection
+from edge import scheduler
 from edge.config import load_edge_config
-from edge.scheduler import ParallelModels
+from edge.scheduler import ParallelModels, inference_copies
 
 
 class Marker:
@@ -70,3 +71,20 @@ def test_inference_threads_is_checked() -> None:
     assert load_edge_config(None, inference_threads=2).inference_threads == 2
     with pytest.raises(Exception, match="inference_threads"):
         load_edge_config(None, inference_threads=0)
+
+
+def test_two_copies_by_default_on_two_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert [inference_copies(None, cores) for cores in (1, 2, 4, 16)] == [1, 2, 2, 2]
+    assert inference_copies(3, 1) == 3 and inference_copies(1, 16) == 1  # as configured
+    loaded: list[ModelSet] = []
+    barrier = threading.Barrier(1)
+
+    def one_set(cfg: object) -> ModelSet:
+        loaded.append(ModelSet([Marker("m", barrier, [])]))
+        return loaded[-1]
+
+    monkeypatch.setattr(scheduler, "load_model_set", one_set)
+    monkeypatch.setattr(scheduler.os, "cpu_count", lambda: 2)
+    models = scheduler.load_models(load_edge_config(None))
+    assert isinstance(models, ParallelModels) and models.copies == loaded and len(loaded) == 2
+    assert scheduler.load_models(load_edge_config(None, inference_threads=1)) is loaded[-1]

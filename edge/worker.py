@@ -2,8 +2,9 @@
 rules -> evidence -> events through the disk queue to MQTT, with per-camera stats on the status
 topic and each camera's latest annotated frame on its frames topic every `snapshot_every_s`.
 
-Threads: a reader (and its watchdog) per camera, the analysis loop (`run`), the stats loop, the
-publisher's sender and paho's network thread.
+Threads: a reader (and its watchdog) per camera, the analysis loop (`run`), the inference lane it
+hands each pass's due frames to (so that inference overlaps gating and analysis), the stats loop,
+the publisher's sender and paho's network thread.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -44,7 +47,7 @@ from edge.motion import MotionGate
 from edge.plates import PlateReader, RapidOcrEngine, plates_available
 from edge.publisher import EdgePublisher
 from edge.queue import DiskQueue, Outgoing
-from edge.scheduler import DetectorLike, run_batch
+from edge.scheduler import BatchResult, DetectorLike, run_batch
 from edge.stats import CameraCounters, CameraStats, EdgeStats, percentile
 from edge.stay_plates import StayPlates
 from gridgate.manifest import CLIP_NAME, MANIFEST_NAME
@@ -161,6 +164,8 @@ class EdgeWorker:
                 )
             )
         self._rr = 0
+        self._lane = ThreadPoolExecutor(1, thread_name_prefix="inference-lane")
+        self._pending: tuple[list[tuple[CameraRuntime, Frame]], Future[list[BatchResult]]] | None = None
         self.busy_s = 0.0  # time the analysis loop spent on frames (its load: busy_s / wall time)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -231,6 +236,9 @@ class EdgeWorker:
             if time.monotonic() >= next_stats:
                 self.publish_stats()
                 next_stats = time.monotonic() + self.cfg.publisher.stats_interval_s
+        if self._pending is not None:  # the last pass the lane took: its frames are analysed too
+            before, self._pending = self._pending, None
+            self._finish(*before)
 
     def run_in_thread(self) -> threading.Thread:
         t = threading.Thread(target=self.run, name="edge-worker", daemon=True)
@@ -244,6 +252,7 @@ class EdgeWorker:
             rt.capture.stop()
         for t in self._threads:
             t.join(timeout=10)
+        self._lane.shutdown(wait=True)
         for rt in self.cameras:
             self._cut_clips(rt, float("inf"))  # what post-roll there is
         self.clip_writer.stop()
@@ -254,7 +263,22 @@ class EdgeWorker:
     # -- one scheduling pass ----------------------------------------------------------------------
 
     def step(self) -> int:
-        """Take each camera's newest frame, gate it, run the due ones as batches; returns frames analysed."""
+        """One pass: take each camera's newest frame and gate it, hand the due ones to the inference
+        lane, and analyse what the lane finished for the pass before; returns frames taken in hand.
+
+        The lane infers a pass's frames while this thread analyses the pass before and gates the
+        next, so the cores never wait on each other (a camera's frames are still analysed in order:
+        a pass's results are analysed before the next pass's are asked for)."""
+        due = self._gather()
+        before, self._pending = self._pending, None
+        if due:
+            self._pending = (due, self._lane.submit(self._infer, due))
+        if before is not None:
+            self._finish(*before)
+        return len(due) + (len(before[0]) if before is not None else 0)
+
+    def _gather(self) -> list[tuple[CameraRuntime, Frame]]:
+        """Each camera's newest frame (a rotating start, so none starves): health, clip ring, gate."""
         due: list[tuple[CameraRuntime, Frame]] = []
         n = len(self.cameras)
         for i in range(n):
@@ -277,19 +301,31 @@ class EdgeWorker:
             else:
                 rt.gated_out += 1
         self._rr = (self._rr + 1) % max(1, n)
-        batch_size = self.cfg.max_batch
-        for start in range(0, len(due), batch_size):
-            chunk = due[start : start + batch_size]
+        return due
+
+    def _infer(self, due: list[tuple[CameraRuntime, Frame]]) -> list[BatchResult]:
+        """On the inference lane: the due frames in batches of `max_batch`."""
+        out = []
+        for start in range(0, len(due), self.cfg.max_batch):
+            chunk = due[start : start + self.cfg.max_batch]
             use = [rt.models for rt, _ in chunk]
-            result = run_batch(
-                self.detector, [f.image for _, f in chunk], use if any(u is not None for u in use) else None
+            out.append(
+                run_batch(
+                    self.detector,
+                    [f.image for _, f in chunk],
+                    use if any(u is not None for u in use) else None,
+                )
             )
-            for (rt, frame), dets in zip(chunk, result.detections, strict=True):
-                try:
-                    self.analyse(rt, frame, dets, result.ms_per_frame)
-                except Exception:  # one camera's bad moment must not stop the others
-                    log.exception("event=analysis_failed camera=%s ts=%.3f", rt.cfg.id, frame.ts)
-        return len(due)
+        return out
+
+    def _finish(self, due: list[tuple[CameraRuntime, Frame]], job: Future[list[BatchResult]]) -> None:
+        """Analyse a pass's frames once the lane has their detections."""
+        dets = [d for result in job.result() for d in zip(result.detections, repeat(result.ms_per_frame))]
+        for (rt, frame), (found, ms) in zip(due, dets, strict=True):
+            try:
+                self.analyse(rt, frame, found, ms)
+            except Exception:  # one camera's bad moment must not stop the others
+                log.exception("event=analysis_failed camera=%s ts=%.3f", rt.cfg.id, frame.ts)
 
     def _watch(self, rt: CameraRuntime, frame: Frame | None) -> None:
         """Camera health: lost while no frame comes, and every `sample_s` a look at the picture."""

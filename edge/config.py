@@ -458,7 +458,7 @@ class EdgeConfig(EnvFirstSettings):
         description="copies of the models that infer at once, each on its share of a batch; default 2 "
         "on a box with 2 or more cores, else 1: a second copy keeps both cores of a 2-core box on "
         "inference where the streets never rest (bench/edge.py: 7 busy cameras against 5); each copy "
-        "costs its model's memory (about 60 MB for the shipped model)",
+        "costs its model's memory (30 MB of RSS for the shipped model on OpenVINO)",
     )
     feedback: FeedbackConfig = FeedbackConfig()
     cameras: list[CameraConfig] = Field([], description="the streams this box watches")

@@ -10,6 +10,9 @@ Rows, all in the same run on the same clip and weights:
 - gridgate: `EdgeWorker` as config/cameras.yaml ships it (`model.backend: openvino` where OpenVINO
   is installed, `--backend` to change): ffmpeg decimation, motion gate, one shared model.
 
+The approaches take turns, one trial each, until each count is known, so a host whose share of the
+CPU drifts (steal, reported per trial) weighs on all of them alike.
+
 A camera count is "sustained" when every camera holds its rate: for the naive loops, 2 analyses
 per second (>= 1.9) and real-time decode (>= 95 % of 15 fps); for the worker, its decoders hold
 real time (>= 90 % of decode_fps), every camera is analysed >= 1.9 times a second, its analysis
@@ -503,33 +506,46 @@ def worker_trial(
     }
 
 
-def ramp(
-    trial: Callable[[int], dict[str, Any]], start: int, limit: int, label: str
-) -> tuple[int, list[dict[str, Any]]]:
-    """Double while sustained, then bisect: the most cameras that pass."""
-    runs: list[dict[str, Any]] = []
-    best, n, fail = 0, start, None
-    while n <= limit:
-        r = trial(n)
-        runs.append(r)
-        print(f"  {label} n={n}: {json.dumps(r)}", file=sys.stderr, flush=True)
-        if not r["ok"]:
-            fail = n
-            break
-        best = n
-        n *= 2
-    hi = fail if fail is not None else best
-    lo = best
-    while fail is not None and hi - lo > 1:
-        mid = (lo + hi) // 2
-        r = trial(mid)
-        runs.append(r)
-        print(f"  {label} n={mid}: {json.dumps(r)}", file=sys.stderr, flush=True)
+class Ramp:
+    """One approach's camera count: double while sustained, then bisect; the most cameras that pass
+    is `best`. `step` runs one trial, so that several approaches can take turns (`interleave`)."""
+
+    def __init__(self, label: str, trial: Callable[[int], dict[str, Any]], start: int, limit: int) -> None:
+        self.label, self.trial, self.limit = label, trial, limit
+        self.n, self.best, self.fail = start, 0, None
+        self.runs: list[dict[str, Any]] = []
+
+    def next_n(self) -> int | None:
+        if self.fail is None:
+            return self.n if self.n <= self.limit else None
+        return (self.best + self.fail) // 2 if self.fail - self.best > 1 else None
+
+    def step(self) -> bool:
+        """Run the next trial; False once the count is known."""
+        n = self.next_n()
+        if n is None:
+            return False
+        r = self.trial(n)
+        self.runs.append(r)
+        print(f"  {self.label} n={n}: {json.dumps(r)}", file=sys.stderr, flush=True)
         if r["ok"]:
-            lo = mid
+            self.best = max(self.best, n)
+            if self.fail is None:
+                self.n = 2 * n
         else:
-            hi = mid
-    return lo, runs
+            self.fail = n if self.fail is None else min(self.fail, n)
+        return True
+
+    def at_best(self) -> dict[str, Any]:
+        """The passing trial at the best count (else the first trial)."""
+        return next((r for r in self.runs if r["n"] == self.best and r["ok"]), self.runs[0])
+
+
+def interleave(ramps: list[Ramp]) -> None:
+    """Every approach one trial in turn until each count is known: a host whose share of the CPU
+    drifts over minutes (steal) weighs on every approach alike, not on the one ramped last."""
+    while any([r.step() for r in ramps]):  # a list, not a generator: every ramp steps each round
+        pass
 
 
 def main() -> None:
@@ -607,7 +623,6 @@ def main() -> None:
     else:
         worker_models = detector
 
-    naive_2fps: dict[str, int] = {}
     if not args.skip_naive:
         every = naive(model, clip, 1, seconds, 0.0, args.imgsz)
         rows.append(
@@ -619,53 +634,71 @@ def main() -> None:
                 f"{every['throughput_fps']} frames/s",
             )
         )
+    # BENCHMARKS.md's peer (ultralytics on the .pt as shipped), the same loop on the worker's own
+    # export (so the worker's lead over it is what its design buys, not the runtime), the worker and
+    # its key-frame mode, taking turns trial by trial
+    peers: dict[str, Ramp] = {}
+    if not args.skip_naive:
         limit = 8 if args.quick else args.max_cameras
-        # BENCHMARKS.md's peer (ultralytics on the .pt as shipped), then the same loop on the worker's
-        # own export, so the worker's lead over it is what its design buys, not the runtime
         shape = getattr(detector, "imgsz", args.imgsz)  # an export's fixed (h, w)
-        peers = [("shipped .pt", model, args.imgsz), (f"same {args.backend} export", export, shape)]
-        for name, weights, size in peers:
+        for name, weights, size in [
+            ("shipped .pt", model, args.imgsz),
+            (f"same {args.backend} export", export, shape),
+        ]:
             if name != "shipped .pt" and weights == model:
                 continue
 
             def trial(n: int, w: str = weights, sz: Any = size) -> dict[str, Any]:
                 return naive(w, clip, n, seconds, 0.5, sz)
 
-            n_ok, runs = ramp(trial, 2, limit, f"naive-2fps {name}")
-            ok = [r for r in runs if r["n"] == n_ok]
-            r = ok[0] if ok else runs[0]
-            label = f"naive 2 fps: decode all, track() every 0.5 s, {name}"
-            rows.append((label, n_ok, r["cpu"], r["latency_p95_ms"], ""))
-            naive_2fps[name] = n_ok
-
-    best = {}
-    for backend in args.backends.split(","):
-        ours, runs = ramp(
+            peers[name] = Ramp(f"naive-2fps {name}", trial, 2, limit)
+    workers = {
+        backend: Ramp(
+            f"worker-{backend}",
             lambda n, b=backend: worker_trial(worker_models, clip, n, seconds, args.imgsz, tmp, b),
             2,
             args.max_cameras,
-            f"worker-{backend}",
         )
-        ok = [r for r in runs if r["n"] == ours]
-        r = ok[0] if ok else runs[0]
-        note = (
-            f"inference p50 {r['inference_ms_p50']} ms, analysed {r['fps_analysed_mean']} fps/camera "
-            f"(gated), loop busy {r['busy']:.0%}"
-        )
-        rows.append((f"gridgate worker, {backend} capture", ours, r["cpu"], r["latency_p95_ms"], note))
-        best[backend] = ours
-    keyframes = None
+        for backend in args.backends.split(",")
+    }
+    key_ramp = None
     if not args.skip_keyframes:
-        keyframes, runs = ramp(
+        key_ramp = Ramp(
+            "worker-keyframes",
             lambda n: worker_trial(
                 worker_models, clip, n, seconds, args.imgsz, tmp, "ffmpeg", keyframes=True
             ),
             2,
             4 * args.max_cameras,
-            "worker-keyframes",
         )
-        ok = [r for r in runs if r["n"] == keyframes]
-        r = ok[0] if ok else runs[0]
+    interleave([*peers.values(), *workers.values(), *([key_ramp] if key_ramp else [])])
+
+    naive_2fps: dict[str, int] = {}
+    for name, peer in peers.items():
+        r = peer.at_best()
+        rows.append(
+            (
+                f"naive 2 fps: decode all, track() every 0.5 s, {name}",
+                peer.best,
+                r["cpu"],
+                r["latency_p95_ms"],
+                "",
+            )
+        )
+        naive_2fps[name] = peer.best
+    best = {}
+    for backend, w in workers.items():
+        r = w.at_best()
+        note = (
+            f"inference p50 {r['inference_ms_p50']} ms, analysed {r['fps_analysed_mean']} fps/camera "
+            f"(gated), loop busy {r['busy']:.0%}"
+        )
+        rows.append((f"gridgate worker, {backend} capture", w.best, r["cpu"], r["latency_p95_ms"], note))
+        best[backend] = w.best
+    keyframes = None
+    if key_ramp is not None:
+        keyframes = key_ramp.best
+        r = key_ramp.at_best()
         note = f"key frames only (`capture.keyframes_only`), analysed {r['fps_analysed_mean']} fps/camera"
         rows.append(
             ("gridgate worker, ffmpeg, key frames only", keyframes, r["cpu"], r["latency_p95_ms"], note)
